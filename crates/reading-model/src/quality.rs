@@ -1,0 +1,90 @@
+//! How far a reading can be trusted, and why not.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::CodeError;
+
+/// The quality flag of a reading. Anything but `Good` is kept and shown, never silently dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Quality {
+    Good,
+    /// Filled in or derived rather than read.
+    Estimated,
+    /// The counter wrapped at its register width; the delta includes the wrap.
+    Rollover,
+    /// The counter went backwards (meter reset or replacement); the delta starts from zero.
+    Reset,
+    /// Readings were missed before this one; the delta spans the gap.
+    Gap,
+    /// Outside the plausible range for this meter (an implausible jump); kept, not clamped.
+    OutOfRange,
+    /// The device repeated an old value past its expected update.
+    Stale,
+    /// The first reading after a declared meter replacement.
+    Replaced,
+}
+
+const NAMES: &[(Quality, &str)] = &[
+    (Quality::Good, "good"),
+    (Quality::Estimated, "estimated"),
+    (Quality::Rollover, "rollover"),
+    (Quality::Reset, "reset"),
+    (Quality::Gap, "gap"),
+    (Quality::OutOfRange, "out_of_range"),
+    (Quality::Stale, "stale"),
+    (Quality::Replaced, "replaced"),
+];
+
+impl Quality {
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(q, _)| *q == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("?")
+    }
+
+    pub fn parse(s: &str) -> Result<Self, CodeError> {
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(q, _)| *q)
+            .ok_or_else(|| CodeError::Quality(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Quality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for Quality {
+    type Error = CodeError;
+    fn try_from(s: String) -> Result<Self, CodeError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Quality> for String {
+    fn from(q: Quality) -> String {
+        q.name().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (q, n) in NAMES {
+            assert_eq!(Quality::parse(n).unwrap(), *q);
+            assert_eq!(q.to_string(), *n);
+        }
+        assert!(Quality::parse("great").is_err());
+    }
+}
