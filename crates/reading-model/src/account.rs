@@ -223,7 +223,15 @@ mod tests {
 
     #[test]
     fn account_code_rejects_bad_shapes() {
-        for bad in ["", "320100A00", "320100A0081", "32010XA008", "320100Z008", "320100A000", "320100a008"] {
+        for bad in [
+            "",
+            "320100A00",
+            "320100A0081",
+            "32010XA008",
+            "320100Z008",
+            "320100A000",
+            "320100a008",
+        ] {
             assert!(AccountCode::parse(bad).is_err(), "{bad}");
         }
     }

@@ -296,7 +296,8 @@ impl ItemCatalog {
     /// The catalogue of the 2008 guideline (electricity items and sub-items, category totals).
     pub fn builtin() -> Self {
         // The embedded file is checked by a unit test; an empty catalogue is the only fallback.
-        let file: CatalogFile = toml::from_str(BUILTIN_ITEMS).unwrap_or(CatalogFile { item: vec![] });
+        let file: CatalogFile =
+            toml::from_str(BUILTIN_ITEMS).unwrap_or(CatalogFile { item: vec![] });
         let mut entries: BTreeMap<_, _> = file.item.into_iter().map(|e| (e.code, e)).collect();
         for c in Category::ALL {
             entries.entry(c.total_code()).or_insert_with(|| ItemEntry {
@@ -347,7 +348,9 @@ mod tests {
         let codes: Vec<_> = Category::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             codes,
-            ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13"]
+            [
+                "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13"
+            ]
         );
         for c in Category::ALL {
             assert_eq!(Category::parse(c.code()).unwrap(), c);
@@ -367,7 +370,9 @@ mod tests {
         assert!(c.is_within(&EnergyCode::parse("01000").unwrap()));
         assert!(!c.is_within(&EnergyCode::parse("01A00").unwrap()));
         assert_eq!(Category::Water.total_code().as_str(), "02000");
-        for bad in ["01", "1A000", "01a00", "010A0", "0100A", "01A0B", "14000", "01A1a"] {
+        for bad in [
+            "01", "1A000", "01a00", "010A0", "0100A", "01A0B", "14000", "01A1a",
+        ] {
             assert!(EnergyCode::parse(bad).is_err(), "{bad}");
         }
         assert!(EnergyCode::parse_in("01A10", Category::Water).is_err());
@@ -398,6 +403,10 @@ mod tests {
         // Sub-items where implementations disagree are marked unverified.
         let d20 = cat.get(&EnergyCode::parse("01D20").unwrap()).unwrap();
         assert!(!d20.verified);
-        assert!(cat.get(&EnergyCode::parse("01D10").unwrap()).unwrap().verified);
+        assert!(
+            cat.get(&EnergyCode::parse("01D10").unwrap())
+                .unwrap()
+                .verified
+        );
     }
 }

@@ -137,8 +137,8 @@ pub struct FactorTables {
 impl FactorTables {
     /// The built-in tables.
     pub fn builtin() -> Result<Self, FactorError> {
-        let coal: CoalFile =
-            toml::from_str(BUILTIN_COAL).map_err(|e| FactorError::Parse(format!("coal.toml: {e}")))?;
+        let coal: CoalFile = toml::from_str(BUILTIN_COAL)
+            .map_err(|e| FactorError::Parse(format!("coal.toml: {e}")))?;
         let carbon: CarbonFile = toml::from_str(BUILTIN_CARBON)
             .map_err(|e| FactorError::Parse(format!("carbon.toml: {e}")))?;
         let t = Self {
@@ -176,7 +176,11 @@ impl FactorTables {
             .coal
             .iter()
             .map(|f| (&f.id, f.value, f.category, f.per))
-            .chain(self.carbon.iter().map(|f| (&f.id, f.value, f.category, f.per)));
+            .chain(
+                self.carbon
+                    .iter()
+                    .map(|f| (&f.id, f.value, f.category, f.per)),
+            );
         for (id, value, category, per) in values {
             if !value.is_finite() || value < 0.0 {
                 return Err(FactorError::Value {
@@ -230,7 +234,12 @@ impl FactorTables {
     }
 
     /// The standard-coal factor for a category in `year` (the reading's year).
-    pub fn coal(&self, category: Category, year: i32, sel: &FactorSelection) -> Option<Resolved<'_>> {
+    pub fn coal(
+        &self,
+        category: Category,
+        year: i32,
+        sel: &FactorSelection,
+    ) -> Option<Resolved<'_>> {
         let year = sel.year.map(i32::from).unwrap_or(year);
         let f = match sel.coal_factor.get(&category) {
             Some(id) => self.coal.iter().find(|f| &f.id == id)?,
@@ -281,7 +290,11 @@ impl FactorTables {
                 regions
                     .iter()
                     .find_map(|r| pick_not_after(in_region(r).into_iter(), |f| f.year, year))
-                    .or_else(|| regions.iter().find_map(|r| pick(in_region(r).into_iter(), |f| f.year, year)))?
+                    .or_else(|| {
+                        regions
+                            .iter()
+                            .find_map(|r| pick(in_region(r).into_iter(), |f| f.year, year))
+                    })?
             }
         };
         Some(Resolved {
@@ -313,7 +326,11 @@ fn pick_not_after<'a, F>(
 }
 
 /// The latest factor published for a year not after `year`; the earliest one if all are later.
-fn pick<'a, F>(candidates: impl Iterator<Item = &'a F>, year_of: impl Fn(&F) -> u16, year: i32) -> Option<&'a F> {
+fn pick<'a, F>(
+    candidates: impl Iterator<Item = &'a F>,
+    year_of: impl Fn(&F) -> u16,
+    year: i32,
+) -> Option<&'a F> {
     let all: Vec<&F> = candidates.collect();
     all.iter()
         .filter(|f| i32::from(year_of(f)) <= year)
@@ -337,11 +354,16 @@ mod tests {
     #[test]
     fn electricity_calorific_is_0_1229() {
         let t = tables();
-        let f = t.coal(Category::Electricity, 2025, &FactorSelection::default()).unwrap();
+        let f = t
+            .coal(Category::Electricity, 2025, &FactorSelection::default())
+            .unwrap();
         assert_eq!(f.per_unit, 0.1229);
         assert_eq!(f.id, "gbt2589-2020/electricity");
         // 860 kcal/kWh ÷ 7000 kcal/kgce rounds to the published 0.1229.
-        assert_eq!(((860.0 / 7_000.0) * 10_000.0_f64).round() / 10_000.0, 0.1229);
+        assert_eq!(
+            ((860.0 / 7_000.0) * 10_000.0_f64).round() / 10_000.0,
+            0.1229
+        );
     }
 
     #[test]
@@ -357,8 +379,18 @@ mod tests {
         assert!((kgce(Category::Gasoline) - 1.4714 * 0.73).abs() < 1e-12);
         assert!((kgce(Category::Diesel) - 1.4571 * 0.84).abs() < 1e-12);
         // Each low heating value in kcal ÷ 7000 kcal/kgce, rounded to 4 places, is the published coefficient.
-        for (kcal, published) in [(5_000.0, 0.7143), (10_300.0, 1.4714), (10_200.0, 1.4571), (12_000.0, 1.7143), (9_310.0, 1.3300)] {
-            assert_eq!(((kcal / 7_000.0_f64) * 10_000.0).round() / 10_000.0, published, "{kcal}");
+        for (kcal, published) in [
+            (5_000.0, 0.7143),
+            (10_300.0, 1.4714),
+            (10_200.0, 1.4571),
+            (12_000.0, 1.7143),
+            (9_310.0, 1.3300),
+        ] {
+            assert_eq!(
+                ((kcal / 7_000.0_f64) * 10_000.0).round() / 10_000.0,
+                published,
+                "{kcal}"
+            );
         }
         // Water is a resource, not energy: no standard-coal factor.
         assert!(t.coal(Category::Water, 2025, &s).is_none());
@@ -371,7 +403,10 @@ mod tests {
             coal_method: CoalMethod::Equivalent,
             ..Default::default()
         };
-        assert_eq!(t.coal(Category::Electricity, 2025, &s).unwrap().per_unit, 0.404);
+        assert_eq!(
+            t.coal(Category::Electricity, 2025, &s).unwrap().per_unit,
+            0.404
+        );
     }
 
     #[test]
@@ -394,25 +429,44 @@ mod tests {
             carbon_region: Some("national".into()),
             ..Default::default()
         };
-        let f = t.carbon(&beijing, Category::Electricity, 2021, &national).unwrap();
+        let f = t
+            .carbon(&beijing, Category::Electricity, 2021, &national)
+            .unwrap();
         assert_eq!((f.id, f.per_unit), ("mee-nbs-2021/grid/national", 0.5568));
-        let f = t.carbon(&beijing, Category::Electricity, 2025, &national).unwrap();
+        let f = t
+            .carbon(&beijing, Category::Electricity, 2025, &national)
+            .unwrap();
         assert_eq!(f.per_unit, 0.5306);
         let pinned_year = FactorSelection {
             year: Some(2022),
             carbon_region: Some("national".into()),
             ..Default::default()
         };
-        assert_eq!(t.carbon(&beijing, Category::Electricity, 2026, &pinned_year).unwrap().per_unit, 0.5366);
+        assert_eq!(
+            t.carbon(&beijing, Category::Electricity, 2026, &pinned_year)
+                .unwrap()
+                .per_unit,
+            0.5366
+        );
         // Provincial: Sichuan 2022 published, falls back to 西南 for 2023.
         let prov = FactorSelection {
             carbon_region: Some("province".into()),
             ..Default::default()
         };
         let chengdu = acct("510104A001");
-        assert_eq!(t.carbon(&chengdu, Category::Electricity, 2022, &prov).unwrap().per_unit, 0.1404);
+        assert_eq!(
+            t.carbon(&chengdu, Category::Electricity, 2022, &prov)
+                .unwrap()
+                .per_unit,
+            0.1404
+        );
         // The latest provincial factor not after 2026 is 2022's; the province wins over newer regional data.
-        assert_eq!(t.carbon(&chengdu, Category::Electricity, 2026, &prov).unwrap().per_unit, 0.1404);
+        assert_eq!(
+            t.carbon(&chengdu, Category::Electricity, 2026, &prov)
+                .unwrap()
+                .per_unit,
+            0.1404
+        );
     }
 
     #[test]
@@ -442,13 +496,17 @@ mod tests {
             source: "provincial guide".into(),
             verified: false,
         };
-        let t = tables().with_overrides(vec![], vec![custom], BTreeMap::new()).unwrap();
+        let t = tables()
+            .with_overrides(vec![], vec![custom], BTreeMap::new())
+            .unwrap();
         let s = FactorSelection {
             carbon_factor: [(Category::Electricity, "sd-guide-2024/grid".to_string())].into(),
             ..Default::default()
         };
         t.check_selection(&s).unwrap();
-        let f = t.carbon(&acct("370102A001"), Category::Electricity, 2025, &s).unwrap();
+        let f = t
+            .carbon(&acct("370102A001"), Category::Electricity, 2025, &s)
+            .unwrap();
         // 0.7 kg per MWh is 0.0007 kg per kWh.
         assert!((f.per_unit - 0.0007).abs() < 1e-15);
         let bad = FactorSelection {
@@ -466,6 +524,10 @@ mod tests {
             year: 2020,
             verified: false,
         };
-        assert!(tables().with_overrides(vec![negative], vec![], BTreeMap::new()).is_err());
+        assert!(
+            tables()
+                .with_overrides(vec![negative], vec![], BTreeMap::new())
+                .is_err()
+        );
     }
 }

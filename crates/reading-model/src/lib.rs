@@ -16,7 +16,9 @@ pub mod unit;
 
 pub use account::{AccountCode, BuildingClass, GatewayId, MeterId};
 pub use code::{Category, EnergyCode, ItemCatalog, ItemEntry};
-pub use factor::{CarbonFactor, CoalFactor, CoalMethod, FactorError, FactorSelection, FactorTables};
+pub use factor::{
+    CarbonFactor, CoalFactor, CoalMethod, FactorError, FactorSelection, FactorTables,
+};
 pub use quality::Quality;
 pub use quantity::Quantity;
 pub use reading::{Batch, Reading, WIRE_VERSION};
@@ -25,7 +27,9 @@ pub use unit::{Unit, UnitError};
 /// An error parsing one of the model's codes; carries the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodeError {
-    #[error("account code {0:?}: expected 6-digit division + building letter A-H + 3-digit serial, e.g. 110108A001")]
+    #[error(
+        "account code {0:?}: expected 6-digit division + building letter A-H + 3-digit serial, e.g. 110108A001"
+    )]
     Account(String),
     #[error("category code {0:?}: expected two digits 01..13")]
     Category(String),

@@ -57,7 +57,13 @@ pub struct ReadingError {
 impl Reading {
     /// Checks what the types cannot: finite numbers, canonical units, codes that agree.
     pub fn check(&self, row: usize) -> Result<(), ReadingError> {
-        let err = |field, message: String| Err(ReadingError { row, field, message });
+        let err = |field, message: String| {
+            Err(ReadingError {
+                row,
+                field,
+                message,
+            })
+        };
         if self.item.category() != self.category {
             return err(
                 "item",
@@ -78,7 +84,11 @@ impl Reading {
         if !self.value.is_finite() {
             return err("value", format!("{} is not a finite number", self.value));
         }
-        for (field, v) in [("delta", self.delta), ("kgce", self.kgce), ("kgco2e", self.kgco2e)] {
+        for (field, v) in [
+            ("delta", self.delta),
+            ("kgce", self.kgce),
+            ("kgco2e", self.kgco2e),
+        ] {
             if let Some(v) = v {
                 if !v.is_finite() {
                     return err(field, format!("{v} is not a finite number"));
@@ -93,7 +103,10 @@ impl Reading {
         }
         // Year 2000 .. 2200: a clock at zero or a seconds/ms mix-up is caught here.
         if !(946_684_800_000..7_258_118_400_000).contains(&self.ts) {
-            return err("ts", format!("{} ms is not a plausible UTC timestamp", self.ts));
+            return err(
+                "ts",
+                format!("{} ms is not a plausible UTC timestamp", self.ts),
+            );
         }
         Ok(())
     }
@@ -131,7 +144,10 @@ impl Batch {
             return Err(ReadingError {
                 row: 0,
                 field: "version",
-                message: format!("unsupported batch version {} (this server speaks {WIRE_VERSION})", self.version),
+                message: format!(
+                    "unsupported batch version {} (this server speaks {WIRE_VERSION})",
+                    self.version
+                ),
             });
         }
         self.readings
@@ -186,7 +202,10 @@ mod tests {
         let b = Batch::new(GatewayId::parse("gw").unwrap(), 1, vec![reading(), r]);
         let e = b.check().unwrap_err();
         assert_eq!((e.row, e.field), (1, "item"));
-        assert_eq!(e.to_string(), "readings[1].item: 02000 is not an item of category 01");
+        assert_eq!(
+            e.to_string(),
+            "readings[1].item: 02000 is not an item of category 01"
+        );
 
         let mut r = reading();
         r.unit = Unit::WattHour;
