@@ -1,0 +1,494 @@
+//! The site configuration: who this gateway is, where it forwards, which devices it polls and
+//! which account, category and item each belongs to. TOML, unknown keys rejected, validated
+//! before anything starts; errors name the file, line and key.
+//!
+//! ```toml
+//! [gateway]
+//! id = "gw-01"
+//! spool_dir = "/var/lib/jieneng-gateway"
+//! poll_interval = 15          # seconds, aligned to the wall clock
+//!
+//! [forward]
+//! url = "http://ingest.example:8080/api/v1/batches"
+//! token = "…"                 # or token_file = "/etc/jieneng/token"
+//!
+//! [[account]]
+//! code = "110108A001"
+//! name = "区政府办公楼"
+//! carbon_region = "grid"      # national | grid | province | a region name
+//!
+//! [[device]]
+//! meter = "main"
+//! account = "110108A001"
+//! category = "01"
+//! item = "01000"
+//! profile = "eastron/sdm630"
+//! source = { type = "modbus-tcp", host = "10.0.0.21", port = 502, unit = 1 }
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use device_profiles::{Library, Profile};
+use reading_model::{
+    AccountCode, Category, EnergyCode, FactorSelection, FactorTables, GatewayId, MeterId, Quantity,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    pub id: GatewayId,
+    pub spool_dir: PathBuf,
+    /// Seconds between polls, aligned to the wall clock (a 15 s poll reads at :00, :15, …).
+    #[serde(default = "default_poll")]
+    pub poll_interval: f64,
+    /// Seconds to wait for one Modbus response.
+    #[serde(default = "default_timeout")]
+    pub request_timeout: f64,
+    /// Unused registers a request may read across to join two registers.
+    #[serde(default = "default_gap")]
+    pub max_gap: u16,
+    /// A directory of site-specific profiles (`<vendor>/<model>.toml`), added to the built-in ones.
+    #[serde(default)]
+    pub profile_dir: Option<PathBuf>,
+}
+
+fn default_poll() -> f64 {
+    15.0
+}
+fn default_timeout() -> f64 {
+    3.0
+}
+fn default_gap() -> u16 {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    pub url: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Readings per batch at most.
+    #[serde(default = "default_batch")]
+    pub max_batch_readings: usize,
+    /// Seconds before an HTTP request is abandoned and retried.
+    #[serde(default = "default_http_timeout")]
+    pub timeout: f64,
+}
+
+fn default_batch() -> usize {
+    5_000
+}
+fn default_http_timeout() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    pub code: AccountCode,
+    #[serde(default)]
+    pub name: String,
+    #[serde(flatten)]
+    pub factors: FactorSelection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum SourceConfig {
+    #[serde(rename = "modbus-tcp")]
+    ModbusTcp {
+        host: String,
+        #[serde(default = "default_modbus_port")]
+        port: u16,
+        #[serde(default = "default_unit")]
+        unit: u8,
+    },
+}
+
+fn default_modbus_port() -> u16 {
+    502
+}
+fn default_unit() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSection {
+    pub meter: MeterId,
+    pub account: AccountCode,
+    pub category: Category,
+    pub item: String,
+    pub profile: String,
+    pub source: SourceConfig,
+    /// Register names to read; all of the profile's when absent.
+    #[serde(default)]
+    pub registers: Option<Vec<String>>,
+    /// What a register measures at this installation, where the profile's quantity is too
+    /// general (e.g. `temperature = "outdoor_temperature"`).
+    #[serde(default)]
+    pub quantities: BTreeMap<String, Quantity>,
+    #[serde(default = "one")]
+    pub ct_ratio: f64,
+    #[serde(default = "one")]
+    pub pt_ratio: f64,
+    /// Seconds; the gateway's poll interval when absent.
+    #[serde(default)]
+    pub poll_interval: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: GatewaySection,
+    forward: ForwardSection,
+    #[serde(default)]
+    factors: FactorSelection,
+    #[serde(default)]
+    account: Vec<Spanned<AccountSection>>,
+    #[serde(default)]
+    device: Vec<Spanned<DeviceSection>>,
+}
+
+/// A validated device: its profile resolved, its registers chosen.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub meter: MeterId,
+    pub account: AccountCode,
+    pub category: Category,
+    pub item: EnergyCode,
+    pub profile: Profile,
+    /// Indices into `profile.registers`.
+    pub registers: Vec<usize>,
+    pub quantities: Vec<Quantity>,
+    pub source: SourceConfig,
+    pub ratios: device_profiles::decode::Ratios,
+    pub poll_interval: Duration,
+}
+
+impl Device {
+    /// A short name for logs: `account/meter`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.account, self.meter)
+    }
+}
+
+/// The whole validated site.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    pub forward: ForwardSection,
+    pub token: String,
+    pub default_factors: FactorSelection,
+    pub accounts: BTreeMap<AccountCode, AccountSection>,
+    pub devices: Vec<Device>,
+    pub factors: FactorTables,
+}
+
+/// Alias kept for readers who think of the file as "the site".
+pub type SiteConfig = GatewayConfig;
+
+fn line_of(text: &str, span: Range<usize>) -> usize {
+    text.as_bytes()[..span.start.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl GatewayConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&file, &text, path.parent())
+    }
+
+    /// Parses and validates; `base` resolves relative paths (the config file's directory).
+    pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        let invalid = |span: Range<usize>, key: String, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            line: line_of(text, span),
+            key,
+            message,
+        };
+        let at_top = |key: &str, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            line: text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(1, |i| i + 1),
+            key: key.to_owned(),
+            message,
+        };
+        let resolve = |p: &Path| match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p.to_path_buf(),
+        };
+
+        let mut gateway = raw.gateway;
+        gateway.spool_dir = resolve(&gateway.spool_dir);
+        gateway.profile_dir = gateway.profile_dir.as_deref().map(resolve);
+        if !(gateway.poll_interval >= 0.1 && gateway.poll_interval <= 86_400.0) {
+            return Err(at_top(
+                "poll_interval",
+                format!("{} s is outside 0.1 s ..= 1 day", gateway.poll_interval),
+            ));
+        }
+        if !(gateway.request_timeout > 0.0 && gateway.request_timeout <= 60.0) {
+            return Err(at_top(
+                "request_timeout",
+                format!("{} s is outside (0, 60]", gateway.request_timeout),
+            ));
+        }
+
+        let forward = raw.forward;
+        if !(forward.url.starts_with("http://") || forward.url.starts_with("https://")) {
+            return Err(at_top(
+                "url",
+                format!("{:?} is not an http(s) URL", forward.url),
+            ));
+        }
+        let token = match (&forward.token, &forward.token_file) {
+            (Some(t), None) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(resolve(f))
+                .map_err(|e| at_top("token_file", format!("cannot read {}: {e}", f.display())))?
+                .trim()
+                .to_owned(),
+            _ => {
+                return Err(at_top(
+                    "[forward]",
+                    "set exactly one of token or token_file".into(),
+                ));
+            }
+        };
+        if token.len() < 16 {
+            return Err(at_top(
+                "token",
+                "a gateway token must be at least 16 characters".into(),
+            ));
+        }
+        if forward.max_batch_readings == 0 || !(forward.timeout > 0.0) {
+            return Err(at_top(
+                "[forward]",
+                "max_batch_readings and timeout must be positive".into(),
+            ));
+        }
+
+        let factors = FactorTables::builtin().map_err(|e| at_top("[factors]", e.to_string()))?;
+        factors
+            .check_selection(&raw.factors)
+            .map_err(|e| at_top("[factors]", e.to_string()))?;
+
+        let mut library = Library::builtin().map_err(|e| at_top("[gateway]", e.to_string()))?;
+        if let Some(dir) = &gateway.profile_dir {
+            load_profile_dir(&mut library, dir).map_err(|e| at_top("profile_dir", e))?;
+        }
+
+        let mut accounts = BTreeMap::new();
+        for (i, a) in raw.account.into_iter().enumerate() {
+            let span = a.span();
+            let a = a.into_inner();
+            factors.check_selection(&a.factors).map_err(|e| {
+                invalid(
+                    span.clone(),
+                    format!("account[{i}] ({})", a.code),
+                    e.to_string(),
+                )
+            })?;
+            if accounts.insert(a.code.clone(), a.clone()).is_some() {
+                return Err(invalid(
+                    span,
+                    format!("account[{i}].code"),
+                    format!("{} is listed twice", a.code),
+                ));
+            }
+        }
+
+        let mut devices = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, d) in raw.device.into_iter().enumerate() {
+            let span = d.span();
+            let d = d.into_inner();
+            let key = |k: &str| format!("device[{i}].{k} ({}/{})", d.account, d.meter);
+            let bad = |k: &str, m: String| invalid(span.clone(), key(k), m);
+            if !seen.insert((d.account.clone(), d.meter.clone())) {
+                return Err(bad(
+                    "meter",
+                    "this account already has a meter with this id".into(),
+                ));
+            }
+            let item = EnergyCode::parse_in(&d.item, d.category)
+                .map_err(|e| bad("item", e.to_string()))?;
+            let profile = library
+                .get(&d.profile)
+                .map_err(|e| bad("profile", e.to_string()))?
+                .clone();
+            let registers: Vec<usize> = match &d.registers {
+                None => (0..profile.registers.len()).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        profile
+                            .registers
+                            .iter()
+                            .position(|r| &r.name == n)
+                            .ok_or_else(|| {
+                                bad(
+                                    "registers",
+                                    format!("profile {} has no register {n:?}", profile.id),
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            for name in d.quantities.keys() {
+                if profile.register(name).is_none() {
+                    return Err(bad(
+                        "quantities",
+                        format!("profile {} has no register {name:?}", profile.id),
+                    ));
+                }
+            }
+            let quantities: Vec<Quantity> = profile
+                .registers
+                .iter()
+                .map(|r| d.quantities.get(&r.name).copied().unwrap_or(r.quantity))
+                .collect();
+            for &r in &registers {
+                let reg = &profile.registers[r];
+                if reg.quantity.canonical_unit() != quantities[r].canonical_unit() {
+                    return Err(bad(
+                        "quantities",
+                        format!(
+                            "{} measures {}, which {} cannot be",
+                            reg.name, reg.quantity, quantities[r]
+                        ),
+                    ));
+                }
+            }
+            for (k, v) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(bad(k, format!("{v} must be a positive number")));
+                }
+            }
+            let poll = d.poll_interval.unwrap_or(gateway.poll_interval);
+            if !(poll >= 0.1 && poll <= 86_400.0) {
+                return Err(bad(
+                    "poll_interval",
+                    format!("{poll} s is outside 0.1 s ..= 1 day"),
+                ));
+            }
+            match &d.source {
+                SourceConfig::ModbusTcp { host, unit, .. } => {
+                    if host.is_empty() {
+                        return Err(bad("source.host", "must not be empty".into()));
+                    }
+                    if *unit > 247 {
+                        return Err(bad(
+                            "source.unit",
+                            format!("unit id {unit} is outside 0..=247"),
+                        ));
+                    }
+                }
+            }
+            devices.push(Device {
+                meter: d.meter,
+                account: d.account,
+                category: d.category,
+                item,
+                profile,
+                registers,
+                quantities,
+                source: d.source,
+                ratios: device_profiles::decode::Ratios {
+                    ct: d.ct_ratio,
+                    pt: d.pt_ratio,
+                },
+                poll_interval: Duration::from_secs_f64(poll),
+            });
+        }
+
+        Ok(Self {
+            gateway,
+            forward,
+            token,
+            default_factors: raw.factors,
+            accounts,
+            devices,
+            factors,
+        })
+    }
+
+    /// The factor selection of an account: its own, else the site default.
+    pub fn selection(&self, account: &AccountCode) -> &FactorSelection {
+        self.accounts
+            .get(account)
+            .map(|a| &a.factors)
+            .unwrap_or(&self.default_factors)
+    }
+}
+
+fn load_profile_dir(library: &mut Library, dir: &Path) -> Result<(), String> {
+    let vendors = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for vendor in vendors.flatten() {
+        let Ok(models) = std::fs::read_dir(vendor.path()) else {
+            continue;
+        };
+        for model in models.flatten() {
+            let path = model.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let name = format!(
+                    "{}/{}",
+                    vendor.file_name().to_string_lossy(),
+                    model.file_name().to_string_lossy()
+                );
+                let p = Profile::parse(&name, &text)
+                    .map_err(|e| format!("{} ({})", e, path.display()))?;
+                library.add(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

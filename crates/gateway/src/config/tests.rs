@@ -1,0 +1,101 @@
+use super::*;
+
+const SITE: &str = r#"[gateway]
+id = "gw-test"
+spool_dir = "spool"
+poll_interval = 5
+
+[forward]
+url = "http://127.0.0.1:9/api/v1/batches"
+token = "0123456789abcdef0123"
+
+[[account]]
+code = "110108A001"
+name = "区政府办公楼"
+carbon_region = "national"
+
+[[device]]
+meter = "main"
+account = "110108A001"
+category = "01"
+item = "01000"
+profile = "eastron/sdm630"
+source = { type = "modbus-tcp", host = "127.0.0.1", port = 1502, unit = 1 }
+registers = ["energy_import", "power_total"]
+"#;
+
+fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+    GatewayConfig::parse("site.toml", text, Some(Path::new("/etc/jieneng")))
+}
+
+#[test]
+fn parses_a_site() {
+    let c = parse(SITE).unwrap();
+    assert_eq!(c.gateway.spool_dir, Path::new("/etc/jieneng/spool"));
+    assert_eq!(c.devices.len(), 1);
+    let d = &c.devices[0];
+    assert_eq!(d.registers.len(), 2);
+    assert_eq!(d.poll_interval, Duration::from_secs(5));
+    assert_eq!(
+        c.selection(&d.account).carbon_region.as_deref(),
+        Some("national")
+    );
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let e = parse(&SITE.replace("item = \"01000\"", "item = \"02000\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("site.toml:15: device[0].item (110108A001/main)"),
+        "{e}"
+    );
+    let e = parse(&SITE.replace("eastron/sdm630", "acme/x"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device[0].profile") && e.contains("acme/x"),
+        "{e}"
+    );
+    let e = parse(&SITE.replace("\"power_total\"", "\"power_totl\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device[0].registers") && e.contains("power_totl"),
+        "{e}"
+    );
+    let e = parse(&SITE.replace("account = \"110108A001\"", "account = \"11010A001\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("site.toml") && e.contains("11010A001") && e.contains("line 17"),
+        "{e}"
+    );
+    let e = parse(&SITE.replace("poll_interval = 5", "poll_intervl = 5"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("poll_intervl"), "{e}");
+    let e = parse(&SITE.replace("0123456789abcdef0123", "short"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("token") && e.contains(":8:"), "{e}");
+    let dup = format!("{SITE}\n{}", &SITE[SITE.find("[[device]]").unwrap()..]);
+    let e = parse(&dup).unwrap_err().to_string();
+    assert!(e.contains("device[1].meter"), "{e}");
+}
+
+#[test]
+fn example_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("gateway") && name.ends_with(".toml") {
+            GatewayConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no gateway example in {}", dir.display());
+}

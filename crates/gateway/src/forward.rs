@@ -1,0 +1,188 @@
+//! Sends spooled batches to ingest, oldest first, and deletes each only after a 2xx answer.
+//!
+//! Transport errors and 5xx/408/429 answers are retried with exponential backoff and jitter;
+//! a batch ingest refuses as invalid (400, 413, 422) would be refused forever, so it is
+//! quarantined with ingest's message rather than blocking everything behind it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tracing::{error, info, warn};
+
+use crate::spool::Spool;
+
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    pub sent_batches: AtomicU64,
+    pub sent_readings: AtomicU64,
+    pub retries: AtomicU64,
+    pub quarantined: AtomicU64,
+}
+
+/// What one attempt to send a batch came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Acknowledged,
+    Retry(String),
+    Refused(String),
+}
+
+#[derive(Debug)]
+pub struct Forwarder {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub token: String,
+    pub spool: Arc<Spool>,
+    pub stats: Arc<ForwardStats>,
+}
+
+/// Exponential backoff from 250 ms to 60 s with ±25 % jitter, so many gateways coming back
+/// after an outage do not hit ingest in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1u64 << attempt.min(8)).min(60_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let jitter = (nanos % 500) as i64 - 250; // ±25 % in thousandths
+    Duration::from_millis((base as i64 + base as i64 * jitter / 1000).max(1) as u64)
+}
+
+impl Forwarder {
+    async fn send(&self, body: Vec<u8>) -> Outcome {
+        let res = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match res {
+            Err(e) => Outcome::Retry(format!("{}: {e}", self.url)),
+            Ok(r) => {
+                let status = r.status();
+                if status.is_success() {
+                    return Outcome::Acknowledged;
+                }
+                let text = r.text().await.unwrap_or_default();
+                let msg = format!("{status}: {}", text.chars().take(500).collect::<String>());
+                match status.as_u16() {
+                    400 | 413 | 422 => Outcome::Refused(msg),
+                    _ => Outcome::Retry(msg),
+                }
+            }
+        }
+    }
+
+    /// Runs until `shutdown` and then drains the spool for at most `drain` before returning.
+    pub async fn run(
+        self,
+        notify: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+        drain: Duration,
+    ) {
+        let mut attempt = 0u32;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if deadline.is_none() && *shutdown.borrow() {
+                deadline = Some(tokio::time::Instant::now() + drain);
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                let left = self.spool.pending().map(|p| p.len()).unwrap_or(0);
+                if left > 0 {
+                    warn!(
+                        batches = left,
+                        "ingest not reachable before shutdown; batches stay spooled for the next start"
+                    );
+                }
+                return;
+            }
+            let oldest = match self.spool.pending() {
+                Ok(p) => p.first().copied(),
+                Err(e) => {
+                    error!(error = %e, "cannot list spool");
+                    None
+                }
+            };
+            let Some(seq) = oldest else {
+                if deadline.is_some() {
+                    return;
+                }
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = shutdown.changed() => {}
+                    // Also look again now and then, in case a notification was missed.
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            };
+            let spool = self.spool.clone();
+            let read = tokio::task::spawn_blocking(move || spool.read(seq)).await;
+            let batch = match read {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    error!(seq, error = %e, "spooled batch is corrupt; quarantined");
+                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.spool.quarantine(seq, &e.to_string());
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let n = batch.readings.len() as u64;
+            let body = serde_json::to_vec(&batch).unwrap_or_default();
+            match self.send(body).await {
+                Outcome::Acknowledged => {
+                    if attempt > 0 {
+                        info!(seq, attempts = attempt + 1, "ingest reachable again");
+                    }
+                    attempt = 0;
+                    self.stats.sent_batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.sent_readings.fetch_add(n, Ordering::Relaxed);
+                    if let Err(e) = self.spool.remove(seq) {
+                        error!(seq, error = %e, "cannot delete acknowledged batch (ingest will dedupe the resend)");
+                    }
+                }
+                Outcome::Refused(msg) => {
+                    error!(seq, error = %msg, "ingest refused the batch; quarantined");
+                    self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = self.spool.quarantine(seq, &msg) {
+                        error!(seq, error = %e, "cannot quarantine batch");
+                    }
+                }
+                Outcome::Retry(msg) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff(attempt);
+                    if attempt.is_power_of_two() || attempt == 0 {
+                        warn!(seq, attempt, retry_in = ?wait, error = %msg, "forwarding failed");
+                    }
+                    attempt = attempt.saturating_add(1);
+                    let sleep = match deadline {
+                        Some(d) => {
+                            wait.min(d.saturating_duration_since(tokio::time::Instant::now()))
+                        }
+                        None => wait,
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = shutdown.changed(), if deadline.is_none() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert!(backoff(0) <= Duration::from_millis(313));
+        assert!(backoff(3) >= Duration::from_millis(1500));
+        assert!(backoff(30) <= Duration::from_millis(75_000));
+        assert!(backoff(30) >= Duration::from_millis(45_000));
+    }
+}

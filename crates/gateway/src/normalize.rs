@@ -1,0 +1,215 @@
+//! Samples → readings: account, category and item from the device's config; cumulative
+//! registers → interval deltas; deltas → kgce and kgCO2e with the account's factors.
+
+use chrono::{Datelike, TimeZone, Utc};
+use device_profiles::Phase;
+use reading_model::{Batch, MeterId, Quality, Reading};
+
+use crate::config::GatewayConfig;
+use crate::counter::{self, CounterRules, Step};
+use crate::source::Sample;
+use crate::spool::SpoolState;
+
+/// The meter id a register's readings are stored under: per-phase channels get a suffix so
+/// (account, meter, quantity, ts) stays unique.
+pub fn channel_meter(meter: &MeterId, phase: Phase) -> MeterId {
+    let suffix = match phase {
+        Phase::Total => return meter.clone(),
+        Phase::L1 => "L1",
+        Phase::L2 => "L2",
+        Phase::L3 => "L3",
+        Phase::N => "N",
+    };
+    MeterId::parse(&format!("{meter}:{suffix}")).unwrap_or_else(|_| meter.clone())
+}
+
+pub fn counter_key(r: &Reading) -> String {
+    format!("{}/{}/{}", r.account, r.meter, r.quantity)
+}
+
+/// Brings counters up to date with a batch that was spooled but not yet in the state file.
+pub fn replay(state: &mut SpoolState, batch: &Batch) {
+    for r in &batch.readings {
+        if r.quantity.is_cumulative() {
+            state.counters.insert(
+                counter_key(r),
+                counter::Counter {
+                    value: r.value,
+                    ts: r.ts,
+                },
+            );
+        }
+    }
+}
+
+/// Turns one sample into readings, advancing counters in `state`.
+pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample) -> Vec<Reading> {
+    let Some(device) = config.devices.get(sample.device) else {
+        return vec![];
+    };
+    let year = Utc
+        .timestamp_millis_opt(sample.ts)
+        .single()
+        .map_or(2025, |t| t.year());
+    let selection = config.selection(&device.account);
+    let coal = config.factors.coal(device.category, year, selection);
+    let carbon = config
+        .factors
+        .carbon(&device.account, device.category, year, selection);
+    let mut out = Vec::with_capacity(sample.values.len());
+    for &(reg_index, value) in &sample.values {
+        let Some(reg) = device.profile.registers.get(reg_index) else {
+            continue;
+        };
+        let quantity = device
+            .quantities
+            .get(reg_index)
+            .copied()
+            .unwrap_or(reg.quantity);
+        let mut reading = Reading {
+            ts: sample.ts,
+            account: device.account.clone(),
+            meter: channel_meter(&device.meter, reg.phase),
+            category: device.category,
+            item: device.item,
+            quantity,
+            unit: value.unit,
+            value: value.value,
+            delta: None,
+            kgce: None,
+            kgco2e: None,
+            factor: None,
+            quality: Quality::Good,
+        };
+        if quantity.is_cumulative() {
+            let wrap_at = reg.data_type.wrap_at().and_then(|w| {
+                let scaled = w * reg.scale.abs();
+                reg.unit.convert(scaled, value.unit).ok()
+            });
+            let rules = CounterRules {
+                interval_ms: i64::try_from(device.poll_interval.as_millis()).unwrap_or(i64::MAX),
+                wrap_at: wrap_at.map(|w| w * ratio_factor(device, reg)),
+                max_delta: None,
+            };
+            let key = counter_key(&reading);
+            let mut c = state.counters.get(&key).copied();
+            match counter::step(&mut c, value.value, sample.ts, rules) {
+                Step::Duplicate => continue,
+                Step::Baseline => {}
+                Step::Delta { delta, quality } => {
+                    reading.delta = Some(delta);
+                    reading.quality = quality;
+                    // Only consumption in the category's own unit converts to coal and carbon
+                    // (an export register or a water meter on an electricity account does not).
+                    if quantity.is_consumption() && value.unit == device.category.consumption_unit()
+                    {
+                        if let Some(f) = &coal {
+                            reading.kgce = Some(delta * f.per_unit);
+                        }
+                        if let Some(f) = &carbon {
+                            reading.kgco2e = Some(delta * f.per_unit);
+                            reading.factor = Some(f.id.to_owned());
+                        }
+                    }
+                }
+            }
+            if let Some(c) = c {
+                state.counters.insert(key, c);
+            }
+        }
+        out.push(reading);
+    }
+    out
+}
+
+fn ratio_factor(device: &crate::config::Device, reg: &device_profiles::RegisterDef) -> f64 {
+    use device_profiles::RatioKind;
+    match reg.ratio {
+        RatioKind::None => 1.0,
+        RatioKind::Ct => device.ratios.ct,
+        RatioKind::Pt => device.ratios.pt,
+        RatioKind::CtPt => device.ratios.ct * device.ratios.pt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use device_profiles::DecodedValue;
+    use reading_model::{Quantity, Unit};
+
+    use super::*;
+
+    const SITE: &str = r#"[gateway]
+id = "gw-test"
+spool_dir = "/tmp/x"
+poll_interval = 60
+[forward]
+url = "http://127.0.0.1:9/api/v1/batches"
+token = "0123456789abcdef0123"
+[[device]]
+meter = "main"
+account = "110108A001"
+category = "01"
+item = "01A10"
+profile = "eastron/sdm630"
+source = { type = "modbus-tcp", host = "127.0.0.1" }
+"#;
+
+    #[test]
+    fn energy_becomes_deltas_with_coal_and_carbon() {
+        let config = GatewayConfig::parse("site.toml", SITE, None).unwrap();
+        let p = &config.devices[0].profile;
+        let energy = p
+            .registers
+            .iter()
+            .position(|r| r.name == "energy_import")
+            .unwrap();
+        let power_l2 = p
+            .registers
+            .iter()
+            .position(|r| r.name == "power_l2")
+            .unwrap();
+        let mut state = SpoolState::default();
+        let sample = |ts, kwh| Sample {
+            device: 0,
+            ts,
+            values: vec![
+                (
+                    energy,
+                    DecodedValue {
+                        raw: kwh,
+                        value: kwh,
+                        unit: Unit::KilowattHour,
+                    },
+                ),
+                (
+                    power_l2,
+                    DecodedValue {
+                        raw: 500.0,
+                        value: 0.5,
+                        unit: Unit::Kilowatt,
+                    },
+                ),
+            ],
+        };
+        // 2026-01-01T00:00Z and one minute later.
+        let t0 = 1_767_225_600_000;
+        let first = normalize(&config, &mut state, &sample(t0, 100.0));
+        assert_eq!(first[0].delta, None);
+        assert_eq!(first[1].meter.as_str(), "main:L2");
+        assert_eq!(first[1].quantity, Quantity::PowerActive);
+        let second = normalize(&config, &mut state, &sample(t0 + 60_000, 102.5));
+        let r = &second[0];
+        assert_eq!(r.delta, Some(2.5));
+        assert_eq!(r.kgce, Some(2.5 * 0.1229));
+        // Beijing (11) is in the 华北 grid; 2026 readings use the latest published year, 2023.
+        assert_eq!(r.kgco2e, Some(2.5 * 0.6361));
+        assert_eq!(r.factor.as_deref(), Some("mee-nbs-2023/grid/华北"));
+        assert_eq!(r.quality, Quality::Good);
+        assert_eq!(state.counters["110108A001/main/energy_import"].value, 102.5);
+        // A repeated poll of the same tick produces no second reading.
+        let again = normalize(&config, &mut state, &sample(t0 + 60_000, 102.5));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].quantity, Quantity::PowerActive);
+    }
+}
