@@ -6,6 +6,10 @@
 //! Data enters as TOML text and register words; it leaves as [`ReadPlan`]s for the gateway's
 //! poller and [`DecodedValue`]s for its normalizer.
 
+// In tests a panic is the failure report; the workspace's unwrap/expect lints guard library code,
+// which `cargo clippy --all-targets` still checks in the non-test build.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod decode;
 pub mod library;
 pub mod planner;

@@ -92,8 +92,10 @@ fn splits_on_function_gap_limit_and_forbidden() {
     );
 }
 
-fn arb_case() -> impl Strategy<Value = (Vec<(FunctionCode, u16, DataType)>, Vec<[u16; 2]>, u16, u16)>
-{
+/// Registers, forbidden ranges, the profile's register limit and the plan's gap limit.
+type Case = (Vec<(FunctionCode, u16, DataType)>, Vec<[u16; 2]>, u16, u16);
+
+fn arb_case() -> impl Strategy<Value = Case> {
     let f = prop_oneof![Just(FunctionCode::Holding), Just(FunctionCode::Input)];
     let t = prop_oneof![
         Just(DataType::U16),
