@@ -2,7 +2,7 @@
 
 use reading_model::Unit;
 
-use crate::profile::{DataType, RatioKind, RegisterDef, WordOrder};
+use crate::profile::{DataType, Profile, RatioKind, RegisterDef, WordOrder};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
@@ -19,8 +19,14 @@ pub enum DecodeError {
         address: u16,
         word: u16,
     },
-    #[error("register {name} @ {address:#06x}: the meter reports no value (NaN or all ones)")]
+    #[error(
+        "register {name} @ {address:#06x}: the meter reports no value (NaN or a not-available sentinel)"
+    )]
     NotAvailable { name: String, address: u16 },
+    #[error("no register named {name:?} in the profile")]
+    UnknownRegister { name: String },
+    #[error("register {name} @ {address:#06x}: no words were read for it")]
+    Missing { name: String, address: u16 },
     #[error("register {name}: value {value} cannot be encoded as {data_type:?}")]
     Encode {
         name: String,
@@ -112,6 +118,13 @@ pub fn raw_value(reg: &RegisterDef, order: WordOrder, words: &[u16]) -> Result<f
         name: reg.name.clone(),
         address: reg.address,
     };
+    if reg
+        .not_available
+        .iter()
+        .any(|s| s.bits(reg.data_type) == Some(bits))
+    {
+        return Err(na());
+    }
     let v = match reg.data_type {
         DataType::Bool => f64::from(u8::from(bits != 0)),
         DataType::U16 => bits as u16 as f64,
@@ -158,6 +171,38 @@ pub fn decode_register(
         value,
         unit: canonical,
     })
+}
+
+/// Decodes the register `name` of `profile` together with the registers declared
+/// `fraction_of` it, as one value: an accumulator plus its decimal fraction. `words` returns the
+/// words read for a register (from the poller's responses); a register without `fraction_of`
+/// companions decodes exactly as [`decode_register`] would. `raw` is the sum of the raw numbers,
+/// which validation guarantees share a unit and scale.
+pub fn decode_total<W: AsRef<[u16]>>(
+    profile: &Profile,
+    name: &str,
+    words: impl Fn(&RegisterDef) -> Option<W>,
+    ratios: Ratios,
+) -> Result<DecodedValue, DecodeError> {
+    let one = |reg: &RegisterDef| {
+        let w = words(reg).ok_or_else(|| DecodeError::Missing {
+            name: reg.name.clone(),
+            address: reg.address,
+        })?;
+        decode_register(reg, profile.word_order_of(reg), w.as_ref(), ratios)
+    };
+    let main = profile
+        .register(name)
+        .ok_or_else(|| DecodeError::UnknownRegister {
+            name: name.to_owned(),
+        })?;
+    let mut total = one(main)?;
+    for fraction in profile.fractions_of(name) {
+        let part = one(fraction)?;
+        total.raw += part.raw;
+        total.value += part.value;
+    }
+    Ok(total)
 }
 
 /// Encodes a value in the canonical unit into the register words a meter would hold.
@@ -237,7 +282,7 @@ pub fn encode_register(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{FunctionCode, Phase};
+    use crate::profile::{FunctionCode, Phase, Sentinel};
     use reading_model::Quantity;
 
     fn reg(t: DataType, unit: Unit, scale: f64) -> RegisterDef {
@@ -255,6 +300,8 @@ mod tests {
             word_order: None,
             byte_swap: false,
             verified: true,
+            not_available: Vec::new(),
+            fraction_of: None,
         }
     }
 
@@ -303,6 +350,111 @@ mod tests {
         assert!(matches!(
             decode_register(&f, WordOrder::Big, &[0x7FC0, 0], Ratios::default()),
             Err(DecodeError::NotAvailable { .. })
+        ));
+    }
+
+    #[test]
+    fn sentinels_decode_to_not_available() {
+        let na = |r: &RegisterDef, w: &[u16]| {
+            matches!(
+                decode_register(r, WordOrder::Big, w, Ratios::default()),
+                Err(DecodeError::NotAvailable { .. })
+            )
+        };
+        // ABB: an unsigned 64-bit counter of all ones is "no value", not 1.8e17 kWh.
+        let mut r = reg(DataType::U64, Unit::KilowattHour, 0.01);
+        assert!(!na(&r, &[0xFFFF; 4]));
+        r.not_available = vec![Sentinel::Max];
+        assert!(na(&r, &[0xFFFF; 4]));
+        assert!((dec(&r, WordOrder::Big, &[0, 0, 0x0001, 0x86A0]) - 1000.0).abs() < 1e-9);
+
+        // Signed: max is 0x7FFF…, min is 0x8000…; -1 stays a value unless all_ones is listed.
+        let mut r = reg(DataType::I32, Unit::Kilowatt, 0.01);
+        r.quantity = Quantity::PowerActive;
+        r.not_available = vec![Sentinel::Max];
+        assert!(na(&r, &[0x7FFF, 0xFFFF]));
+        assert!(!na(&r, &[0x8000, 0x0000]));
+        assert!((dec(&r, WordOrder::Big, &[0xFFFF, 0xFFFF]) + 0.01).abs() < 1e-12);
+        r.not_available = vec![Sentinel::Min];
+        assert!(na(&r, &[0x8000, 0x0000]));
+        r.not_available = vec![Sentinel::AllOnes];
+        assert!(na(&r, &[0xFFFF, 0xFFFF]));
+
+        // Word order applies before the comparison.
+        let mut r = reg(DataType::I16, Unit::One, 0.001);
+        r.quantity = Quantity::PowerFactor;
+        r.not_available = vec![Sentinel::Max];
+        assert!(na(&r, &[0x7FFF]));
+
+        // BCD all ones is "no value" rather than a malformed-BCD error when declared.
+        let mut r = reg(DataType::Bcd16, Unit::KilowattHour, 1.0);
+        assert!(matches!(
+            decode_register(&r, WordOrder::Big, &[0xFFFF], Ratios::default()),
+            Err(DecodeError::Bcd { .. })
+        ));
+        r.not_available = vec![Sentinel::AllOnes];
+        assert!(na(&r, &[0xFFFF]));
+    }
+
+    #[test]
+    fn decode_total_adds_the_fraction_to_its_accumulator() {
+        let p = Profile::parse(
+            "test/flow.toml",
+            r#"format = 1
+vendor = "Test"
+model = "Flow"
+word_order = "little"
+
+[[register]]
+name = "volume"
+quantity = "volume"
+function = 3
+address = 8
+type = "i32"
+unit = "m³"
+
+[[register]]
+name = "volume_fraction"
+quantity = "volume"
+function = 3
+address = 10
+type = "f32"
+unit = "m³"
+fraction_of = "volume"
+
+[[register]]
+name = "flow"
+quantity = "flow"
+function = 3
+address = 0
+type = "f32"
+unit = "m³/h"
+"#,
+        )
+        .unwrap();
+        // Low word first: 123456 = 0x0001_E240; 0.5f32 = 0x3F00_0000.
+        let dump = [(8u16, 0xE240u16), (9, 0x0001), (10, 0x0000), (11, 0x3F00)];
+        let words = |r: &RegisterDef| -> Option<Vec<u16>> {
+            r.span()
+                .map(|a| {
+                    dump.iter()
+                        .find(|(d, _)| u32::from(*d) == a)
+                        .map(|(_, w)| *w)
+                })
+                .collect()
+        };
+        let v = decode_total(&p, "volume", words, Ratios::default()).unwrap();
+        assert_eq!(
+            (v.raw, v.value, v.unit),
+            (123_456.5, 123_456.5, Unit::CubicMetre)
+        );
+        assert!(matches!(
+            decode_total(&p, "flow", words, Ratios::default()),
+            Err(DecodeError::Missing { address: 0, .. })
+        ));
+        assert!(matches!(
+            decode_total(&p, "nope", words, Ratios::default()),
+            Err(DecodeError::UnknownRegister { .. })
         ));
     }
 

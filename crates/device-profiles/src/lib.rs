@@ -15,9 +15,10 @@ pub mod library;
 pub mod planner;
 pub mod profile;
 
-pub use decode::{DecodeError, DecodedValue, decode_register, encode_register};
+pub use decode::{DecodeError, DecodedValue, decode_register, decode_total, encode_register};
 pub use library::Library;
 pub use planner::{PlanLimits, ReadPlan, ReadRequest, plan_reads};
 pub use profile::{
-    DataType, FunctionCode, Phase, Profile, ProfileError, RatioKind, RegisterDef, WordOrder,
+    DataType, FunctionCode, Phase, Profile, ProfileError, RatioKind, RegisterDef, Sentinel,
+    WordOrder,
 };

@@ -20,7 +20,27 @@
 //! phase = "total"
 //! ratio = "none"                # "ct", "pt" or "ct_pt": multiply by the configured ratios
 //! verified = true               # false: taken from a secondary source, check on a real meter
+//! not_available = []            # raw patterns that mean "no value" (see below)
+//! fraction_of = "volume_total"  # this register is the decimal fraction of another (see below)
 //! ```
+//!
+//! Optional register keys added after the first release; both default to "absent", so older
+//! files keep their meaning:
+//!
+//! - `not_available`: a list of sentinels the meter writes when it has no value. A register that
+//!   holds one decodes to [`DecodeError::NotAvailable`](crate::decode::DecodeError) instead of a
+//!   number (ABB meters, for example, answer all ones for a quantity the model lacks).
+//!   - `"max"`: the type's largest value: all ones for `u16`/`u32`/`u64`, `0x7FFF…` for
+//!     `i16`/`i32`/`i64`;
+//!   - `"min"`: the smallest value of a signed type, `0x8000…`;
+//!   - `"all_ones"`: every word `0xFFFF`, for integer and BCD types (for a signed type that is -1).
+//!
+//!   Float registers need none (a NaN is always "not available"); a sentinel that means nothing
+//!   for the register's type is rejected.
+//! - `fraction_of`: names the register this one completes. Flow and heat meters keep a total
+//!   as an integer accumulator plus a float decimal fraction in a second register; the value is
+//!   their sum (see [`decode_total`](crate::decode::decode_total)). The fraction must have the
+//!   same quantity, unit and scale as its accumulator, no offset, and may not itself be completed.
 
 use std::fmt;
 use std::ops::Range;
@@ -184,6 +204,42 @@ pub struct RegisterDef {
     pub byte_swap: bool,
     #[serde(default = "yes")]
     pub verified: bool,
+    /// Raw patterns that mean the meter has no value for this register.
+    #[serde(default)]
+    pub not_available: Vec<Sentinel>,
+    /// The register whose value this one completes (the decimal fraction of an accumulator).
+    #[serde(default)]
+    pub fraction_of: Option<String>,
+}
+
+/// A raw pattern a meter writes instead of a value it does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sentinel {
+    /// The type's largest value: all ones if unsigned, `0x7FFF…` if signed.
+    Max,
+    /// The smallest value of a signed type, `0x8000…`.
+    Min,
+    /// Every word `0xFFFF`.
+    AllOnes,
+}
+
+impl Sentinel {
+    /// The assembled (big-endian) bits this sentinel stands for in a register of type `t`, or
+    /// `None` if it means nothing for that type.
+    pub fn bits(self, t: DataType) -> Option<u64> {
+        use DataType::*;
+        let ones = |words: u16| u64::MAX >> (64 - 16 * u32::from(words));
+        match (self, t) {
+            (Self::Max, U16 | U32 | U64) => Some(ones(t.words())),
+            (Self::Max, I16 | I32 | I64) => Some(ones(t.words()) >> 1),
+            (Self::Min, I16 | I32 | I64) => Some((ones(t.words()) >> 1) + 1),
+            (Self::AllOnes, U16 | I16 | U32 | I32 | U64 | I64 | Bcd16 | Bcd32) => {
+                Some(ones(t.words()))
+            }
+            _ => None,
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -198,6 +254,11 @@ impl RegisterDef {
     pub fn span(&self) -> Range<u32> {
         let start = u32::from(self.address);
         start..start + u32::from(self.data_type.words())
+    }
+
+    /// Whether this register only completes another (`fraction_of`) and is no value on its own.
+    pub fn is_fraction(&self) -> bool {
+        self.fraction_of.is_some()
     }
 }
 
@@ -351,6 +412,55 @@ impl Profile {
                     ),
                 ));
             }
+            for s in &reg.not_available {
+                if s.bits(reg.data_type).is_none() {
+                    return Err(invalid(
+                        r.span(),
+                        key("not_available"),
+                        format!(
+                            "sentinel {s:?} means nothing for type {:?}{}",
+                            reg.data_type,
+                            if matches!(reg.data_type, DataType::F32 | DataType::F64) {
+                                " (a float reports NaN, which is always not available)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+            }
+            if let Some(target) = &reg.fraction_of {
+                let problem = match raw
+                    .register
+                    .iter()
+                    .map(|t| t.get_ref())
+                    .find(|t| &t.name == target)
+                {
+                    None => Some(format!("no register named {target:?}")),
+                    Some(t) if t.name == reg.name => {
+                        Some("a register cannot complete itself".into())
+                    }
+                    Some(t) if t.fraction_of.is_some() => Some(format!(
+                        "{target:?} is itself a fraction; fractions do not chain"
+                    )),
+                    Some(t)
+                        if t.quantity != reg.quantity
+                            || t.unit != reg.unit
+                            || t.scale != reg.scale
+                            || reg.offset != 0.0 =>
+                    {
+                        Some(format!(
+                            "a fraction needs the quantity, unit and scale of {target:?} \
+                             ({} in {} ×{}) and no offset",
+                            t.quantity, t.unit, t.scale
+                        ))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(message) = problem {
+                    return Err(invalid(r.span(), key("fraction_of"), message));
+                }
+            }
             for f in &raw.forbidden {
                 let [a, b] = *f.get_ref();
                 let fr = u32::from(a)..u32::from(b) + 1;
@@ -390,6 +500,13 @@ impl Profile {
 
     pub fn register(&self, name: &str) -> Option<&RegisterDef> {
         self.registers.iter().find(|r| r.name == name)
+    }
+
+    /// The registers declared `fraction_of` the register `name`.
+    pub fn fractions_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a RegisterDef> {
+        self.registers
+            .iter()
+            .filter(move |r| r.fraction_of.as_deref() == Some(name))
     }
 
     /// The word order that applies to a register.
@@ -468,6 +585,125 @@ unit = "Wh"
 
         let e = err(&MINIMAL.replace("forbidden = [[0x0100, 0x01FF]]", "max_registers = 200"));
         assert!(e.contains("max_registers") && e.contains(":4:"), "{e}");
+    }
+
+    #[test]
+    fn sentinels_stand_for_the_type_extremes() {
+        use DataType::*;
+        assert_eq!(Sentinel::Max.bits(U16), Some(0xFFFF));
+        assert_eq!(Sentinel::Max.bits(U64), Some(u64::MAX));
+        assert_eq!(Sentinel::Max.bits(I32), Some(0x7FFF_FFFF));
+        assert_eq!(Sentinel::Min.bits(I16), Some(0x8000));
+        assert_eq!(Sentinel::Min.bits(I64), Some(0x8000_0000_0000_0000));
+        assert_eq!(Sentinel::AllOnes.bits(I32), Some(0xFFFF_FFFF));
+        assert_eq!(Sentinel::AllOnes.bits(Bcd16), Some(0xFFFF));
+        assert_eq!(Sentinel::Min.bits(U32), None);
+        assert_eq!(Sentinel::Max.bits(Bcd32), None);
+        assert_eq!(Sentinel::AllOnes.bits(F32), None);
+        assert_eq!(Sentinel::Max.bits(Bool), None);
+    }
+
+    #[test]
+    fn not_available_is_parsed_and_checked_against_the_type() {
+        let text = MINIMAL.replace(
+            "unit = \"Wh\"",
+            "unit = \"Wh\"\nnot_available = [\"max\", \"all_ones\"]",
+        );
+        let p = Profile::parse("test/t1.toml", &text).unwrap();
+        assert_eq!(
+            p.registers[0].not_available,
+            vec![Sentinel::Max, Sentinel::AllOnes]
+        );
+        // Files without the key keep their meaning.
+        assert!(
+            Profile::parse("test/t1.toml", MINIMAL).unwrap().registers[0]
+                .not_available
+                .is_empty()
+        );
+
+        let e = err(&MINIMAL.replace("unit = \"Wh\"", "unit = \"Wh\"\nnot_available = [\"min\"]"));
+        assert!(
+            e.starts_with("test/t1.toml:6: register[0].not_available (energy_import)"),
+            "{e}"
+        );
+        assert!(e.contains("Min") && e.contains("U32"), "{e}");
+
+        let e = err(&MINIMAL.replace(
+            "type = \"u32\"\nunit = \"Wh\"",
+            "type = \"f32\"\nunit = \"Wh\"\nnot_available = [\"all_ones\"]",
+        ));
+        assert!(
+            e.contains("register[0].not_available") && e.contains("NaN"),
+            "{e}"
+        );
+
+        let e = err(&MINIMAL.replace("unit = \"Wh\"", "unit = \"Wh\"\nnot_available = [\"nan\"]"));
+        assert!(e.starts_with("test/t1.toml") && e.contains("nan"), "{e}");
+    }
+
+    const PAIR: &str = r#"format = 1
+vendor = "Test"
+model = "T1"
+word_order = "little"
+
+[[register]]
+name = "volume"
+quantity = "volume"
+function = 3
+address = 8
+type = "i32"
+unit = "m³"
+
+[[register]]
+name = "volume_fraction"
+quantity = "volume"
+function = 3
+address = 10
+type = "f32"
+unit = "m³"
+fraction_of = "volume"
+"#;
+
+    #[test]
+    fn fraction_of_links_a_fraction_to_its_accumulator() {
+        let p = Profile::parse("test/t1.toml", PAIR).unwrap();
+        let parts: Vec<_> = p.fractions_of("volume").map(|r| r.name.as_str()).collect();
+        assert_eq!(parts, vec!["volume_fraction"]);
+        assert!(p.register("volume_fraction").unwrap().is_fraction());
+        assert!(!p.register("volume").unwrap().is_fraction());
+        assert_eq!(p.fractions_of("volume_fraction").count(), 0);
+    }
+
+    #[test]
+    fn fraction_of_errors_name_file_line_and_key() {
+        let key = "test/t1.toml:14: register[1].fraction_of (volume_fraction)";
+        let e = err(&PAIR.replace("fraction_of = \"volume\"", "fraction_of = \"volumen\""));
+        assert!(e.starts_with(key) && e.contains("no register named"), "{e}");
+
+        let e = err(&PAIR.replace(
+            "fraction_of = \"volume\"",
+            "fraction_of = \"volume_fraction\"",
+        ));
+        assert!(e.starts_with(key) && e.contains("itself"), "{e}");
+
+        let e = err(&PAIR.replace("unit = \"m³\"\nfraction_of", "unit = \"L\"\nfraction_of"));
+        assert!(e.starts_with(key) && e.contains("unit"), "{e}");
+
+        let e = err(&PAIR.replace(
+            "fraction_of = \"volume\"",
+            "fraction_of = \"volume\"\noffset = 1.0",
+        ));
+        assert!(e.starts_with(key) && e.contains("offset"), "{e}");
+
+        let chained = format!(
+            "{PAIR}\n[[register]]\nname = \"x\"\nquantity = \"volume\"\nfunction = 3\naddress = 12\n\
+             type = \"f32\"\nunit = \"m³\"\nfraction_of = \"volume_fraction\"\n"
+        );
+        let e = err(&chained);
+        assert!(
+            e.contains("register[2].fraction_of (x)") && e.contains("chain"),
+            "{e}"
+        );
     }
 
     #[test]

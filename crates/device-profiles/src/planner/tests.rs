@@ -36,6 +36,8 @@ fn profile(
                 word_order: None,
                 byte_swap: false,
                 verified: true,
+                not_available: Vec::new(),
+                fraction_of: None,
             })
             .collect(),
     }
