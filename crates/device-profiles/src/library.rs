@@ -47,6 +47,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "carlogavazzi/em24.toml",
         include_str!("../profiles/carlogavazzi/em24.toml"),
     ),
+    (
+        "tuf/tuf2000m.toml",
+        include_str!("../profiles/tuf/tuf2000m.toml"),
+    ),
+    (
+        "arad/octave.toml",
+        include_str!("../profiles/arad/octave.toml"),
+    ),
 ];
 
 /// Profiles by id (`vendor/model`).
@@ -523,5 +531,55 @@ mod tests {
         assert!(!p.register("energy_export").unwrap().verified);
         // No hole is wider than 16 registers, so one read of 0x00..0x5E covers the map.
         assert_eq!(plan(&p), vec![(0x00, 0x5E)]);
+    }
+
+    #[test]
+    fn tuf2000m_fixture() {
+        let p = profile("tuf/tuf2000m");
+        // REAL4/LONG low word first. 12.5 = 0x41480000; 0.36 ≈ 0x3EB851EC; 123456 = 0x0001E240;
+        // 0.75 = 0x3F400000; 789 = 0x00000315; 0.5 = 0x3F000000.
+        let dump = [
+            (0, 0x0000), // REG 1-2 flow 12.5 m³/h
+            (1, 0x4148),
+            (2, 0x51EC), // REG 3-4 energy flow 0.36 GJ/h = 100 kW
+            (3, 0x3EB8),
+            (8, 0xE240), // REG 9-10 positive accumulator 123456
+            (9, 0x0001),
+            (10, 0x0000), // REG 11-12 fraction 0.75
+            (11, 0x3F40),
+            (16, 0x0315), // REG 17-18 positive energy accumulator 789
+            (17, 0x0000),
+            (18, 0x0000), // REG 19-20 fraction 0.5
+            (19, 0x3F00),
+        ];
+        assert_eq!(value(&p, "flow", &dump), 12.5);
+        assert!(close(value(&p, "heat_power", &dump), 100.0, 1e-4));
+        assert_eq!(value(&p, "volume_forward", &dump), 123_456.75); // m³, integer + fraction
+        assert_eq!(value(&p, "heat_forward", &dump), 789.5); // GJ, integer + fraction
+        // The fraction alone is just the fraction.
+        assert_eq!(value(&p, "volume_forward_fraction", &dump), 0.75);
+        assert_eq!(plan(&p), vec![(0, 20)]);
+    }
+
+    #[test]
+    fn octave_fixture() {
+        let p = profile("arad/octave");
+        // IEEE-754 doubles, bytes least significant first ("HG FE DC BA"):
+        // 12345.678 = 0x40C81CD6C8B43958 → bytes 58 39 B4 C8 D6 1C C8 40;
+        // -3.5 = 0xC00C000000000000 → bytes 00 00 00 00 00 00 0C C0.
+        let dump = [
+            (0x18, 0x5839),
+            (0x19, 0xB4C8),
+            (0x1A, 0xD61C),
+            (0x1B, 0xC840),
+            (0x29, 0x0000),
+            (0x2A, 0x0000),
+            (0x2B, 0x0000),
+            (0x2C, 0x0CC0),
+        ];
+        assert_eq!(value(&p, "volume_forward", &dump), 12_345.678);
+        assert_eq!(value(&p, "flow", &dump), -3.5);
+        assert!(p.registers.iter().all(|r| !r.verified));
+        assert_eq!(plan(&p), vec![(0x18, 21)]);
     }
 }
