@@ -1,1 +1,9 @@
-//! placeholder
+//! DataFusion over jieneng's Parquet: the storage layout (schema, partitions, writer settings,
+//! in one place for ingest and query) and the reports energy officers and the statistics system
+//! read. Data enters as Parquet files under the data directory; it leaves as report rows.
+
+pub mod report;
+pub mod storage;
+
+pub use report::{ConsumptionRow, Query, QueryError};
+pub use storage::{StoredReading, readings_schema};

@@ -1,0 +1,243 @@
+//! Consumption reports: energy per account, category and item over a period, with standard
+//! coal and carbon.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int64Type};
+use chrono::{TimeZone, Utc};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use reading_model::Quantity;
+
+use crate::storage::{READINGS, readings_schema};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("query: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("query: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("query: unexpected result column {0}")]
+    Shape(&'static str),
+}
+
+/// Consumption of one (account, category, item) over a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumptionRow {
+    pub account: String,
+    pub category: String,
+    pub item: String,
+    pub unit: String,
+    /// Sum of deltas, in `unit`.
+    pub consumption: f64,
+    pub kgce: f64,
+    pub kgco2e: f64,
+    /// Intervals summed.
+    pub intervals: i64,
+}
+
+/// Queries over one data directory.
+#[derive(Debug, Clone)]
+pub struct Query {
+    data_dir: PathBuf,
+}
+
+fn rfc3339(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms).single().map_or_else(
+        || "1970-01-01T00:00:00Z".into(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+fn has_parquet(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            has_parquet(&p)
+        } else {
+            p.extension().is_some_and(|x| x == "parquet")
+                && !e.file_name().to_string_lossy().starts_with('.')
+        }
+    })
+}
+
+impl Query {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+        }
+    }
+
+    /// A session with the readings table registered; `None` before the first file exists.
+    pub async fn session(&self) -> Result<Option<SessionContext>, QueryError> {
+        let dir = self.data_dir.join(READINGS);
+        if !has_parquet(&dir) {
+            return Ok(None);
+        }
+        let ctx = SessionContext::new();
+        let schema = readings_schema();
+        let url = format!("{}/", dir.display());
+        ctx.register_parquet(
+            READINGS,
+            &url,
+            ParquetReadOptions::default()
+                .schema(&schema)
+                .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)]),
+        )
+        .await?;
+        Ok(Some(ctx))
+    }
+
+    /// Consumption per account, category and item in `[from_ms, to_ms)`.
+    pub async fn consumption(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ConsumptionRow>, QueryError> {
+        let Some(ctx) = self.session().await? else {
+            return Ok(vec![]);
+        };
+        let consumption: Vec<String> = Quantity::all()
+            .filter(|q| q.is_consumption())
+            .map(|q| format!("'{}'", q.name()))
+            .collect();
+        let sql = format!(
+            "SELECT account, category, item, unit, \
+                    sum(delta) AS consumption, \
+                    coalesce(sum(kgce), 0.0) AS kgce, \
+                    coalesce(sum(kgco2e), 0.0) AS kgco2e, \
+                    count(delta) AS intervals \
+             FROM {READINGS} \
+             WHERE quantity IN ({}) AND delta IS NOT NULL \
+               AND ts > '{}' AND ts <= '{}' \
+             GROUP BY account, category, item, unit \
+             ORDER BY account, category, item",
+            consumption.join(", "),
+            rfc3339(from_ms),
+            rfc3339(to_ms),
+        );
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        let mut out = Vec::new();
+        for b in batches {
+            let s = |i: usize, name: &'static str| {
+                b.column(i)
+                    .as_string_opt::<i32>()
+                    .ok_or(QueryError::Shape(name))
+            };
+            let f = |i: usize, name: &'static str| {
+                b.column(i)
+                    .as_primitive_opt::<Float64Type>()
+                    .ok_or(QueryError::Shape(name))
+            };
+            let (account, category, item, unit) = (
+                s(0, "account")?,
+                s(1, "category")?,
+                s(2, "item")?,
+                s(3, "unit")?,
+            );
+            let (consumption, kgce, kgco2e) =
+                (f(4, "consumption")?, f(5, "kgce")?, f(6, "kgco2e")?);
+            let intervals = b
+                .column(7)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or(QueryError::Shape("intervals"))?;
+            for i in 0..b.num_rows() {
+                out.push(ConsumptionRow {
+                    account: account.value(i).to_owned(),
+                    category: category.value(i).to_owned(),
+                    item: item.value(i).to_owned(),
+                    unit: unit.value(i).to_owned(),
+                    consumption: if consumption.is_null(i) {
+                        0.0
+                    } else {
+                        consumption.value(i)
+                    },
+                    kgce: kgce.value(i),
+                    kgco2e: kgco2e.value(i),
+                    intervals: intervals.value(i),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reading_model::{
+        AccountCode, Category, EnergyCode, GatewayId, MeterId, Quality, Reading, Unit,
+    };
+
+    use super::*;
+    use crate::storage::{
+        StoredReading, partition_date, partition_dir, sort_and_dedupe, write_parquet,
+    };
+
+    fn row(meter: &str, item: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
+        StoredReading {
+            gateway: GatewayId::parse("gw").unwrap(),
+            reading: Reading {
+                ts,
+                account: AccountCode::parse("110108A001").unwrap(),
+                meter: MeterId::parse(meter).unwrap(),
+                category: Category::Electricity,
+                item: EnergyCode::parse(item).unwrap(),
+                quantity: Quantity::EnergyImport,
+                unit: Unit::KilowattHour,
+                value,
+                delta,
+                kgce: delta.map(|d| d * 0.1229),
+                kgco2e: delta.map(|d| d * 0.5),
+                factor: Some("f".into()),
+                quality: Quality::Good,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn consumption_by_item_over_a_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let mut rows = vec![
+            row("m1", "01A10", t0, 10.0, None),
+            row("m1", "01A10", t0 + 60_000, 12.5, Some(2.5)),
+            row("m1", "01A10", t0 + 120_000, 13.0, Some(0.5)),
+            row("m2", "01B10", t0 + 60_000, 5.0, Some(1.25)),
+            // A duplicate of an earlier row: one stored row per key.
+            row("m2", "01B10", t0 + 60_000, 5.0, Some(1.25)),
+        ];
+        sort_and_dedupe(&mut rows);
+        assert_eq!(rows.len(), 4);
+        let part = partition_dir(dir.path(), &partition_date(t0));
+        std::fs::create_dir_all(&part).unwrap();
+        write_parquet(
+            std::fs::File::create(part.join("a.parquet")).unwrap(),
+            &rows,
+        )
+        .unwrap();
+
+        let q = Query::new(dir.path());
+        let got = q.consumption(t0, t0 + 3_600_000).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].item.as_str(), got[0].consumption, got[0].intervals),
+            ("01A10", 3.0, 2)
+        );
+        assert!((got[0].kgce - 3.0 * 0.1229).abs() < 1e-12);
+        assert_eq!((got[1].item.as_str(), got[1].consumption), ("01B10", 1.25));
+        // The period is (from, to]: a reading at `to` closes the interval that ends there.
+        let got = q.consumption(t0, t0 + 60_000).await.unwrap();
+        assert_eq!(got[0].consumption, 2.5);
+        assert!(
+            Query::new(dir.path().join("none"))
+                .consumption(0, 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
