@@ -19,6 +19,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod error;
+pub mod esphome;
 pub mod mapping;
 pub mod shelly;
 pub mod tasmota;
