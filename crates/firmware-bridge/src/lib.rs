@@ -24,6 +24,7 @@ pub mod mapping;
 pub mod shelly;
 pub mod tasmota;
 pub mod value;
+pub mod zigbee2mqtt;
 
 #[cfg(test)]
 mod strategies;
