@@ -22,6 +22,7 @@ pub mod error;
 pub mod esphome;
 pub mod mapping;
 pub mod shelly;
+pub mod sparkplug;
 pub mod tasmota;
 pub mod value;
 pub mod zigbee2mqtt;
