@@ -450,8 +450,9 @@ impl ShellyState {
                     return Ok(ShellyUpdate::default());
                 }
                 let status = parse_object(topic, payload)?;
-                let at = At { topic, base: &[] };
-                self.replace(&at, device, key, status, None)
+                let mut one = Map::new();
+                one.insert(key.to_owned(), Value::Object(status));
+                self.apply_components(topic, None, device, &one, None, true)
             }
             Some(Topic::Events { device }) => {
                 let msg = parse_object(topic, payload)?;
@@ -467,7 +468,7 @@ impl ShellyState {
                     }
                 };
                 let ts_ms = notification_ts(topic, params)?;
-                self.apply_components(topic, "params", device, params, ts_ms, full)
+                self.apply_components(topic, Some("params"), device, params, ts_ms, full)
             }
         }
     }
@@ -483,7 +484,7 @@ impl ShellyState {
         let msg = parse_object(topic, payload)?;
         match msg.get("result") {
             Some(Value::Object(result)) => {
-                self.apply_components(topic, "result", device, result, None, true)
+                self.apply_components(topic, Some("result"), device, result, None, true)
             }
             _ => Err(DecodeError::field(
                 topic,
@@ -493,37 +494,46 @@ impl ShellyState {
         }
     }
 
-    fn apply_components(
+    /// Applies the metering components of one message. Everything is checked before anything
+    /// changes, so a message is applied whole or not at all. `base_key` is where the components
+    /// sit in the payload (`params`, `result`), for error pointers; `None` when the payload is
+    /// the component itself.
+    fn apply_components<'a>(
         &mut self,
         topic: &str,
-        base_key: &str,
+        base_key: Option<&'a str>,
         device: &str,
-        params: &Map<String, Value>,
+        components: &'a Map<String, Value>,
         ts_ms: Option<i64>,
         full: bool,
     ) -> Result<ShellyUpdate, DecodeError> {
-        let mut update = ShellyUpdate::default();
-        for (key, status) in params {
+        let base = |key: &'a str| -> Vec<&'a str> {
+            match base_key {
+                Some(b) => vec![b, key],
+                None => Vec::new(),
+            }
+        };
+        let mut parts = Vec::new();
+        let mut scratch = Vec::new();
+        for (key, status) in components {
             if component(key).is_none() {
                 continue;
             }
-            let base = [base_key, key.as_str()];
-            let at = At { topic, base: &base };
+            let tokens = base(key);
+            let at = At {
+                topic,
+                base: &tokens,
+            };
             let Value::Object(status) = status else {
                 return Err(at.field(&[], "expected a component status object"));
             };
-            let one = if full {
-                self.replace(&at, device, key, status.clone(), ts_ms)?
-            } else {
-                self.overlay(&at, device, key, status, ts_ms)?
-            };
-            update.values.extend(one.values);
-            update.needs_full_status |= one.needs_full_status;
+            // A delta is checked on its own too, so a malformed field never enters the state.
+            decode_at(&at, key, status, ts_ms, &mut scratch)?;
+            parts.push((key, status));
         }
-        Ok(update)
-    }
-
-    fn device(&mut self, topic: &str, device: &str) -> Result<&mut Device, DecodeError> {
+        if parts.is_empty() {
+            return Ok(ShellyUpdate::default());
+        }
         if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
             return Err(DecodeError::Capacity {
                 topic: topic.to_owned(),
@@ -531,76 +541,44 @@ impl ShellyState {
                 limit: self.max_devices,
             });
         }
-        Ok(self.devices.entry(device.to_owned()).or_default())
-    }
-
-    /// A full status replaces what was known of the component.
-    fn replace(
-        &mut self,
-        at: &At<'_>,
-        device: &str,
-        key: &str,
-        status: Map<String, Value>,
-        ts_ms: Option<i64>,
-    ) -> Result<ShellyUpdate, DecodeError> {
-        let mut values = Vec::new();
-        // Decode before storing, so that a malformed status never enters the state.
-        decode_at(at, key, &status, ts_ms, &mut values)?;
-        let dev = self.device(at.topic, device)?;
-        insert_component(at.topic, dev, key, status, true)?;
-        Ok(ShellyUpdate {
-            values,
-            needs_full_status: false,
-        })
-    }
-
-    /// A delta is checked on its own, overlaid on the known status, and the merged status is
-    /// decoded: unchanged fields are still current as of this notification.
-    fn overlay(
-        &mut self,
-        at: &At<'_>,
-        device: &str,
-        key: &str,
-        delta: &Map<String, Value>,
-        ts_ms: Option<i64>,
-    ) -> Result<ShellyUpdate, DecodeError> {
-        let mut scratch = Vec::new();
-        decode_at(at, key, delta, ts_ms, &mut scratch)?;
-        let dev = self.device(at.topic, device)?;
-        if !dev.components.contains_key(key) {
-            insert_component(at.topic, dev, key, Map::new(), false)?;
+        let dev = self.devices.entry(device.to_owned()).or_default();
+        let new = parts
+            .iter()
+            .filter(|(k, _)| !dev.components.contains_key(k.as_str()))
+            .count();
+        if dev.components.len() + new > MAX_COMPONENTS {
+            return Err(DecodeError::Capacity {
+                topic: topic.to_owned(),
+                what: "metering components of one Shelly device",
+                limit: MAX_COMPONENTS,
+            });
         }
-        let mut values = Vec::new();
-        let mut complete = false;
-        if let Some(c) = dev.components.get_mut(key) {
-            merge(&mut c.status, delta);
-            complete = c.complete;
-            decode_at(at, key, &c.status, ts_ms, &mut values)?;
+        let mut update = ShellyUpdate::default();
+        for (key, status) in parts {
+            let c = dev
+                .components
+                .entry(key.clone())
+                .or_insert_with(|| Component {
+                    status: Map::new(),
+                    complete: false,
+                });
+            if full {
+                c.status = status.clone();
+                c.complete = true;
+            } else {
+                // Unchanged fields are still current as of this notification.
+                merge(&mut c.status, status);
+                update.needs_full_status |= !c.complete;
+            }
+            let tokens = base(key);
+            let at = At {
+                topic,
+                base: &tokens,
+            };
+            decode_at(&at, key, &c.status, ts_ms, &mut update.values)?;
         }
-        Ok(ShellyUpdate {
-            values,
-            needs_full_status: !complete,
-        })
+        Ok(update)
     }
-}
-
-fn insert_component(
-    topic: &str,
-    dev: &mut Device,
-    key: &str,
-    status: Map<String, Value>,
-    complete: bool,
-) -> Result<(), DecodeError> {
-    if !dev.components.contains_key(key) && dev.components.len() >= MAX_COMPONENTS {
-        return Err(DecodeError::Capacity {
-            topic: topic.to_owned(),
-            what: "metering components of one Shelly device",
-            limit: MAX_COMPONENTS,
-        });
-    }
-    dev.components
-        .insert(key.to_owned(), Component { status, complete });
-    Ok(())
 }
 
 /// Overlays `delta` on `status`: objects merge key by key (a delta may carry part of

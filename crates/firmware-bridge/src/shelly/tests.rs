@@ -217,6 +217,28 @@ fn bad_fields_are_named_and_never_stored() {
 }
 
 #[test]
+fn a_message_is_applied_whole_or_not_at_all() {
+    let mut st = ShellyState::new();
+    let full = json!({"switch:0": {"apower": 10.0}});
+    st.apply(EVENTS, &notify("NotifyFullStatus", full)).unwrap();
+    let mixed = json!({"switch:0": {"apower": 20.0}, "switch:1": {"apower": "x"}});
+    let e = st
+        .apply(EVENTS, &notify("NotifyStatus", mixed))
+        .unwrap_err();
+    assert!(e.to_string().contains("/params/switch:1/apower"), "{e}");
+    let up = st
+        .apply(
+            EVENTS,
+            &notify("NotifyStatus", json!({"switch:0": {"voltage": 230.0}})),
+        )
+        .unwrap();
+    assert!(close(
+        get(&up.values, "switch:0", Quantity::PowerActive),
+        0.01
+    ));
+}
+
+#[test]
 fn non_metering_messages_yield_nothing() {
     let mut st = ShellyState::new();
     let ev = json!({"src":"d","method":"NotifyEvent","params":{"ts":1.0,"events":[{"component":"input:0","event":"single_push"}]}});
