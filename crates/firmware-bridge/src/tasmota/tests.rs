@@ -125,6 +125,43 @@ fn messages_without_energy_decode_to_nothing_and_errors_leave_out_untouched() {
 }
 
 #[test]
+fn duplicates_nulls_and_trailing_bytes() {
+    let e = decode(
+        "tele/x/SENSOR",
+        br#"{"ENERGY":{"Total":1,"Total":2}}"#,
+        cst(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("duplicate key `Total`"), "{e}");
+    let e = decode(
+        "tele/x/SENSOR",
+        br#"{"Time":"2024-01-01T00:00:00","Time":null}"#,
+        cst(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("duplicate"), "{e}");
+    let v = decode("tele/x/SENSOR", br#"{"Time":null,"ENERGY":null}"#, cst()).unwrap();
+    assert!(v.is_empty());
+    assert!(decode("tele/x/SENSOR", br#"{"ENERGY":{"Total":1}} x"#, cst()).is_err());
+    assert!(decode("tele/x/SENSOR", b"[1]", cst()).is_err());
+    // An escaped Time string is not borrowed but still read.
+    let v = decode(
+        "tele/x/SENSOR",
+        br#"{"Time":"2023-05-19\u005420:52:56","ENERGY":{"Total":1}}"#,
+        cst(),
+    )
+    .unwrap();
+    assert_eq!(v[0].ts_ms, Some(1_684_500_776_000));
+    let v = decode(
+        "tele/x/SENSOR",
+        br#"{"ENERGY":{"Total":1},"Time":"2023-05-19T20:52:56"}"#,
+        cst(),
+    )
+    .unwrap();
+    assert_eq!(v[0].ts_ms, Some(1_684_500_776_000), "Time after ENERGY");
+}
+
+#[test]
 fn device_topics() {
     assert_eq!(device_topic("tele/plug1/SENSOR"), Some("plug1"));
     assert_eq!(device_topic("stat/a/b/STATUS10"), Some("a/b"));
@@ -205,11 +242,36 @@ proptest! {
                 x => expected.push(("0".to_owned(), q, b, conv(x.as_f64().unwrap()))),
             }
         }
-        let got: Vec<_> = out
+        let mut got: Vec<_> = out
             .iter()
             .map(|v| (v.channel.to_string(), v.quantity, v.basis, v.value))
             .collect();
+        // Values come out in the payload's key order; compare as sets.
+        let key = |x: &(String, Quantity, Basis, f64)| (x.0.clone(), x.1, x.2);
+        got.sort_by_key(key);
+        expected.sort_by_key(key);
         prop_assert_eq!(got, expected);
         prop_assert!(out.iter().all(|v| v.ts_ms == Some(secs * 1000)));
+    }
+}
+
+proptest! {
+    /// The hand-written fast path agrees with chrono on every plain local time.
+    #[test]
+    fn fast_time_parsing_agrees_with_chrono(secs in -62_000_000_000i64..250_000_000_000, offset_min in -720i32..=840) {
+        let offset = FixedOffset::east_opt(offset_min * 60).unwrap();
+        let local = chrono::DateTime::from_timestamp(secs, 0).unwrap().with_timezone(&offset);
+        let text = local.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let fast = plain_local_time(text.as_bytes());
+        let slow = NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S").ok();
+        prop_assert_eq!(fast, slow);
+        if fast.is_some() {
+            prop_assert_eq!(parse_time(&text, offset), Ok(secs * 1000));
+        }
+    }
+
+    #[test]
+    fn time_parsing_never_panics(text in "[0-9T:+.Z -]{0,30}") {
+        let _ = parse_time(&text, cst());
     }
 }
