@@ -31,4 +31,8 @@ pub mod zigbee2mqtt;
 mod strategies;
 
 pub use error::DecodeError;
+pub use esphome::EsphomeRegistry;
+pub use mapping::JsonMapping;
+pub use shelly::ShellyState;
+pub use sparkplug::SparkplugHost;
 pub use value::{Basis, FirmwareValue, ValueError};
