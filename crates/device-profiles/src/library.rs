@@ -7,6 +7,10 @@ use crate::profile::{Profile, ProfileError};
 /// Built-in profiles, embedded so a gateway binary needs no files beside it.
 const BUILTIN: &[(&str, &str)] = &[
     (
+        "sensor/xy-md02.toml",
+        include_str!("../profiles/sensor/xy-md02.toml"),
+    ),
+    (
         "eastron/sdm630.toml",
         include_str!("../profiles/eastron/sdm630.toml"),
     ),
@@ -273,6 +277,14 @@ mod tests {
         assert_eq!(value(&p, "energy_export", &dump), 10.25);
         // V..PF in one request (0x00..0x20); Hz and the energies in a second (0x46..0x4C).
         assert_eq!(plan(&p), vec![(0x0000, 0x20), (0x0046, 6)]);
+    }
+
+    #[test]
+    fn xy_md02_fixture() {
+        let lib = Library::builtin().unwrap();
+        let p = lib.get("sensor/xy-md02").unwrap();
+        // 0xFFB5 = -75 → -7.5 °C on a winter morning.
+        assert!((value(p, "temperature", &[(0x0001, 0xFFB5)]) + 7.5).abs() < 1e-9);
     }
 
     #[test]

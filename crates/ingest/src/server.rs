@@ -1,0 +1,100 @@
+//! `jieneng serve`: the store, the HTTP listener, the flush timer, and an orderly stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::config::ServeConfig;
+use crate::http::{App, router};
+use crate::store::{FlushReport, Store, StoreError, StoreThreads};
+
+#[derive(Debug)]
+pub struct Server;
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    timer: JoinHandle<()>,
+    threads: StoreThreads,
+}
+
+impl Server {
+    /// Opens the store (replaying the WAL), binds the listener and starts serving.
+    pub async fn start(config: &ServeConfig) -> anyhow::Result<ServerHandle> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let (store, threads) = Store::open(&config.data_dir, config.flush_rows)?;
+        let app = Arc::new(App {
+            store: store.clone(),
+            tokens: config
+                .gateway
+                .iter()
+                .map(|g| (g.token_sha256.clone(), g.id.clone()))
+                .collect(),
+            rejects: Mutex::new(BTreeMap::new()),
+        });
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, rx) = watch::channel(false);
+        let mut http_rx = rx.clone();
+        let routes = router(app, config.max_body_bytes);
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, routes).with_graceful_shutdown(async move {
+                let _ = http_rx.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                error!(error = %e, "HTTP server failed");
+            }
+        });
+        let interval = Duration::from_secs_f64(config.flush_interval);
+        let timer_store = store.clone();
+        let mut timer_rx = rx;
+        let timer = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {
+                        if let Err(e) = timer_store.flush().await {
+                            error!(error = %e, "scheduled flush failed");
+                        }
+                    }
+                    _ = timer_rx.changed() => return,
+                }
+            }
+        });
+        info!(%addr, data_dir = %config.data_dir.display(), "ingest listening");
+        Ok(ServerHandle {
+            addr,
+            store,
+            shutdown,
+            http,
+            timer,
+            threads,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// Stops accepting requests, flushes every acknowledged row to Parquet, stops the threads.
+    pub async fn stop(self) -> Result<FlushReport, StoreError> {
+        let _ = self.shutdown.send(true);
+        let _ = self.http.await;
+        let _ = self.timer.await;
+        let report = self.store.flush().await;
+        let ServerHandle { store, threads, .. } = self;
+        drop(store);
+        // The HTTP handlers' clones of the store are gone with the server task; the writer
+        // thread sees its channel close and ends, then the flusher.
+        tokio::task::spawn_blocking(move || threads.join())
+            .await
+            .ok();
+        report
+    }
+}
