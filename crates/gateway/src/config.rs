@@ -265,13 +265,16 @@ impl GatewayConfig {
         let mut gateway = raw.gateway;
         gateway.spool_dir = resolve(&gateway.spool_dir);
         gateway.profile_dir = gateway.profile_dir.as_deref().map(resolve);
-        if !(gateway.poll_interval >= 0.1 && gateway.poll_interval <= 86_400.0) {
+        if !(0.1..=86_400.0).contains(&gateway.poll_interval) {
             return Err(at_top(
                 "poll_interval",
                 format!("{} s is outside 0.1 s ..= 1 day", gateway.poll_interval),
             ));
         }
-        if !(gateway.request_timeout > 0.0 && gateway.request_timeout <= 60.0) {
+        if gateway.request_timeout.is_nan()
+            || !(0.0..=60.0).contains(&gateway.request_timeout)
+            || gateway.request_timeout == 0.0
+        {
             return Err(at_top(
                 "request_timeout",
                 format!("{} s is outside (0, 60]", gateway.request_timeout),
@@ -304,7 +307,7 @@ impl GatewayConfig {
                 "a gateway token must be at least 16 characters".into(),
             ));
         }
-        if forward.max_batch_readings == 0 || !(forward.timeout > 0.0) {
+        if forward.max_batch_readings == 0 || forward.timeout.is_nan() || forward.timeout <= 0.0 {
             return Err(at_top(
                 "[forward]",
                 "max_batch_readings and timeout must be positive".into(),
@@ -404,12 +407,12 @@ impl GatewayConfig {
                 }
             }
             for (k, v) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
-                if !(v.is_finite() && v > 0.0) {
+                if !v.is_finite() || v <= 0.0 {
                     return Err(bad(k, format!("{v} must be a positive number")));
                 }
             }
             let poll = d.poll_interval.unwrap_or(gateway.poll_interval);
-            if !(poll >= 0.1 && poll <= 86_400.0) {
+            if !(0.1..=86_400.0).contains(&poll) {
                 return Err(bad(
                     "poll_interval",
                     format!("{poll} s is outside 0.1 s ..= 1 day"),

@@ -80,10 +80,10 @@ impl ServeConfig {
             source,
         })?;
         let mut c = Self::parse(&file, &text)?;
-        if c.data_dir.is_relative() {
-            if let Some(base) = path.parent() {
-                c.data_dir = base.join(&c.data_dir);
-            }
+        if c.data_dir.is_relative()
+            && let Some(base) = path.parent()
+        {
+            c.data_dir = base.join(&c.data_dir);
         }
         Ok(c)
     }
@@ -95,7 +95,7 @@ impl ServeConfig {
         };
         let c: Self = toml::from_str(text)
             .map_err(|e| invalid(e.to_string().trim_end().replace('\n', " | ")))?;
-        if !(c.flush_interval > 0.0 && c.flush_interval <= 3600.0) {
+        if c.flush_interval.is_nan() || c.flush_interval <= 0.0 || c.flush_interval > 3600.0 {
             return Err(invalid(format!(
                 "flush_interval: {} s is outside (0, 3600]",
                 c.flush_interval

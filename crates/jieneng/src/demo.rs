@@ -14,122 +14,135 @@ use ingest::{ServeConfig, Server};
 use crate::report;
 use crate::simulator::{Load, SimMeter, Simulation};
 
-/// (account, name, meter, category, item, profile, load, initial counter)
-const METERS: &[(&str, &str, &str, &str, &str, &str, Load, f64)] = &[
-    (
-        "110108A001",
-        "海淀区机关办公楼",
-        "main",
-        "01",
-        "01000",
-        "chint/dtsu666",
-        Load::Occupancy {
+/// One simulated meter of the demo site.
+struct DemoMeter {
+    account: &'static str,
+    /// The institution's name, for reports.
+    name: &'static str,
+    meter: &'static str,
+    category: &'static str,
+    item: &'static str,
+    profile: &'static str,
+    load: Load,
+    /// The counter's value the first time the demo runs (kWh or m³).
+    start: f64,
+}
+
+const METERS: &[DemoMeter] = &[
+    DemoMeter {
+        account: "110108A001",
+        name: "海淀区机关办公楼",
+        meter: "main",
+        category: "01",
+        item: "01000",
+        profile: "chint/dtsu666",
+        load: Load::Occupancy {
             base: 35.0,
             peak: 160.0,
         },
-        182_340.0,
-    ),
-    (
-        "110108A001",
-        "海淀区机关办公楼",
-        "lighting",
-        "01",
-        "01A10",
-        "eastron/sdm630",
-        Load::Occupancy {
+        start: 182_340.0,
+    },
+    DemoMeter {
+        account: "110108A001",
+        name: "海淀区机关办公楼",
+        meter: "lighting",
+        category: "01",
+        item: "01A10",
+        profile: "eastron/sdm630",
+        load: Load::Occupancy {
             base: 2.0,
             peak: 38.0,
         },
-        41_220.0,
-    ),
-    (
-        "110108A001",
-        "海淀区机关办公楼",
-        "chiller-1",
-        "01",
-        "01B10",
-        "eastron/sdm630",
-        Load::Hvac {
+        start: 41_220.0,
+    },
+    DemoMeter {
+        account: "110108A001",
+        name: "海淀区机关办公楼",
+        meter: "chiller-1",
+        category: "01",
+        item: "01B10",
+        profile: "eastron/sdm630",
+        load: Load::Hvac {
             base: 4.0,
             per_degree: 5.5,
         },
-        66_015.0,
-    ),
-    (
-        "110108A001",
-        "海淀区机关办公楼",
-        "elevators",
-        "01",
-        "01C10",
-        "acrel/adw300",
-        Load::Occupancy {
+        start: 66_015.0,
+    },
+    DemoMeter {
+        account: "110108A001",
+        name: "海淀区机关办公楼",
+        meter: "elevators",
+        category: "01",
+        item: "01C10",
+        profile: "acrel/adw300",
+        load: Load::Occupancy {
             base: 0.8,
             peak: 11.0,
         },
-        9_870.0,
-    ),
-    (
-        "110108A001",
-        "海淀区机关办公楼",
-        "it-room",
-        "01",
-        "01D10",
-        "eastron/sdm630",
-        Load::Occupancy {
+        start: 9_870.0,
+    },
+    DemoMeter {
+        account: "110108A001",
+        name: "海淀区机关办公楼",
+        meter: "it-room",
+        category: "01",
+        item: "01D10",
+        profile: "eastron/sdm630",
+        load: Load::Occupancy {
             base: 14.0,
             peak: 3.0,
         },
-        35_600.0,
-    ),
-    (
-        "110108A001",
-        "海淀区机关办公楼",
-        "weather",
-        "06",
-        "06000",
-        "sensor/xy-md02",
-        Load::Weather,
-        0.0,
-    ),
-    (
-        "110108D002",
-        "中关村第一小学",
-        "main",
-        "01",
-        "01000",
-        "eastron/sdm630",
-        Load::Occupancy {
+        start: 35_600.0,
+    },
+    DemoMeter {
+        account: "110108A001",
+        name: "海淀区机关办公楼",
+        meter: "weather",
+        category: "06",
+        item: "06000",
+        profile: "sensor/xy-md02",
+        load: Load::Weather,
+        start: 0.0,
+    },
+    DemoMeter {
+        account: "110108D002",
+        name: "中关村第一小学",
+        meter: "main",
+        category: "01",
+        item: "01000",
+        profile: "eastron/sdm630",
+        load: Load::Occupancy {
             base: 6.0,
             peak: 55.0,
         },
-        73_410.0,
-    ),
-    (
-        "110108D002",
-        "中关村第一小学",
-        "water",
-        "02",
-        "02000",
-        "arad/octave",
-        Load::Water {
+        start: 73_410.0,
+    },
+    DemoMeter {
+        account: "110108D002",
+        name: "中关村第一小学",
+        meter: "water",
+        category: "02",
+        item: "02000",
+        profile: "arad/octave",
+        load: Load::Water {
             base: 0.04,
             peak: 1.6,
         },
-        8_123.5,
-    ),
-    (
-        "110102E003",
-        "西城区社区医院",
-        "main",
-        "01",
-        "01000",
-        "chint/dtsu666",
-        Load::Occupancy {
+        start: 8_123.5,
+    },
+    DemoMeter {
+        account: "110102E003",
+        name: "西城区社区医院",
+        meter: "main",
+        category: "01",
+        item: "01000",
+        profile: "chint/dtsu666",
+        load: Load::Occupancy {
             base: 60.0,
             peak: 90.0,
         },
-        250_110.0,
-    ),
+        start: 250_110.0,
+    },
 ];
 
 const TOKEN: &str = "demo-gateway-token-not-for-production";
@@ -145,12 +158,12 @@ pub async fn run(
     let library = Library::builtin()?;
     let meters = METERS
         .iter()
-        .map(|&(account, _, meter, _, _, profile, load, total)| {
+        .map(|m| {
             Ok(SimMeter {
-                name: format!("{account}/{meter}"),
-                profile: library.get(profile)?.clone(),
-                load,
-                total,
+                name: format!("{}/{}", m.account, m.meter),
+                profile: library.get(m.profile)?.clone(),
+                load: m.load,
+                total: m.start,
                 level: 0.0,
             })
         })
@@ -177,11 +190,18 @@ pub async fn run(
         server.addr
     );
     let mut names = BTreeMap::new();
-    for (&(account, name, meter, category, item, profile, load, _), addr) in
-        METERS.iter().zip(&sim.addrs)
-    {
-        names.insert(account.to_owned(), name.to_owned());
-        let quantities = if matches!(load, Load::Weather) {
+    for (m, addr) in METERS.iter().zip(&sim.addrs) {
+        let DemoMeter {
+            account,
+            name,
+            meter,
+            category,
+            item,
+            profile,
+            ..
+        } = m;
+        names.insert(account.to_string(), name.to_string());
+        let quantities = if matches!(m.load, Load::Weather) {
             "quantities = { temperature = \"outdoor_temperature\" }\n"
         } else {
             ""
@@ -248,7 +268,7 @@ pub async fn run(
                 sim.tick(now.duration_since(last).as_secs_f64());
                 last = now;
                 saves += 1;
-                if saves % 5 == 0 {
+                if saves.is_multiple_of(5) {
                     let _ = sim.save();
                 }
             }

@@ -17,6 +17,9 @@ use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response};
 
+/// A meter's registers by (function code, address).
+type RegisterImage = HashMap<(FunctionCode, u16), u16>;
+
 /// How a simulated meter draws power.
 #[derive(Debug, Clone, Copy)]
 pub enum Load {
@@ -98,7 +101,7 @@ impl SimMeter {
     }
 
     /// The register image the meter presents now.
-    pub fn registers(&self) -> HashMap<(FunctionCode, u16), u16> {
+    pub fn registers(&self) -> RegisterImage {
         let mut out = HashMap::new();
         for r in &self.profile.registers {
             let v = match r.quantity {
@@ -129,7 +132,7 @@ impl SimMeter {
 /// nothing is mapped, as real meters do); reads outside it get `IllegalDataAddress`.
 #[derive(Debug, Clone)]
 struct MeterService {
-    image: Arc<Mutex<HashMap<(FunctionCode, u16), u16>>>,
+    image: Arc<Mutex<RegisterImage>>,
     ranges: Arc<HashMap<FunctionCode, (u16, u16)>>,
 }
 
@@ -178,7 +181,7 @@ impl Service for MeterService {
 pub struct Simulation {
     pub meters: Vec<Arc<Mutex<SimMeter>>>,
     pub addrs: Vec<SocketAddr>,
-    images: Vec<Arc<Mutex<HashMap<(FunctionCode, u16), u16>>>>,
+    images: Vec<Arc<Mutex<RegisterImage>>>,
     state_file: PathBuf,
 }
 

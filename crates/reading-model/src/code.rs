@@ -166,7 +166,8 @@ impl EnergyCode {
         let (item, s1, s2) = (b[2], b[3], b[4]);
         let item_ok = item == b'0' || item.is_ascii_uppercase();
         let s1_ok = s1.is_ascii_digit() && (item != b'0' || s1 == b'0');
-        let s2_ok = (s2 == b'0' || s2.is_ascii_uppercase()) && (s1 != b'0' || s2 == b'0');
+        // A second-level letter needs a first-level digit above it.
+        let s2_ok = s2 == b'0' || (s2.is_ascii_uppercase() && s1 != b'0');
         if item_ok && s1_ok && s2_ok {
             Ok(Self(b))
         } else {

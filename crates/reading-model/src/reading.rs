@@ -89,10 +89,10 @@ impl Reading {
             ("kgce", self.kgce),
             ("kgco2e", self.kgco2e),
         ] {
-            if let Some(v) = v {
-                if !v.is_finite() {
-                    return err(field, format!("{v} is not a finite number"));
-                }
+            if let Some(v) = v
+                && !v.is_finite()
+            {
+                return err(field, format!("{v} is not a finite number"));
             }
         }
         if self.delta.is_some() && !self.quantity.is_cumulative() {
