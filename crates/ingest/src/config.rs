@@ -128,6 +128,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/server.toml");
+        let c = ServeConfig::load(&p).unwrap();
+        assert_eq!(c.gateway.len(), 1);
+        assert_eq!(
+            c.gateway[0].token_sha256,
+            token_hash("change-me-gw-haidian-01-token")
+        );
+    }
+
+    #[test]
     fn parses_and_validates() {
         let h = token_hash("secret-token-123456");
         let c = ServeConfig::parse(

@@ -486,3 +486,100 @@ fn publish(
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use reading_model::{
+        AccountCode, Category, EnergyCode, MeterId, Quality, Quantity, Reading, Unit,
+    };
+
+    use super::*;
+
+    fn batch(seq: u64, ts: i64) -> Batch {
+        let r = Reading {
+            ts,
+            account: AccountCode::parse("110108A001").unwrap(),
+            meter: MeterId::parse("m").unwrap(),
+            category: Category::Electricity,
+            item: EnergyCode::parse("01000").unwrap(),
+            quantity: Quantity::EnergyImport,
+            unit: Unit::KilowattHour,
+            value: 1.0,
+            delta: Some(0.5),
+            kgce: None,
+            kgco2e: None,
+            factor: None,
+            quality: Quality::Good,
+        };
+        Batch::new(GatewayId::parse("gw").unwrap(), seq, vec![r])
+    }
+
+    fn parquet_rows(dir: &Path) -> usize {
+        let mut n = 0;
+        for part in fs::read_dir(dir.join("readings"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in fs::read_dir(part.path()).unwrap().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with('.'), "a temp file is left: {name}");
+                let file = File::open(f.path()).unwrap();
+                let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+                n += parquet::file::reader::FileReader::metadata(&reader)
+                    .file_metadata()
+                    .num_rows() as usize;
+            }
+        }
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_are_deduplicated_and_a_crash_loses_nothing_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600_000;
+        {
+            let (store, threads) = Store::open(dir.path(), 1_000_000).unwrap();
+            assert_eq!(
+                store.append(batch(1, t0)).await.unwrap(),
+                Appended::Stored { rows: 1 }
+            );
+            assert_eq!(
+                store.append(batch(1, t0)).await.unwrap(),
+                Appended::Duplicate
+            );
+            assert_eq!(
+                store.append(batch(2, t0 + 1000)).await.unwrap(),
+                Appended::Stored { rows: 1 }
+            );
+            assert_eq!(
+                store.flush().await.unwrap(),
+                FlushReport { rows: 2, files: 1 }
+            );
+            // Acknowledged but never flushed: only the WAL has it when the "crash" comes.
+            assert_eq!(
+                store.append(batch(3, t0 + 2000)).await.unwrap(),
+                Appended::Stored { rows: 1 }
+            );
+            drop(store);
+            threads.join();
+        }
+        assert_eq!(parquet_rows(dir.path()), 2);
+        let (store, threads) = Store::open(dir.path(), 1_000_000).unwrap();
+        // The high-water mark survived: old batches are still recognised as retries.
+        assert_eq!(
+            store.append(batch(2, t0 + 1000)).await.unwrap(),
+            Appended::Duplicate
+        );
+        assert_eq!(
+            store.append(batch(3, t0 + 2000)).await.unwrap(),
+            Appended::Duplicate
+        );
+        assert_eq!(store.flush().await.unwrap().rows, 1);
+        assert_eq!(parquet_rows(dir.path()), 3);
+        // Published segments are gone; only the open one remains.
+        assert_eq!(wal::segments(&dir.path().join("wal")).unwrap().len(), 1);
+        drop(store);
+        threads.join();
+    }
+}
