@@ -381,6 +381,25 @@ impl GatewayConfig {
                     })
                     .collect::<Result<_, _>>()?,
             };
+            // Fractions are read with the accumulator they belong to.
+            let mut registers = registers;
+            let fractions: Vec<usize> = registers
+                .iter()
+                .flat_map(|&i| {
+                    let main = &profile.registers[i].name;
+                    profile
+                        .registers
+                        .iter()
+                        .enumerate()
+                        .filter(move |(_, r)| r.fraction_of.as_deref() == Some(main.as_str()))
+                        .map(|(j, _)| j)
+                })
+                .collect();
+            for j in fractions {
+                if !registers.contains(&j) {
+                    registers.push(j);
+                }
+            }
             for name in d.quantities.keys() {
                 if profile.register(name).is_none() {
                     return Err(bad(

@@ -99,3 +99,22 @@ fn example_configs_parse() {
     }
     assert!(n >= 1, "no gateway example in {}", dir.display());
 }
+
+#[test]
+fn fraction_registers_come_with_their_accumulator() {
+    let site = SITE
+        .replace(
+            "category = \"01\"\nitem = \"01000\"",
+            "category = \"04\"\nitem = \"04000\"",
+        )
+        .replace("eastron/sdm630", "tuf/tuf2000m")
+        .replace("[\"energy_import\", \"power_total\"]", "[\"heat_forward\"]");
+    let c = parse(&site).unwrap();
+    let d = &c.devices[0];
+    let names: Vec<&str> = d
+        .registers
+        .iter()
+        .map(|&i| d.profile.registers[i].name.as_str())
+        .collect();
+    assert_eq!(names, ["heat_forward", "heat_forward_fraction"]);
+}

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use device_profiles::{FunctionCode, PlanLimits, ReadPlan, decode_register, plan_reads};
+use std::collections::HashMap;
+
+use device_profiles::{FunctionCode, PlanLimits, ReadPlan, RegisterDef, decode_total, plan_reads};
 use tokio::sync::{mpsc, watch};
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::{ExceptionCode, Slave};
@@ -300,7 +302,9 @@ async fn poll_once(
         });
     };
     let answers = c.read_plan(plan).await;
-    let mut values = Vec::new();
+    // First the words of every register that answered, then the values: an accumulator and
+    // the registers declared `fraction_of` it decode together as one value.
+    let mut words_of: HashMap<usize, Vec<u16>> = HashMap::new();
     let mut first_error = None;
     for (q, answer) in plan.requests.iter().zip(answers) {
         DeviceStats::inc(&stats.requests);
@@ -310,16 +314,8 @@ async fn poll_once(
                     let reg = &device.profile.registers[i];
                     let off = usize::from(reg.address - q.start);
                     let n = usize::from(reg.data_type.words());
-                    let Some(w) = words.get(off..off + n) else {
-                        continue;
-                    };
-                    match decode_register(reg, device.profile.word_order_of(reg), w, device.ratios)
-                    {
-                        Ok(v) => values.push((i, v)),
-                        Err(e) => {
-                            DeviceStats::inc(&stats.decode_errors);
-                            tracing::debug!(device = %name, register = %reg.name, error = %e, "decode failed");
-                        }
+                    if let Some(w) = words.get(off..off + n) {
+                        words_of.insert(i, w.to_vec());
                     }
                 }
             }
@@ -333,6 +329,23 @@ async fn poll_once(
                     *conn = None;
                 }
                 first_error.get_or_insert(e);
+            }
+        }
+    }
+    let profile = &device.profile;
+    let index_of = |reg: &RegisterDef| profile.registers.iter().position(|r| std::ptr::eq(r, reg));
+    let mut values = Vec::new();
+    for &i in &device.registers {
+        let reg = &profile.registers[i];
+        if reg.is_fraction() || !words_of.contains_key(&i) {
+            continue;
+        }
+        let words = |r: &RegisterDef| index_of(r).and_then(|j| words_of.get(&j));
+        match decode_total(profile, &reg.name, words, device.ratios) {
+            Ok(v) => values.push((i, v)),
+            Err(e) => {
+                DeviceStats::inc(&stats.decode_errors);
+                tracing::debug!(device = %name, register = %reg.name, error = %e, "decode failed");
             }
         }
     }
