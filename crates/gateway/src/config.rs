@@ -12,6 +12,15 @@
 //! url = "http://ingest.example:8080/api/v1/batches"
 //! token = "…"                 # or token_file = "/etc/jieneng/token"
 //!
+//! [[carbon_factor]]          # a provincial factor the built-in table lacks
+//! id = "sd-2024/grid"
+//! category = "01"
+//! region = "37"
+//! year = 2024
+//! value = 0.7
+//! per = "kWh"
+//! source = "…"
+//!
 //! [[account]]
 //! code = "110108A001"
 //! name = "区政府办公楼"
@@ -33,7 +42,8 @@ use std::time::Duration;
 
 use device_profiles::{Library, Profile};
 use reading_model::{
-    AccountCode, Category, EnergyCode, FactorSelection, FactorTables, GatewayId, MeterId, Quantity,
+    AccountCode, CarbonFactor, Category, CoalFactor, EnergyCode, FactorSelection, FactorTables,
+    GatewayId, MeterId, Quantity,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -174,6 +184,15 @@ struct RawConfig {
     forward: ForwardSection,
     #[serde(default)]
     factors: FactorSelection,
+    /// Standard-coal coefficients added to (or replacing, by id) the built-in GB/T 2589 table.
+    #[serde(default)]
+    coal_factor: Vec<CoalFactor>,
+    /// Carbon factors added to (or replacing, by id) the built-in MEE/NBS and NDRC tables.
+    #[serde(default)]
+    carbon_factor: Vec<CarbonFactor>,
+    /// Fuel densities (kg/L) by category code, e.g. `"12" = 0.835` for this site's diesel.
+    #[serde(default)]
+    density: BTreeMap<Category, f64>,
     #[serde(default)]
     account: Vec<Spanned<AccountSection>>,
     #[serde(default)]
@@ -314,7 +333,9 @@ impl GatewayConfig {
             ));
         }
 
-        let factors = FactorTables::builtin().map_err(|e| at_top("[factors]", e.to_string()))?;
+        let factors = FactorTables::builtin()
+            .and_then(|t| t.with_overrides(raw.coal_factor, raw.carbon_factor, raw.density))
+            .map_err(|e| at_top("[factors]", e.to_string()))?;
         factors
             .check_selection(&raw.factors)
             .map_err(|e| at_top("[factors]", e.to_string()))?;

@@ -118,3 +118,30 @@ fn fraction_registers_come_with_their_accumulator() {
         .collect();
     assert_eq!(names, ["heat_forward", "heat_forward_fraction"]);
 }
+
+#[test]
+fn factors_are_overridable_from_the_site_config() {
+    let site = SITE.replace(
+        "[[account]]",
+        "[[carbon_factor]]\nid = \"bj-guide-2025/grid\"\ncategory = \"01\"\nregion = \"11\"\nyear = 2025\nvalue = 0.6\nper = \"kWh\"\nsource = \"a provincial guide\"\n\n[[account]]",
+    )
+    .replace("carbon_region = \"national\"", "carbon_region = \"province\"");
+    let c = parse(&site).unwrap();
+    let a = &c.devices[0].account;
+    let f = c
+        .factors
+        .carbon(
+            a,
+            reading_model::Category::Electricity,
+            2026,
+            c.selection(a),
+        )
+        .unwrap();
+    assert_eq!((f.id, f.per_unit), ("bj-guide-2025/grid", 0.6));
+    let bad = site.replace("value = 0.6", "value = -0.6");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("bj-guide-2025/grid") && e.contains("not negative"),
+        "{e}"
+    );
+}
