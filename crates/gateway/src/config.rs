@@ -83,6 +83,15 @@ pub struct GatewaySection {
     /// A directory of site-specific profiles (`<vendor>/<model>.toml`), added to the built-in ones.
     #[serde(default)]
     pub profile_dir: Option<PathBuf>,
+    /// Bytes the spool may hold. When full, cumulative readings are held back (the meter keeps
+    /// counting, so the next delta spans the wait: no energy is lost) and instantaneous ones
+    /// are dropped and counted; an error is logged until there is room again.
+    #[serde(default = "default_spool_max")]
+    pub spool_max_bytes: u64,
+}
+
+fn default_spool_max() -> u64 {
+    1 << 30
 }
 
 fn default_poll() -> f64 {
@@ -288,6 +297,15 @@ impl GatewayConfig {
             return Err(at_top(
                 "poll_interval",
                 format!("{} s is outside 0.1 s ..= 1 day", gateway.poll_interval),
+            ));
+        }
+        if gateway.spool_max_bytes < 1 << 20 {
+            return Err(at_top(
+                "spool_max_bytes",
+                format!(
+                    "{} bytes is below the 1 MiB minimum",
+                    gateway.spool_max_bytes
+                ),
             ));
         }
         if gateway.request_timeout.is_nan()
