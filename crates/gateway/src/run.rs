@@ -3,6 +3,7 @@
 //! forwarder drains the spool for a bounded time. Whatever is not acknowledged stays spooled.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use reading_model::{Batch, Reading};
@@ -32,6 +33,7 @@ pub struct GatewayHandle {
     tasks: Vec<JoinHandle<()>>,
     pub devices: Vec<Arc<DeviceStats>>,
     pub forward: Arc<ForwardStats>,
+    pub normalizer: Arc<NormalizerStats>,
     pub spool: Arc<Spool>,
 }
 
@@ -94,12 +96,14 @@ impl Gateway {
         };
         // The forwarder is told to stop only after the normalizer has spooled its last batch.
         let (fwd_shutdown, fwd_shutdown_rx) = watch::channel(false);
+        let normalizer_stats = Arc::new(NormalizerStats::default());
         let normalizer = tokio::spawn(run_normalizer(
             self.config.clone(),
             self.spool.clone(),
             self.state,
             rx,
             notify.clone(),
+            normalizer_stats.clone(),
         ));
         let forwarder = tokio::spawn(forwarder.run(notify, fwd_shutdown_rx, drain));
         tasks.push(tokio::spawn(async move {
@@ -116,21 +120,56 @@ impl Gateway {
             tasks,
             devices: device_stats,
             forward: fwd_stats,
+            normalizer: normalizer_stats,
             spool: self.spool,
         })
     }
 }
 
+/// What the normalizer did with readings, readable while the gateway runs.
+#[derive(Debug, Default)]
+pub struct NormalizerStats {
+    pub batches_spooled: AtomicU64,
+    pub readings_spooled: AtomicU64,
+    /// Cumulative readings held back while the spool was full (their energy is in later deltas).
+    pub readings_held_back: AtomicU64,
+    /// Instantaneous readings dropped while the spool was full.
+    pub readings_dropped: AtomicU64,
+    pub spool_full: AtomicBool,
+}
+
 /// Normalizes samples and spools them as batches: a batch is cut when it is full or when no
 /// sample has arrived for a moment (the end of a poll cycle).
+///
+/// Two states are kept: `working` advances with every sample; `committed` only with what is
+/// durably in the spool, and is what `state.json` holds. If the spool is full, pending readings
+/// are let go and `working` falls back to `committed`: the meters keep counting, so the first
+/// delta after the spool has room again spans the whole wait and no energy is lost.
+struct Normalizer {
+    config: Arc<GatewayConfig>,
+    spool: Arc<Spool>,
+    committed: SpoolState,
+    working: SpoolState,
+    notify: Arc<Notify>,
+    stats: Arc<NormalizerStats>,
+}
+
 async fn run_normalizer(
     config: Arc<GatewayConfig>,
     spool: Arc<Spool>,
-    mut state: SpoolState,
+    state: SpoolState,
     mut rx: mpsc::Receiver<Sample>,
     notify: Arc<Notify>,
+    stats: Arc<NormalizerStats>,
 ) {
-    let max = config.forward.max_batch_readings;
+    let mut n = Normalizer {
+        config,
+        spool,
+        committed: state.clone(),
+        working: state,
+        notify,
+        stats,
+    };
     let mut pending: Vec<Reading> = Vec::new();
     let linger = Duration::from_millis(200);
     loop {
@@ -144,63 +183,105 @@ async fn run_normalizer(
         };
         match next {
             Some(Some(sample)) => {
-                pending.extend(normalize(&config, &mut state, &sample));
-                while pending.len() >= max {
-                    let rest = pending.split_off(max);
-                    let full = std::mem::replace(&mut pending, rest);
-                    spool_batch(&config, &spool, &mut state, full, &notify).await;
+                pending.extend(normalize(&n.config, &mut n.working, &sample));
+                if pending.len() >= n.config.forward.max_batch_readings {
+                    n.spool_pending(&mut pending).await;
                 }
             }
-            Some(None) => {
-                let full = std::mem::take(&mut pending);
-                spool_batch(&config, &spool, &mut state, full, &notify).await;
-            }
+            Some(None) => n.spool_pending(&mut pending).await,
             None => {
-                let full = std::mem::take(&mut pending);
-                spool_batch(&config, &spool, &mut state, full, &notify).await;
+                n.spool_pending(&mut pending).await;
                 return;
             }
         }
     }
 }
 
-async fn spool_batch(
-    config: &GatewayConfig,
-    spool: &Arc<Spool>,
-    state: &mut SpoolState,
-    readings: Vec<Reading>,
-    notify: &Notify,
-) {
-    if readings.is_empty() {
-        return;
-    }
-    let batch = Batch::new(config.gateway.id.clone(), state.next_seq, readings);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let sp = spool.clone();
-        let b = batch.clone();
-        let mut st = state.clone();
-        st.next_seq = batch.seq + 1;
-        let res = tokio::task::spawn_blocking(move || {
-            sp.append(&b)?;
-            sp.save_state(&st)?;
-            Ok::<_, SpoolError>(st)
-        })
-        .await;
-        match res {
-            Ok(Ok(st)) => {
-                *state = st;
-                notify.notify_one();
+impl Normalizer {
+    async fn spool_pending(&mut self, pending: &mut Vec<Reading>) {
+        let max = self.config.forward.max_batch_readings;
+        while !pending.is_empty() {
+            let take = pending.len().min(max);
+            let readings: Vec<Reading> = pending.drain(..take).collect();
+            if let Err(held) = self.spool_batch(readings).await {
+                let rest = std::mem::take(pending);
+                let all = held.iter().chain(&rest);
+                let (cumulative, instant): (Vec<&Reading>, Vec<&Reading>) =
+                    all.partition(|r| r.quantity.is_cumulative());
+                self.stats
+                    .readings_held_back
+                    .fetch_add(cumulative.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .readings_dropped
+                    .fetch_add(instant.len() as u64, Ordering::Relaxed);
+                if !self.stats.spool_full.swap(true, Ordering::Relaxed) {
+                    error!(
+                        max_bytes = self.config.gateway.spool_max_bytes,
+                        "spool full: ingest has not acknowledged for a while; holding counters back \
+                         (their next deltas will span the wait) and dropping instantaneous values"
+                    );
+                }
+                self.working = self.committed.clone();
                 return;
             }
-            // A full or failing disk: keep the batch in memory and try again; pollers keep
-            // their own pace, the sample channel applies back-pressure if this lasts.
-            Ok(Err(e)) => {
-                error!(seq = batch.seq, error = %e, retry_in = ?delay, "cannot spool batch");
-            }
-            Err(e) => error!(error = %e, "spool task failed"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+
+    /// Spools one batch; gives the readings back if the spool is full.
+    async fn spool_batch(&mut self, readings: Vec<Reading>) -> Result<(), Vec<Reading>> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let batch = Batch::new(
+            self.config.gateway.id.clone(),
+            self.committed.next_seq,
+            readings,
+        );
+        // The state saved with a batch is the committed state advanced by exactly that batch,
+        // never by readings still waiting in memory.
+        let mut next = self.committed.clone();
+        replay(&mut next, &batch);
+        next.next_seq = batch.seq + 1;
+        let max_bytes = self.config.gateway.spool_max_bytes;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let sp = self.spool.clone();
+            let b = batch.clone();
+            let st = next.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                if sp.bytes() >= max_bytes {
+                    return Ok(false);
+                }
+                sp.append(&b)?;
+                sp.save_state(&st)?;
+                Ok::<_, SpoolError>(true)
+            })
+            .await;
+            match res {
+                Ok(Ok(true)) => {
+                    self.committed = next;
+                    self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .readings_spooled
+                        .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
+                    if self.stats.spool_full.swap(false, Ordering::Relaxed) {
+                        info!(
+                            "spool has room again; counters resume from their last spooled values"
+                        );
+                    }
+                    self.notify.notify_one();
+                    return Ok(());
+                }
+                Ok(Ok(false)) => return Err(batch.readings),
+                // A failing disk (not a full spool): keep the batch and try again; pollers keep
+                // their pace and the sample channel applies back-pressure if this lasts.
+                Ok(Err(e)) => {
+                    error!(seq = batch.seq, error = %e, retry_in = ?delay, "cannot spool batch");
+                }
+                Err(e) => error!(error = %e, "spool task failed"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
     }
 }
