@@ -101,3 +101,125 @@ async fn ingest_down_and_gateway_restarted_nothing_lost_nothing_doubled() -> any
     }
     Ok(())
 }
+
+/// A spool already at its limit while ingest is down: the gateway holds its counters back
+/// instead of spooling, and once ingest drains the spool the first deltas span the wait, so
+/// the energy still adds up exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<()> {
+    use reading_model::{
+        AccountCode, Batch, Category, EnergyCode, MeterId, Quality, Quantity, Reading, Unit,
+    };
+
+    let dir = tempfile::tempdir()?;
+    let spec = json!([
+        {"name": "main", "profile": "eastron/sdm630", "start": 640.0, "step": 0.25, "steps": 16, "interval": 0.25},
+    ]);
+    let meters = Peer::spawn("meter_server.py", &[&spec.to_string()])?;
+    let ports = meters.next_json(Duration::from_secs(30))?["ports"].clone();
+
+    let spool_dir = dir.path().join("spool");
+    let ingest_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let site = format!(
+        "[gateway]\nid = \"gw-full\"\nspool_dir = \"{}\"\npoll_interval = 0.5\nspool_max_bytes = 1048576\n\n\
+         [forward]\nurl = \"http://{ingest_addr}/api/v1/batches\"\ntoken = \"{TOKEN}\"\ntimeout = 2\n\n\
+         [[device]]\nmeter = \"main\"\naccount = \"110108A001\"\ncategory = \"01\"\nitem = \"01000\"\n\
+         profile = \"eastron/sdm630\"\nregisters = [\"energy_import\", \"power_total\"]\n\
+         source = {{ type = \"modbus-tcp\", host = \"127.0.0.1\", port = {} }}\n",
+        spool_dir.display(),
+        ports["main"],
+    );
+    let config = || GatewayConfig::parse("full site", &site, None);
+
+    // First life: the meter's baseline reaches the spool (ingest is down).
+    let first = Gateway::build(config()?)?.start(Duration::from_millis(300))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.spool.pending()?.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "nothing spooled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.stop().await;
+
+    // Then the spool fills past its 1 MiB limit, as if ingest had been unreachable for long:
+    // a batch of another meter's readings, numbered as the gateway's next batch.
+    let (spool, mut state) = gateway::spool::Spool::open(&spool_dir, gateway::normalize::replay)?;
+    let t0 = 1_767_225_600_000i64;
+    let filler: Vec<Reading> = (0..8000)
+        .map(|i| Reading {
+            ts: t0 + i * 60_000,
+            account: AccountCode::parse("110102E003").unwrap(),
+            meter: MeterId::parse("filler").unwrap(),
+            category: Category::Electricity,
+            item: EnergyCode::parse("01000").unwrap(),
+            quantity: Quantity::PowerActive,
+            unit: Unit::Kilowatt,
+            value: 12.5,
+            delta: None,
+            kgce: None,
+            kgco2e: None,
+            factor: None,
+            quality: Quality::Good,
+        })
+        .collect();
+    spool.append(&Batch::new(
+        GatewayId::parse("gw-full")?,
+        state.next_seq,
+        filler,
+    ))?;
+    state.next_seq += 1;
+    spool.save_state(&state)?;
+    assert!(
+        spool.bytes() >= 1 << 20,
+        "filler is {} bytes",
+        spool.bytes()
+    );
+    drop(spool);
+
+    // Second life: the spool is full, so counters are held back while the meter counts on.
+    let gw = Gateway::build(config()?)?.start(Duration::from_secs(10))?;
+    let msg = meters.next_json(Duration::from_secs(60))?;
+    assert!(msg.get("done").is_some(), "{msg}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let held = gw
+        .normalizer
+        .readings_held_back
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(held > 0, "the full spool held counters back");
+
+    let serve = ServeConfig {
+        listen: ingest_addr,
+        data_dir: dir.path().join("data"),
+        flush_interval: 1.0,
+        flush_rows: 100_000,
+        max_body_bytes: 4 << 20,
+        gateway: vec![GatewayAuth {
+            id: GatewayId::parse("gw-full")?,
+            token_sha256: token_hash(TOKEN),
+        }],
+    };
+    let server = Server::start(&serve).await?;
+    // Wait until the filler is sent and at least one batch of the real meter followed it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while gw
+        .forward
+        .sent_batches
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+        || !gw.spool.pending()?.is_empty()
+    {
+        anyhow::ensure!(Instant::now() < deadline, "spool not drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.stop().await;
+    server.stop().await?;
+    drop(meters);
+
+    let out = run_json("read_parquet.py", &[&serve.data_dir.display().to_string()])?;
+    assert_eq!(out["duplicates"], 0, "{out}");
+    let row = out["energy"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["meter"] == "main"))
+        .ok_or_else(|| anyhow::anyhow!("no rows for main: {out}"))?;
+    assert_eq!(row["sum"].as_f64(), Some(0.25 * 16.0), "{row}");
+    Ok(())
+}
