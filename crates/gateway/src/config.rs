@@ -137,6 +137,8 @@ pub struct AccountSection {
     pub factors: FactorSelection,
 }
 
+/// Where a device is read. Devices with the same bus (TCP `host:port`, or serial `port`) share
+/// one connection and their requests are serialized on it (see `source::bus`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum SourceConfig {
@@ -147,13 +149,76 @@ pub enum SourceConfig {
         port: u16,
         #[serde(default = "default_unit")]
         unit: u8,
+        /// Attempts after a failed request (timeout, lost connection) before the poll gives
+        /// up on it; exceptions are answers and are not retried.
+        #[serde(default = "default_retries")]
+        retries: u8,
+    },
+    /// Modbus RTU on a serial line (RS-485 adapter): `port` is the device path.
+    #[serde(rename = "modbus-rtu")]
+    ModbusRtu {
+        port: PathBuf,
+        #[serde(default = "default_baud")]
+        baud: u32,
+        /// The Modbus serial line default is even parity (Modbus over Serial Line §2.5.1).
+        #[serde(default)]
+        parity: Parity,
+        #[serde(default = "default_data_bits")]
+        data_bits: u8,
+        #[serde(default = "default_stop_bits")]
+        stop_bits: u8,
+        #[serde(default = "default_unit")]
+        unit: u8,
+        #[serde(default = "default_retries")]
+        retries: u8,
     },
 }
+
+impl SourceConfig {
+    /// The Modbus unit (slave) id of the device.
+    pub fn unit(&self) -> u8 {
+        match self {
+            Self::ModbusTcp { unit, .. } | Self::ModbusRtu { unit, .. } => *unit,
+        }
+    }
+
+    /// Retries of a failed request.
+    pub fn retries(&self) -> u8 {
+        match self {
+            Self::ModbusTcp { retries, .. } | Self::ModbusRtu { retries, .. } => *retries,
+        }
+    }
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    #[default]
+    Even,
+    Odd,
+}
+
+/// The settings all devices of one serial line share: baud, parity, data bits, stop bits.
+type SerialLine = (u32, Parity, u8, u8);
 
 fn default_modbus_port() -> u16 {
     502
 }
 fn default_unit() -> u8 {
+    1
+}
+fn default_retries() -> u8 {
+    2
+}
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
     1
 }
 
@@ -385,6 +450,8 @@ impl GatewayConfig {
 
         let mut devices = Vec::new();
         let mut seen = HashSet::new();
+        // Serial port → (first device on it, its line settings).
+        let mut serial_lines: BTreeMap<PathBuf, (usize, SerialLine)> = BTreeMap::new();
         for (i, d) in raw.device.into_iter().enumerate() {
             let span = d.span();
             let d = d.into_inner();
@@ -476,6 +543,12 @@ impl GatewayConfig {
                     format!("{poll} s is outside 0.1 s ..= 1 day"),
                 ));
             }
+            if d.source.retries() > 10 {
+                return Err(bad(
+                    "source.retries",
+                    format!("{} is more than 10", d.source.retries()),
+                ));
+            }
             match &d.source {
                 SourceConfig::ModbusTcp { host, unit, .. } => {
                     if host.is_empty() {
@@ -486,6 +559,66 @@ impl GatewayConfig {
                             "source.unit",
                             format!("unit id {unit} is outside 0..=247"),
                         ));
+                    }
+                }
+                SourceConfig::ModbusRtu {
+                    port,
+                    baud,
+                    parity,
+                    data_bits,
+                    stop_bits,
+                    unit,
+                    ..
+                } => {
+                    if port.as_os_str().is_empty() {
+                        return Err(bad("source.port", "must not be empty".into()));
+                    }
+                    if !(300..=1_000_000).contains(baud) {
+                        return Err(bad(
+                            "source.baud",
+                            format!("{baud} is outside 300..=1000000"),
+                        ));
+                    }
+                    if *data_bits != 8 {
+                        return Err(bad(
+                            "source.data_bits",
+                            format!("Modbus RTU frames need 8 data bits, not {data_bits}"),
+                        ));
+                    }
+                    if !matches!(stop_bits, 1 | 2) {
+                        return Err(bad(
+                            "source.stop_bits",
+                            format!("{stop_bits} is neither 1 nor 2"),
+                        ));
+                    }
+                    // 0 is broadcast: nobody answers a read sent to it.
+                    if !(1..=247).contains(unit) {
+                        return Err(bad(
+                            "source.unit",
+                            format!("unit id {unit} is outside 1..=247"),
+                        ));
+                    }
+                    // One serial line has one speed and framing: every device on it must agree.
+                    let line = (*baud, *parity, *data_bits, *stop_bits);
+                    match serial_lines.get(port) {
+                        Some((other, settings)) if *settings != line => {
+                            return Err(bad(
+                                "source.port",
+                                format!(
+                                    "{} is used by device[{other}] at {} baud, {:?} parity, {} data, {} stop bits; \
+                                     devices on one line must use the same settings",
+                                    port.display(),
+                                    settings.0,
+                                    settings.1,
+                                    settings.2,
+                                    settings.3
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            serial_lines.insert(port.clone(), (i, line));
+                        }
                     }
                 }
             }

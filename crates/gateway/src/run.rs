@@ -2,6 +2,8 @@
 //! order: pollers first, then the normalizer writes what it holds to the spool, then the
 //! forwarder drains the spool for a bounded time. Whatever is not acknowledged stays spooled.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tracing::{error, info};
 use crate::config::GatewayConfig;
 use crate::forward::{ForwardStats, Forwarder};
 use crate::normalize::{normalize, replay};
+use crate::source::bus::{Bus, BusKey};
 use crate::source::modbus::{device_plan, poll_device};
 use crate::source::{DeviceStats, Sample};
 use crate::spool::{Spool, SpoolError, SpoolState};
@@ -65,21 +68,34 @@ impl Gateway {
         let mut tasks = Vec::new();
         let mut device_stats = Vec::new();
         let mut pollers = Vec::new();
+        // One owner task per bus (TCP host:port or serial port): devices behind one converter
+        // or on one RS-485 line share its connection. A bus task ends when its last poller
+        // drops its handle.
+        let mut buses: BTreeMap<BusKey, Bus> = BTreeMap::new();
         for (i, d) in self.config.devices.iter().enumerate() {
             let stats = Arc::new(DeviceStats::default());
             device_stats.push(stats.clone());
             let plan = device_plan(d, self.config.gateway.max_gap);
-            info!(device = %d.name(), profile = %d.profile.id, requests = plan.requests.len(), "polling");
+            let bus = match buses.entry(BusKey::of(&d.source)) {
+                Entry::Occupied(e) => e.get().clone(),
+                Entry::Vacant(e) => {
+                    let (bus, task) = Bus::spawn(&d.source, timeout);
+                    pollers.push(task);
+                    e.insert(bus).clone()
+                }
+            };
+            info!(device = %d.name(), profile = %d.profile.id, bus = %bus.key(), requests = plan.requests.len(), "polling");
             pollers.push(tokio::spawn(poll_device(
                 i,
                 Arc::new(d.clone()),
                 plan,
-                timeout,
+                bus,
                 stats,
                 tx.clone(),
                 shutdown_rx.clone(),
             )));
         }
+        drop(buses);
         drop(tx);
 
         let notify = Arc::new(Notify::new());

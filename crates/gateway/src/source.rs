@@ -1,8 +1,11 @@
 //! Where readings come from. Each source polls or listens to devices and sends raw [`Sample`]s
-//! (decoded register values, not yet readings) to the normalizer.
+//! (decoded register values, not yet readings) to the normalizer. Modbus devices reach their
+//! meters through a [`bus::Bus`], one per TCP converter or serial line.
 
+pub mod bus;
 pub mod modbus;
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,19 +25,38 @@ pub struct Sample {
 /// Counters of one device, readable while the gateway runs.
 #[derive(Debug, Default)]
 pub struct DeviceStats {
+    /// Scheduled polls started.
     pub polls: AtomicU64,
+    /// Polls that produced no value at all (after every retry).
     pub failed_polls: AtomicU64,
+    /// Requests put on the line, retries included (not those refused while reconnecting).
     pub requests: AtomicU64,
+    /// Exception responses (the meter answered with a code).
     pub exceptions: AtomicU64,
+    /// Requests that got no answer in time.
     pub timeouts: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// Connection (re)opens after the bus's first, attributed to the device whose request
+    /// caused them.
     pub reconnects: AtomicU64,
     pub online: AtomicBool,
+    last_error: Mutex<Option<String>>,
 }
 
 impl DeviceStats {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The last error the device's polls met (an exception by name, a timeout, a lost line).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub fn set_last_error(&self, error: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error);
+        }
     }
 }
 

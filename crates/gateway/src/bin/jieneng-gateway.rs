@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use device_profiles::{Library, PlanLimits, decode_register, plan_reads};
-use gateway::config::SourceConfig;
+use gateway::config::{Parity, SourceConfig};
 use gateway::source::modbus::{Connection, device_plan};
 use gateway::{Gateway, GatewayConfig};
 
@@ -35,12 +35,25 @@ enum Command {
     },
     /// List the built-in meter profiles.
     Profiles,
-    /// Read one Modbus TCP meter once and print every decoded value with its registers.
+    /// Read one Modbus meter once and print every decoded value with its registers: over TCP
+    /// (`--host`) or on a serial line (`--serial /dev/ttyUSB0 --baud 9600 --parity even`).
     Scan {
-        #[arg(long)]
-        host: String,
+        /// A Modbus TCP meter or converter.
+        #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+        host: Option<String>,
         #[arg(long, default_value_t = 502)]
         port: u16,
+        /// A serial port with the meter on its RS-485 line (Modbus RTU).
+        #[arg(long)]
+        serial: Option<PathBuf>,
+        #[arg(long, default_value_t = 9600, requires = "serial")]
+        baud: u32,
+        #[arg(long, value_enum, default_value_t = ScanParity::Even, requires = "serial")]
+        parity: ScanParity,
+        #[arg(long, default_value_t = 8, requires = "serial")]
+        data_bits: u8,
+        #[arg(long, default_value_t = 1, requires = "serial")]
+        stop_bits: u8,
         #[arg(long, default_value_t = 1)]
         unit: u8,
         #[arg(long)]
@@ -48,6 +61,13 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ScanParity {
+    None,
+    Even,
+    Odd,
 }
 
 #[tokio::main]
@@ -113,6 +133,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Scan {
             host,
             port,
+            serial,
+            baud,
+            parity,
+            data_bits,
+            stop_bits,
             unit,
             profile,
             timeout,
@@ -128,12 +153,38 @@ async fn main() -> anyhow::Result<()> {
                     max_gap: 16,
                 },
             );
-            let source = SourceConfig::ModbusTcp {
-                host: host.clone(),
-                port,
-                unit,
+            let (source, name) = match (host, serial) {
+                (_, Some(path)) => {
+                    anyhow::ensure!(data_bits == 8, "Modbus RTU frames need 8 data bits");
+                    anyhow::ensure!(matches!(stop_bits, 1 | 2), "--stop-bits is 1 or 2");
+                    let name = format!("{}/{unit}", path.display());
+                    let source = SourceConfig::ModbusRtu {
+                        port: path,
+                        baud,
+                        parity: match parity {
+                            ScanParity::None => Parity::None,
+                            ScanParity::Even => Parity::Even,
+                            ScanParity::Odd => Parity::Odd,
+                        },
+                        data_bits,
+                        stop_bits,
+                        unit,
+                        retries: 0,
+                    };
+                    (source, name)
+                }
+                (Some(host), None) => {
+                    let name = format!("{host}:{port}/{unit}");
+                    let source = SourceConfig::ModbusTcp {
+                        host,
+                        port,
+                        unit,
+                        retries: 0,
+                    };
+                    (source, name)
+                }
+                (None, None) => anyhow::bail!("give --host or --serial"),
             };
-            let name = format!("{host}:{port}/{unit}");
             let mut conn =
                 Connection::open(&name, &source, Duration::from_secs_f64(timeout)).await?;
             println!("{name} as {} ({} requests)", p.id, plan.requests.len());

@@ -1,6 +1,7 @@
-//! Modbus TCP polling: one task per device, its profile's registers read with the fewest
-//! requests the planner allows, each request under a timeout; a failed connection is dropped
-//! and re-opened at the next tick.
+//! Modbus polling (TCP and RTU): one task per device, its profile's registers read with the
+//! fewest requests the planner allows, each request under a timeout and retried a bounded
+//! number of times with backoff and jitter. The requests go through the device's [`Bus`],
+//! which owns the one connection all devices on the same converter or serial line share.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +11,14 @@ use std::collections::HashMap;
 
 use device_profiles::{FunctionCode, PlanLimits, ReadPlan, RegisterDef, decode_total, plan_reads};
 use tokio::sync::{mpsc, watch};
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Client as _, Context, Reader};
+use tokio_modbus::prelude::SlaveContext as _;
 use tokio_modbus::{ExceptionCode, Slave};
 use tracing::{info, warn};
 
+use super::bus::{Bus, backoff};
 use super::{DeviceStats, Sample, next_tick, now_ms};
-use crate::config::{Device, SourceConfig};
+use crate::config::{Device, Parity, SourceConfig};
 
 /// Why one read failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,19 @@ impl ReadError {
     pub fn keeps_connection(&self) -> bool {
         matches!(self, Self::Exception { .. } | Self::ShortAnswer { .. })
     }
+
+    /// Whether asking again may help: not for an answer (an exception or a short answer
+    /// would come back the same), except "busy", which asks for exactly that.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Exception { code, .. } => {
+                *code == u8::from(ExceptionCode::ServerDeviceBusy)
+                    || *code == u8::from(ExceptionCode::Acknowledge)
+            }
+            Self::ShortAnswer { .. } => false,
+            Self::Timeout { .. } | Self::Io { .. } | Self::Connection { .. } => true,
+        }
+    }
 }
 
 /// The Modbus name of an exception code.
@@ -77,19 +93,39 @@ pub fn exception_name(code: ExceptionCode) -> &'static str {
     }
 }
 
-/// An open connection to one device.
+/// An open connection to one bus: a TCP socket (a meter or a converter with several unit ids
+/// behind it) or a serial port. Requests name their unit; on a serial line the inter-frame gap
+/// is kept between frames.
 pub struct Connection {
     ctx: Context,
     name: String,
     timeout: Duration,
+    unit: u8,
+    /// Silence to keep between frames (serial lines only).
+    gap: Option<Duration>,
+    /// When the last frame on the line ended (request answered or given up).
+    last_frame: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("device", &self.name)
+            .field("bus", &self.name)
+            .field("gap", &self.gap)
             .finish()
     }
+}
+
+/// The silence between two RTU frames: 3.5 character times, fixed at 1.75 ms above 19200 baud
+/// (Modbus over Serial Line §2.5.1.1), where timers could not keep the shorter gap anyway.
+pub fn inter_frame_gap(baud: u32, parity: Parity, data_bits: u8, stop_bits: u8) -> Duration {
+    if baud > 19_200 {
+        return Duration::from_micros(1_750);
+    }
+    let bits = 1 + u32::from(data_bits) + u32::from(parity != Parity::None) + u32::from(stop_bits);
+    // 3.5 characters of `bits` bits each, in microseconds, rounded up.
+    let micros = (u64::from(bits) * 7 * 1_000_000).div_ceil(2 * u64::from(baud.max(1)));
+    Duration::from_micros(micros)
 }
 
 impl Connection {
@@ -98,69 +134,137 @@ impl Connection {
         source: &SourceConfig,
         timeout: Duration,
     ) -> Result<Self, ReadError> {
-        let SourceConfig::ModbusTcp { host, port, unit } = source;
         let conn_err = |message: String| ReadError::Connection {
             device: name.to_owned(),
             message,
         };
-        let addr: SocketAddr =
-            match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))
+        let (ctx, gap) = match source {
+            SourceConfig::ModbusTcp { host, port, .. } => {
+                let addr: SocketAddr = match tokio::time::timeout(
+                    timeout,
+                    tokio::net::lookup_host((host.as_str(), *port)),
+                )
                 .await
-            {
-                Ok(Ok(mut addrs)) => addrs
-                    .next()
-                    .ok_or_else(|| conn_err(format!("{host}:{port} resolves to no address")))?,
-                Ok(Err(e)) => return Err(conn_err(format!("{host}:{port}: {e}"))),
-                Err(_) => return Err(conn_err(format!("{host}:{port}: name lookup timed out"))),
-            };
-        let ctx = match tokio::time::timeout(
-            timeout,
-            tokio_modbus::client::tcp::connect_slave(addr, Slave(*unit)),
-        )
-        .await
-        {
-            Ok(Ok(ctx)) => ctx,
-            Ok(Err(e)) => return Err(conn_err(format!("{addr}: {e}"))),
-            Err(_) => {
-                return Err(conn_err(format!(
-                    "{addr}: connect timed out after {timeout:?}"
-                )));
+                {
+                    Ok(Ok(mut addrs)) => addrs
+                        .next()
+                        .ok_or_else(|| conn_err(format!("{host}:{port} resolves to no address")))?,
+                    Ok(Err(e)) => return Err(conn_err(format!("{host}:{port}: {e}"))),
+                    Err(_) => {
+                        return Err(conn_err(format!("{host}:{port}: name lookup timed out")));
+                    }
+                };
+                let ctx = match tokio::time::timeout(
+                    timeout,
+                    tokio_modbus::client::tcp::connect_slave(addr, Slave(source.unit())),
+                )
+                .await
+                {
+                    Ok(Ok(ctx)) => ctx,
+                    Ok(Err(e)) => return Err(conn_err(format!("{addr}: {e}"))),
+                    Err(_) => {
+                        return Err(conn_err(format!(
+                            "{addr}: connect timed out after {timeout:?}"
+                        )));
+                    }
+                };
+                (ctx, None)
+            }
+            SourceConfig::ModbusRtu {
+                port,
+                baud,
+                parity,
+                data_bits,
+                stop_bits,
+                ..
+            } => {
+                let builder = tokio_serial::new(port.to_string_lossy(), *baud)
+                    .parity(match parity {
+                        Parity::None => tokio_serial::Parity::None,
+                        Parity::Even => tokio_serial::Parity::Even,
+                        Parity::Odd => tokio_serial::Parity::Odd,
+                    })
+                    .data_bits(match data_bits {
+                        5 => tokio_serial::DataBits::Five,
+                        6 => tokio_serial::DataBits::Six,
+                        7 => tokio_serial::DataBits::Seven,
+                        _ => tokio_serial::DataBits::Eight,
+                    })
+                    .stop_bits(if *stop_bits == 2 {
+                        tokio_serial::StopBits::Two
+                    } else {
+                        tokio_serial::StopBits::One
+                    })
+                    .flow_control(tokio_serial::FlowControl::None);
+                let serial = tokio_serial::SerialStream::open(&builder)
+                    .map_err(|e| conn_err(format!("{}: {e}", port.display())))?;
+                let ctx = tokio_modbus::client::rtu::attach_slave(serial, Slave(source.unit()));
+                (
+                    ctx,
+                    Some(inter_frame_gap(*baud, *parity, *data_bits, *stop_bits)),
+                )
             }
         };
         Ok(Self {
             ctx,
             name: name.to_owned(),
             timeout,
+            unit: source.unit(),
+            gap,
+            // A freshly opened line may carry a half frame: start with one gap of silence.
+            last_frame: gap.map(|_| tokio::time::Instant::now()),
         })
     }
 
-    /// Reads `count` registers (or bits, as 0/1 words) starting at `start`.
+    /// Reads `count` registers (or bits, as 0/1 words) starting at `start` from the unit the
+    /// connection was opened for.
     pub async fn read(
         &mut self,
         function: FunctionCode,
         start: u16,
         count: u16,
     ) -> Result<Vec<u16>, ReadError> {
+        let unit = self.unit;
+        self.read_unit(&self.name.clone(), unit, function, start, count)
+            .await
+    }
+
+    /// Reads from unit `unit` on this bus; `device` names it in errors.
+    pub async fn read_unit(
+        &mut self,
+        device: &str,
+        unit: u8,
+        function: FunctionCode,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, ReadError> {
+        if let (Some(gap), Some(last)) = (self.gap, self.last_frame) {
+            tokio::time::sleep_until(last + gap).await;
+        }
+        self.ctx.set_slave(Slave(unit));
+        let ctx = &mut self.ctx;
         let fut = async {
             match function {
-                FunctionCode::Holding => self.ctx.read_holding_registers(start, count).await,
-                FunctionCode::Input => self.ctx.read_input_registers(start, count).await,
-                FunctionCode::Coils => self
-                    .ctx
+                FunctionCode::Holding => ctx.read_holding_registers(start, count).await,
+                FunctionCode::Input => ctx.read_input_registers(start, count).await,
+                FunctionCode::Coils => ctx
                     .read_coils(start, count)
                     .await
                     .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
-                FunctionCode::DiscreteInputs => self
-                    .ctx
+                FunctionCode::DiscreteInputs => ctx
                     .read_discrete_inputs(start, count)
                     .await
                     .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
             }
         };
-        let words = match tokio::time::timeout(self.timeout, fut).await {
+        let answer = tokio::time::timeout(self.timeout, fut).await;
+        if self.gap.is_some() {
+            self.last_frame = Some(tokio::time::Instant::now());
+        }
+        let words = match answer {
             Err(_) => {
                 return Err(ReadError::Timeout {
-                    device: self.name.clone(),
+                    device: device.to_owned(),
                     function,
                     start,
                     count,
@@ -169,13 +273,13 @@ impl Connection {
             }
             Ok(Err(e)) => {
                 return Err(ReadError::Io {
-                    device: self.name.clone(),
+                    device: device.to_owned(),
                     source: std::io::Error::other(e.to_string()),
                 });
             }
             Ok(Ok(Err(code))) => {
                 return Err(ReadError::Exception {
-                    device: self.name.clone(),
+                    device: device.to_owned(),
                     function,
                     start,
                     count,
@@ -188,7 +292,7 @@ impl Connection {
         // Coils come back padded to whole bytes; registers must match exactly.
         if words.len() < usize::from(count) {
             return Err(ReadError::ShortAnswer {
-                device: self.name.clone(),
+                device: device.to_owned(),
                 function,
                 start,
                 count,
@@ -196,6 +300,11 @@ impl Connection {
             });
         }
         Ok(words)
+    }
+
+    /// Closes the connection politely (TCP FIN; a serial port is just released).
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.ctx.disconnect()).await;
     }
 
     /// Executes a plan; per request, its words or the error that stopped it.
@@ -225,18 +334,25 @@ pub fn device_plan(device: &Device, max_gap: u16) -> ReadPlan {
     )
 }
 
-/// Polls one device until `shutdown` turns true, sending a sample per successful poll.
+/// The first wait between two attempts of one request; it doubles per attempt.
+const RETRY_BASE: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts of one request.
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
+/// Polls one device until `shutdown` turns true, sending a sample per successful poll. A poll
+/// with some registers answered is a success (their values are kept); one with none is a
+/// failure. The device is online after a successful poll and offline after a failed one; each
+/// change is logged once.
 pub async fn poll_device(
     index: usize,
     device: Arc<Device>,
     plan: ReadPlan,
-    timeout: Duration,
+    bus: Bus,
     stats: Arc<DeviceStats>,
     samples: mpsc::Sender<Sample>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = device.name();
-    let mut conn: Option<Connection> = None;
     let mut failures: u64 = 0;
     loop {
         let tick = next_tick(now_ms(), device.poll_interval);
@@ -249,10 +365,14 @@ pub async fn poll_device(
             return;
         }
         DeviceStats::inc(&stats.polls);
-        match poll_once(&name, &device, &plan, timeout, &stats, &mut conn).await {
+        let polled = tokio::select! {
+            r = poll_once(&name, &device, &plan, &bus, &stats) => r,
+            _ = shutdown.changed() => return,
+        };
+        match polled {
             Ok(values) => {
                 if failures > 0 || !stats.online.load(std::sync::atomic::Ordering::Relaxed) {
-                    info!(device = %name, after_failures = failures, "device online");
+                    info!(device = %name, bus = %bus.key(), after_failures = failures, "device online");
                 }
                 stats
                     .online
@@ -269,11 +389,12 @@ pub async fn poll_device(
             }
             Err(e) => {
                 DeviceStats::inc(&stats.failed_polls);
+                stats.set_last_error(e.to_string());
                 failures += 1;
                 // One line when a device goes offline and then one per power of two failures,
                 // so a dead meter cannot flood the log.
                 if failures.is_power_of_two() {
-                    warn!(device = %name, failures, error = %e, "device offline");
+                    warn!(device = %name, bus = %bus.key(), failures, error = %e, "device offline");
                 }
                 stats
                     .online
@@ -283,32 +404,45 @@ pub async fn poll_device(
     }
 }
 
+/// One request with up to `retries` more attempts, waiting with backoff and jitter between.
+async fn read_with_retries(
+    name: &str,
+    device: &Device,
+    bus: &Bus,
+    stats: &Arc<DeviceStats>,
+    q: &device_profiles::ReadRequest,
+) -> Result<Vec<u16>, ReadError> {
+    let retries = u32::from(device.source.retries());
+    let unit = device.source.unit();
+    let mut attempt = 0;
+    loop {
+        match bus
+            .read(name, unit, stats, q.function, q.start, q.count)
+            .await
+        {
+            Err(e) if e.is_retryable() && attempt < retries => {
+                attempt += 1;
+                tracing::debug!(device = %name, attempt, error = %e, "retrying");
+                tokio::time::sleep(backoff(RETRY_BASE, attempt, RETRY_CAP)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn poll_once(
     name: &str,
     device: &Device,
     plan: &ReadPlan,
-    timeout: Duration,
-    stats: &DeviceStats,
-    conn: &mut Option<Connection>,
+    bus: &Bus,
+    stats: &Arc<DeviceStats>,
 ) -> Result<Vec<(usize, device_profiles::DecodedValue)>, ReadError> {
-    if conn.is_none() {
-        DeviceStats::inc(&stats.reconnects);
-        *conn = Some(Connection::open(name, &device.source, timeout).await?);
-    }
-    let Some(c) = conn.as_mut() else {
-        return Err(ReadError::Connection {
-            device: name.to_owned(),
-            message: "not connected".into(),
-        });
-    };
-    let answers = c.read_plan(plan).await;
     // First the words of every register that answered, then the values: an accumulator and
     // the registers declared `fraction_of` it decode together as one value.
     let mut words_of: HashMap<usize, Vec<u16>> = HashMap::new();
     let mut first_error = None;
-    for (q, answer) in plan.requests.iter().zip(answers) {
-        DeviceStats::inc(&stats.requests);
-        match answer {
+    for q in &plan.requests {
+        match read_with_retries(name, device, bus, stats, q).await {
             Ok(words) => {
                 for &i in &q.registers {
                     let reg = &device.profile.registers[i];
@@ -320,15 +454,21 @@ async fn poll_once(
                 }
             }
             Err(e) => {
-                match &e {
-                    ReadError::Exception { .. } => DeviceStats::inc(&stats.exceptions),
-                    ReadError::Timeout { .. } => DeviceStats::inc(&stats.timeouts),
-                    _ => {}
-                }
-                if !e.keeps_connection() {
-                    *conn = None;
+                let lost_line = !e.keeps_connection();
+                if let ReadError::Exception { .. } = &e {
+                    // The meter answered, by name, that it will not give these registers; the
+                    // others are still read. Logged when the count reaches a power of two.
+                    let n = stats.exceptions.load(std::sync::atomic::Ordering::Relaxed);
+                    if n.is_power_of_two() {
+                        warn!(device = %name, exceptions = n, error = %e, "exception response");
+                    }
+                    stats.set_last_error(e.to_string());
                 }
                 first_error.get_or_insert(e);
+                // Retries are spent and the line is gone: the rest of the plan would fail too.
+                if lost_line {
+                    break;
+                }
             }
         }
     }
@@ -353,5 +493,126 @@ async fn poll_once(
         // Partial answers are still worth keeping; a poll with no value at all is a failure.
         Some(e) if values.is_empty() => Err(e),
         _ => Ok(values),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inter_frame_gap_is_three_and_a_half_characters() {
+        // 9600 8E1: 11 bits a character, 3.5 characters = 38.5 bits = 4.0104 ms.
+        assert_eq!(
+            inter_frame_gap(9600, Parity::Even, 8, 1),
+            Duration::from_micros(4011)
+        );
+        // 9600 8N1: 10 bits, 35 bits = 3.6458 ms.
+        assert_eq!(
+            inter_frame_gap(9600, Parity::None, 8, 1),
+            Duration::from_micros(3646)
+        );
+        // 19200 is still timed by characters; above it the gap is fixed at 1.75 ms.
+        assert_eq!(
+            inter_frame_gap(19_200, Parity::Even, 8, 1),
+            Duration::from_micros(2006)
+        );
+        assert_eq!(
+            inter_frame_gap(38_400, Parity::Even, 8, 1),
+            Duration::from_micros(1750)
+        );
+        assert_eq!(
+            inter_frame_gap(115_200, Parity::None, 8, 2),
+            Duration::from_micros(1750)
+        );
+    }
+
+    fn rtu_site(second_source: &str) -> Result<crate::GatewayConfig, crate::ConfigError> {
+        let text = format!(
+            r#"[gateway]
+id = "gw-test"
+spool_dir = "/tmp/spool"
+
+[forward]
+url = "http://127.0.0.1:9/api/v1/batches"
+token = "0123456789abcdef0123"
+
+[[device]]
+meter = "a"
+account = "110108A001"
+category = "01"
+item = "01000"
+profile = "eastron/sdm630"
+source = {{ type = "modbus-rtu", port = "/dev/ttyUSB0", baud = 9600, unit = 1 }}
+
+[[device]]
+meter = "b"
+account = "110108A001"
+category = "01"
+item = "01000"
+profile = "eastron/sdm630"
+source = {second_source}
+"#
+        );
+        crate::GatewayConfig::parse("site.toml", &text, None)
+    }
+
+    #[test]
+    fn rtu_devices_parse_with_serial_line_defaults() {
+        let c =
+            rtu_site(r#"{ type = "modbus-rtu", port = "/dev/ttyUSB0", unit = 2, retries = 0 }"#)
+                .unwrap();
+        assert_eq!(
+            c.devices[1].source,
+            SourceConfig::ModbusRtu {
+                port: "/dev/ttyUSB0".into(),
+                baud: 9600,
+                parity: Parity::Even,
+                data_bits: 8,
+                stop_bits: 1,
+                unit: 2,
+                retries: 0,
+            }
+        );
+        assert_eq!(c.devices[0].source.retries(), 2);
+    }
+
+    #[test]
+    fn rtu_validation_names_line_and_key() {
+        let err = |src: &str| rtu_site(src).unwrap_err().to_string();
+        let e = err(r#"{ type = "modbus-rtu", port = "/dev/ttyUSB0", baud = 19200, unit = 2 }"#);
+        assert!(e.starts_with("site.toml:17: device[1].source.port"), "{e}");
+        assert!(e.contains("used by device[0] at 9600 baud"), "{e}");
+        let e = err(r#"{ type = "modbus-rtu", port = "/dev/ttyUSB1", unit = 0 }"#);
+        assert!(e.contains("device[1].source.unit"), "{e}");
+        let e = err(r#"{ type = "modbus-rtu", port = "/dev/ttyUSB1", data_bits = 7 }"#);
+        assert!(e.contains("device[1].source.data_bits"), "{e}");
+        let e = err(r#"{ type = "modbus-rtu", port = "/dev/ttyUSB1", stop_bits = 3 }"#);
+        assert!(e.contains("device[1].source.stop_bits"), "{e}");
+        let e = err(r#"{ type = "modbus-rtu", port = "/dev/ttyUSB1", parity = "mark" }"#);
+        assert!(e.contains("mark"), "{e}");
+        let e = err(r#"{ type = "modbus-tcp", host = "10.0.0.2", retries = 50 }"#);
+        assert!(e.contains("device[1].source.retries"), "{e}");
+    }
+
+    #[test]
+    fn answers_are_not_retried_but_busy_and_lost_lines_are() {
+        let exc = |code: ExceptionCode| ReadError::Exception {
+            device: "d".into(),
+            function: FunctionCode::Holding,
+            start: 0,
+            count: 1,
+            code: u8::from(code),
+            name: exception_name(code),
+        };
+        assert!(!exc(ExceptionCode::IllegalDataAddress).is_retryable());
+        assert!(exc(ExceptionCode::ServerDeviceBusy).is_retryable());
+        assert!(
+            ReadError::Connection {
+                device: "d".into(),
+                message: "refused".into()
+            }
+            .is_retryable()
+        );
     }
 }
