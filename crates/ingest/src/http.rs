@@ -1,4 +1,11 @@
 //! The HTTP API: `POST /api/v1/batches` for gateways, `/healthz`, `/metrics`.
+//!
+//! A batch is JSON or an Arrow IPC stream, optionally zstd- or gzip-coded ([`crate::decode`]
+//! documents the wire format). Answers: 200 once the WAL is fsynced (`duplicate: true` for a
+//! retry of a stored (gateway, seq)); errors are JSON `{"error", "reason"}` (plus `row` and
+//! `field` for a bad reading): 400 `malformed`, 401 `unauthenticated`, 403 `wrong_gateway`,
+//! 413 `too_large`, 415 `unsupported_media_type`, 422 `invalid`, 503 `storage` (retry). Every
+//! reject is counted by reason in `/metrics`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -6,14 +13,16 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use reading_model::{Batch, GatewayId};
+use reading_model::GatewayId;
 use serde_json::json;
 
 use crate::config::token_hash;
+use crate::decode::{self, DECOMPRESSION_FACTOR, DecodeError, Encoding, Format};
 use crate::store::{Appended, Store};
 
 /// Shared state of the HTTP handlers.
@@ -31,15 +40,18 @@ pub struct ApiError {
     status: StatusCode,
     reason: &'static str,
     message: String,
+    /// The reading at fault, for errors about one reading.
+    at: Option<(usize, String)>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(json!({ "error": self.message, "reason": self.reason })),
-        )
-            .into_response()
+        let mut body = json!({ "error": self.message, "reason": self.reason });
+        if let Some((row, field)) = self.at {
+            body["row"] = json!(row);
+            body["field"] = json!(field);
+        }
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -56,8 +68,28 @@ impl App {
             status,
             reason,
             message,
+            at: None,
         }
     }
+
+    fn decode_error(&self, e: DecodeError) -> ApiError {
+        let (status, reason) = status_of(&e);
+        let at = match &e {
+            DecodeError::Invalid { row, field, .. } => Some((*row, field.clone())),
+            _ => None,
+        };
+        ApiError {
+            at,
+            ..self.reject(status, reason, e.to_string())
+        }
+    }
+}
+
+/// Request limits: the body as sent, and whatever is decompressed from it.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_body: usize,
+    max_decoded: usize,
 }
 
 pub fn router(app: Arc<App>, max_body: usize) -> Router {
@@ -66,13 +98,18 @@ pub fn router(app: Arc<App>, max_body: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(Limits {
+            max_body,
+            max_decoded: max_body.saturating_mul(DECOMPRESSION_FACTOR),
+        }))
         .with_state(app)
 }
 
 async fn post_batch(
     State(app): State<Arc<App>>,
+    Extension(limits): Extension<Limits>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -96,29 +133,48 @@ async fn post_batch(
                 "unknown gateway token".into(),
             )
         })?;
-    let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
+    let header_text = |name: header::HeaderName| {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| DecodeError::Unsupported(format!("{name}: not text")))
+            })
+            .transpose()
+    };
+    let format = header_text(header::CONTENT_TYPE)
+        .and_then(Format::from_content_type)
+        .map_err(|e| app.decode_error(e))?;
+    let encoding = header_text(header::CONTENT_ENCODING)
+        .and_then(Encoding::from_header)
+        .map_err(|e| app.decode_error(e))?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            app.reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the request body exceeds max_body_bytes = {} bytes; send smaller batches",
+                    limits.max_body
+                ),
+            )
+        } else {
+            app.reject(StatusCode::BAD_REQUEST, "malformed", e.body_text())
+        }
+    })?;
+    // Decompressing and decoding megabytes is CPU work: off the async workers.
+    let decoded = tokio::task::spawn_blocking(move || {
+        decode::decode(&body, format, encoding, &gateway, limits.max_decoded)
+    })
+    .await
+    .map_err(|e| {
         app.reject(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!(
-                "batch JSON: {e} (byte offset {})",
-                byte_offset(&body, e.line(), e.column())
-            ),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("decoding failed: {e}"),
         )
     })?;
-    if batch.gateway != gateway {
-        return Err(app.reject(
-            StatusCode::FORBIDDEN,
-            "wrong_gateway",
-            format!(
-                "this token belongs to gateway {gateway}, the batch says {}",
-                batch.gateway
-            ),
-        ));
-    }
-    batch
-        .check()
-        .map_err(|e| app.reject(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
+    let batch = decoded.map_err(|e| app.decode_error(e))?;
     let seq = batch.seq;
     match app.store.append(batch).await {
         Ok(Appended::Stored { rows }) => Ok((
@@ -139,16 +195,19 @@ async fn post_batch(
     }
 }
 
-/// The byte offset of a (1-based) line and column, for error messages.
-fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
-    let mut offset = 0;
-    for (i, l) in body.split(|&b| b == b'\n').enumerate() {
-        if i + 1 == line {
-            return offset + column.saturating_sub(1);
+/// The one place where a decoding error becomes a status and a reject reason.
+fn status_of(e: &DecodeError) -> (StatusCode, &'static str) {
+    match e {
+        DecodeError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+        DecodeError::Batch { .. } | DecodeError::Invalid { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
         }
-        offset += l.len() + 1;
+        DecodeError::WrongGateway { .. } => (StatusCode::FORBIDDEN, "wrong_gateway"),
+        DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        DecodeError::Unsupported(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        }
     }
-    offset
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

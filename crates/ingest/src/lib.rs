@@ -8,6 +8,7 @@
 //! replayed, so nothing acknowledged is lost to a crash.
 
 pub mod config;
+pub mod decode;
 pub mod http;
 pub mod server;
 pub mod store;
