@@ -1,7 +1,7 @@
 //! Sends spooled batches to ingest, oldest first, and deletes each only after a 2xx answer.
 //!
 //! Transport errors and 5xx/408/429 answers are retried with exponential backoff and jitter;
-//! a batch ingest refuses as invalid (400, 413, 422) would be refused forever, so it is
+//! a batch ingest refuses as invalid (400, 413, 415, 422) would be refused forever, so it is
 //! quarantined with ingest's message rather than blocking everything behind it.
 
 use std::sync::Arc;
@@ -69,7 +69,8 @@ impl Forwarder {
                 let text = r.text().await.unwrap_or_default();
                 let msg = format!("{status}: {}", text.chars().take(500).collect::<String>());
                 match status.as_u16() {
-                    400 | 413 | 422 => Outcome::Refused(msg),
+                    // 401/403 stay retryable: a fixed token or config lets the spool drain.
+                    400 | 413 | 415 | 422 => Outcome::Refused(msg),
                     _ => Outcome::Retry(msg),
                 }
             }
