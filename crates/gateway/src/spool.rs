@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use reading_model::Batch;
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,9 @@ pub struct SpoolState {
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    /// Bytes of pending batch files, kept in memory: the normalizer checks it before every
+    /// batch, and a long outage can leave tens of thousands of files to stat otherwise.
+    bytes: AtomicU64,
 }
 
 /// Writes `bytes` to `path` so that the file is either the old one or the new one, whole.
@@ -145,7 +149,9 @@ impl Spool {
         }
         let spool = Self {
             dir: dir.to_path_buf(),
+            bytes: AtomicU64::new(0),
         };
+        spool.bytes.store(spool.scan_bytes(), Ordering::Relaxed);
         let state_path = dir.join("state.json");
         let mut state: SpoolState = match fs::read(&state_path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| SpoolError::Corrupt {
@@ -174,7 +180,21 @@ impl Spool {
     /// Durably stores a batch (returns after fsync).
     pub fn append(&self, batch: &Batch) -> Result<(), SpoolError> {
         let path = self.path(batch.seq);
-        write_atomic(&path, &encode(batch)).map_err(io_err(&path))
+        let bytes = encode(batch);
+        write_atomic(&path, &bytes).map_err(io_err(&path))?;
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn forget_bytes(&self, path: &Path) {
+        if let Ok(m) = fs::metadata(path) {
+            let n = m.len();
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(n))
+                });
+        }
     }
 
     pub fn save_state(&self, state: &SpoolState) -> Result<(), SpoolError> {
@@ -206,6 +226,7 @@ impl Spool {
     /// Deletes a batch ingest has acknowledged.
     pub fn remove(&self, seq: u64) -> Result<(), SpoolError> {
         let path = self.path(seq);
+        self.forget_bytes(&path);
         fs::remove_file(&path).map_err(io_err(&path))
     }
 
@@ -213,12 +234,17 @@ impl Spool {
     pub fn quarantine(&self, seq: u64, reason: &str) -> Result<(), SpoolError> {
         let from = self.path(seq);
         let to = self.dir.join("quarantine").join(format!("{seq:020}.batch"));
+        self.forget_bytes(&from);
         fs::rename(&from, &to).map_err(io_err(&from))?;
         fs::write(to.with_extension("reason.txt"), reason).map_err(io_err(&to))
     }
 
     /// Bytes held by pending batches.
     pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn scan_bytes(&self) -> u64 {
         fs::read_dir(&self.dir)
             .map(|d| {
                 d.flatten()
@@ -259,8 +285,10 @@ mod tests {
         let mut replayed = vec![];
         let (spool, state) = Spool::open(dir.path(), |_, b| replayed.push(b.seq)).unwrap();
         assert_eq!((replayed, state.next_seq), (vec![1], 2));
+        assert_eq!(spool.bytes(), spool.scan_bytes());
         spool.remove(0).unwrap();
         assert_eq!(spool.pending().unwrap(), vec![1]);
+        assert_eq!(spool.bytes(), spool.scan_bytes());
     }
 
     #[test]
