@@ -187,3 +187,11 @@ mod tests {
         assert!(backoff(30) >= Duration::from_millis(45_000));
     }
 }
+
+/// Installs rustls' ring provider for this process. reqwest and rumqttc are built without a provider
+/// of their own (their default one is aws-lc, a C build), so one must be installed before any client is
+/// built; a second call is harmless.
+pub fn install_crypto_provider() {
+    // Err only means a provider is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -100,6 +100,7 @@ impl Gateway {
 
         let notify = Arc::new(Notify::new());
         let fwd_stats = Arc::new(ForwardStats::default());
+        crate::forward::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(self.config.forward.timeout))
             .build()?;

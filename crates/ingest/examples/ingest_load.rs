@@ -173,6 +173,8 @@ async fn main() -> anyhow::Result<()> {
         a.clients
     );
 
+    // reqwest is built without its own TLS provider (see the workspace Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
     let interval = a
