@@ -3,6 +3,7 @@
 //! read. Data enters as Parquet files under the data directory; it leaves as report rows.
 
 pub mod report;
+pub mod savings;
 pub mod storage;
 
 pub use report::{ConsumptionRow, Query, QueryError};

@@ -1,0 +1,20 @@
+//! Savings-potential analysis: where an account could use less, in kWh, kgce and kgCO2e a year,
+//! and why.
+//!
+//! Pure functions over plain series (daily usage with temperature, hourly load, annual totals
+//! per account) so a caller can feed them from DataFusion queries, a CSV or a test. The only
+//! inputs besides those series are data files — the holiday calendar (`data/holidays.toml`) and
+//! the benchmark sets (`data/benchmarks.toml`) — embedded at build time or passed in as text.
+//!
+//! - [`calendar`]: public holidays and 调休 working days as data; the day type of a date.
+//! - [`baseline`]: CalTRACK-style weather-normalised daily baseline by day type; ASHRAE
+//!   Guideline 14 fit checks; avoided energy.
+//! - [`offhours`]: night and non-working-day load above the building's own base load.
+//! - [`benchmark`]: GB/T 51161 and provincial quota comparisons, with the use-time and
+//!   occupancy corrections; every value carries its source and whether it is verified.
+//! - [`ranking`]: intensity ranking among accounts of the same institution type.
+//! - [`opportunity`]: the common result type and its ranking.
+
+pub mod calendar;
+
+pub use calendar::{Calendar, CalendarError, DayType};
