@@ -15,6 +15,9 @@
 //! - [`ranking`]: intensity ranking among accounts of the same institution type.
 //! - [`opportunity`]: the common result type and its ranking.
 
+pub mod baseline;
 pub mod calendar;
+mod stats;
 
+pub use baseline::{AvoidedEnergy, Baseline, BaselineConfig, BaselineError, DailyUsage};
 pub use calendar::{Calendar, CalendarError, DayType};
