@@ -17,7 +17,9 @@
 
 pub mod baseline;
 pub mod calendar;
+pub mod offhours;
 mod stats;
 
 pub use baseline::{AvoidedEnergy, Baseline, BaselineConfig, BaselineError, DailyUsage};
 pub use calendar::{Calendar, CalendarError, DayType};
+pub use offhours::{HourlyLoad, OffHoursAnalysis, OffHoursConfig, OffHoursError};
