@@ -16,10 +16,14 @@
 //! - [`opportunity`]: the common result type and its ranking.
 
 pub mod baseline;
+pub mod benchmark;
 pub mod calendar;
 pub mod offhours;
 mod stats;
 
 pub use baseline::{AvoidedEnergy, Baseline, BaselineConfig, BaselineError, DailyUsage};
+pub use benchmark::{
+    AccountEnergy, BenchmarkError, BenchmarkSet, BenchmarkSets, Comparison, Rating, Verification,
+};
 pub use calendar::{Calendar, CalendarError, DayType};
 pub use offhours::{HourlyLoad, OffHoursAnalysis, OffHoursConfig, OffHoursError};
