@@ -19,6 +19,8 @@ pub mod baseline;
 pub mod benchmark;
 pub mod calendar;
 pub mod offhours;
+pub mod opportunity;
+pub mod ranking;
 mod stats;
 
 pub use baseline::{AvoidedEnergy, Baseline, BaselineConfig, BaselineError, DailyUsage};
@@ -27,3 +29,5 @@ pub use benchmark::{
 };
 pub use calendar::{Calendar, CalendarError, DayType};
 pub use offhours::{HourlyLoad, OffHoursAnalysis, OffHoursConfig, OffHoursError};
+pub use opportunity::{Confidence, Opportunity, OpportunityError, OpportunityKind, rank};
+pub use ranking::{PeerIntensity, Ranked, RankingError, rank_by_intensity};
