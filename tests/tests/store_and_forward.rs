@@ -44,15 +44,13 @@ async fn ingest_down_and_gateway_restarted_nothing_lost_nothing_doubled() -> any
     // First life of the gateway: polls and spools while ingest is unreachable.
     let first = Gateway::build(config()?)?.start(Duration::from_millis(500))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let first_spool = first.spool.clone();
     first.stop().await;
-    let spooled = std::fs::read_dir(dir.path().join("spool"))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".batch"))
-        .count();
     assert!(
-        spooled > 0,
+        first_spool.pending_count() > 0,
         "batches wait in the spool while ingest is down"
     );
+    drop(first_spool);
 
     // Second life: resumes its counters and sequence from the spool, meters still advancing.
     let second = Gateway::build(config()?)?.start(Duration::from_secs(10))?;
@@ -143,7 +141,11 @@ async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<
 
     // Then the spool fills past its 1 MiB limit, as if ingest had been unreachable for long:
     // a batch of another meter's readings, numbered as the gateway's next batch.
-    let (spool, mut state) = gateway::spool::Spool::open(&spool_dir, gateway::normalize::replay)?;
+    let (spool, mut state) = gateway::spool::Spool::open(
+        &spool_dir,
+        gateway::spool::SpoolLimits::for_max(1 << 20),
+        gateway::normalize::replay,
+    )?;
     let t0 = 1_767_225_600_000i64;
     let filler: Vec<Reading> = (0..8000)
         .map(|i| Reading {
@@ -183,6 +185,11 @@ async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let held = gw.normalizer.readings_held_back.load(Ordering::Relaxed);
     assert!(held > 0, "the full spool held counters back");
+    let stats = gw.spool.stats();
+    assert!(
+        stats.full && stats.times_full == 1,
+        "the full gauge is up: {stats:?}"
+    );
 
     let serve = ServeConfig {
         listen: ingest_addr,

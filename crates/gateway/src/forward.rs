@@ -91,7 +91,7 @@ impl Forwarder {
                 deadline = Some(tokio::time::Instant::now() + drain);
             }
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                let left = self.spool.pending().map(|p| p.len()).unwrap_or(0);
+                let left = self.spool.pending_count();
                 if left > 0 {
                     warn!(
                         batches = left,
@@ -100,14 +100,7 @@ impl Forwarder {
                 }
                 return;
             }
-            let oldest = match self.spool.pending() {
-                Ok(p) => p.first().copied(),
-                Err(e) => {
-                    error!(error = %e, "cannot list spool");
-                    None
-                }
-            };
-            let Some(seq) = oldest else {
+            let Some(seq) = self.spool.first_pending() else {
                 if deadline.is_some() {
                     return;
                 }
@@ -175,6 +168,14 @@ impl Forwarder {
     }
 }
 
+/// Installs rustls' ring provider for this process. reqwest and rumqttc are built without a provider
+/// of their own (their default one is aws-lc, a C build), so one must be installed before any client is
+/// built; a second call is harmless.
+pub fn install_crypto_provider() {
+    // Err only means a provider is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,12 +187,4 @@ mod tests {
         assert!(backoff(30) <= Duration::from_millis(75_000));
         assert!(backoff(30) >= Duration::from_millis(45_000));
     }
-}
-
-/// Installs rustls' ring provider for this process. reqwest and rumqttc are built without a provider
-/// of their own (their default one is aws-lc, a C build), so one must be installed before any client is
-/// built; a second call is harmless.
-pub fn install_crypto_provider() {
-    // Err only means a provider is installed already, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -19,7 +19,7 @@ use crate::normalize::{normalize, replay};
 use crate::source::bus::{Bus, BusKey};
 use crate::source::modbus::{device_plan, poll_device};
 use crate::source::{DeviceStats, Sample};
-use crate::spool::{Spool, SpoolError, SpoolState};
+use crate::spool::{Spool, SpoolError, SpoolLimits, SpoolState};
 
 /// A gateway built from a validated config: spool opened, state recovered.
 #[derive(Debug)]
@@ -52,7 +52,8 @@ impl GatewayHandle {
 
 impl Gateway {
     pub fn build(config: GatewayConfig) -> Result<Self, SpoolError> {
-        let (spool, state) = Spool::open(&config.gateway.spool_dir, replay)?;
+        let limits = SpoolLimits::for_max(config.gateway.spool_max_bytes);
+        let (spool, state) = Spool::open(&config.gateway.spool_dir, limits, replay)?;
         Ok(Self {
             config: Arc::new(config),
             spool: Arc::new(spool),
@@ -259,14 +260,13 @@ impl Normalizer {
         let mut next = self.committed.clone();
         replay(&mut next, &batch);
         next.next_seq = batch.seq + 1;
-        let max_bytes = self.config.gateway.spool_max_bytes;
         let mut delay = Duration::from_millis(100);
         loop {
             let sp = self.spool.clone();
             let b = batch.clone();
             let st = next.clone();
             let res = tokio::task::spawn_blocking(move || {
-                if sp.bytes() >= max_bytes {
+                if !sp.has_room() {
                     return Ok(false);
                 }
                 sp.append(&b)?;
