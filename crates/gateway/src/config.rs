@@ -33,6 +33,13 @@
 //! item = "01000"
 //! profile = "eastron/sdm630"
 //! source = { type = "modbus-tcp", host = "10.0.0.21", port = 502, unit = 1 }
+//! max_delta = { energy_import = 500.0 }   # kWh between two polls; more is flagged out_of_range
+//!
+//! [[device.replacement]]      # the meter was swapped: the delta across the swap is exact
+//! at = 2026-03-01T10:00:00+08:00
+//! register = "energy_import"
+//! old_final = 15234.5         # the old meter's last reading (kWh)
+//! new_start = 0.0             # the new meter's reading when installed
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -245,6 +252,29 @@ pub struct DeviceSection {
     /// Seconds; the gateway's poll interval when absent.
     #[serde(default)]
     pub poll_interval: Option<f64>,
+    /// Per cumulative register: the largest plausible delta between two polls, in the
+    /// reading's unit (kWh, m³, GJ…, after CT/PT ratios). A larger delta is kept and flagged
+    /// `out_of_range`, never clamped.
+    #[serde(default)]
+    pub max_delta: BTreeMap<String, Spanned<f64>>,
+    /// Meter replacements (`[[device.replacement]]`), so the delta across a swap is exact
+    /// instead of being read as a reset.
+    #[serde(default)]
+    pub replacement: Vec<Spanned<ReplacementSection>>,
+}
+
+/// A declared meter replacement: at `at` the old meter read `old_final` for the last time and
+/// the new one started at `new_start` (both in the reading's unit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplacementSection {
+    /// A TOML date-time with its UTC offset, e.g. `2026-03-01T10:00:00+08:00`. Readings taken
+    /// at or after it are the new meter's.
+    pub at: toml::value::Datetime,
+    /// The cumulative register (profile name) the readings are of.
+    pub register: String,
+    pub old_final: f64,
+    pub new_start: f64,
 }
 
 fn one() -> f64 {
@@ -287,6 +317,10 @@ pub struct Device {
     pub source: SourceConfig,
     pub ratios: device_profiles::decode::Ratios,
     pub poll_interval: Duration,
+    /// Per register (index into `profile.registers`): the plausibility limit on its deltas.
+    pub max_delta: Vec<Option<f64>>,
+    /// Per register: declared meter replacements, oldest first.
+    pub replacements: Vec<Vec<crate::counter::Replacement>>,
 }
 
 impl Device {
@@ -531,6 +565,67 @@ impl GatewayConfig {
                     ));
                 }
             }
+            let cumulative_register =
+                |name: &str| match profile.registers.iter().position(|r| r.name == name) {
+                    None => Err(format!("profile {} has no register {name:?}", profile.id)),
+                    Some(r) if !quantities[r].is_cumulative() => Err(format!(
+                        "{name} measures {}, which is not a cumulative quantity",
+                        quantities[r]
+                    )),
+                    Some(r) => Ok(r),
+                };
+            let mut max_delta = vec![None; profile.registers.len()];
+            for (name, limit) in &d.max_delta {
+                let bad = |m: String| invalid(limit.span(), key(&format!("max_delta.{name}")), m);
+                let r = cumulative_register(name).map_err(bad)?;
+                let v = *limit.get_ref();
+                if !v.is_finite() || v <= 0.0 {
+                    return Err(bad(format!("{v} must be a positive number")));
+                }
+                max_delta[r] = Some(v);
+            }
+            let mut replacements = vec![Vec::new(); profile.registers.len()];
+            for (j, rep) in d.replacement.iter().enumerate() {
+                let bad = |k: &str, m: String| {
+                    invalid(rep.span(), key(&format!("replacement[{j}].{k}")), m)
+                };
+                let rep = rep.get_ref();
+                let r = cumulative_register(&rep.register).map_err(|m| bad("register", m))?;
+                if rep.at.offset.is_none() || rep.at.time.is_none() {
+                    return Err(bad(
+                        "at",
+                        format!(
+                            "{} needs a date, a time and a UTC offset, e.g. 2026-03-01T10:00:00+08:00",
+                            rep.at
+                        ),
+                    ));
+                }
+                let at = chrono::DateTime::parse_from_rfc3339(&rep.at.to_string())
+                    .map_err(|e| bad("at", format!("{}: {e}", rep.at)))?
+                    .timestamp_millis();
+                for (k, v) in [("old_final", rep.old_final), ("new_start", rep.new_start)] {
+                    if !v.is_finite() || v < 0.0 {
+                        return Err(bad(k, format!("{v} must be a reading, zero or more")));
+                    }
+                }
+                if replacements[r]
+                    .iter()
+                    .any(|x: &crate::counter::Replacement| x.at == at)
+                {
+                    return Err(bad(
+                        "at",
+                        format!("{} is declared twice for {}", rep.at, rep.register),
+                    ));
+                }
+                replacements[r].push(crate::counter::Replacement {
+                    at,
+                    old_final: rep.old_final,
+                    new_start: rep.new_start,
+                });
+            }
+            for r in &mut replacements {
+                r.sort_by_key(|x| x.at);
+            }
             for (k, v) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
                 if !v.is_finite() || v <= 0.0 {
                     return Err(bad(k, format!("{v} must be a positive number")));
@@ -636,6 +731,8 @@ impl GatewayConfig {
                     pt: d.pt_ratio,
                 },
                 poll_interval: Duration::from_secs_f64(poll),
+                max_delta,
+                replacements,
             });
         }
 

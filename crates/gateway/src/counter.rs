@@ -4,6 +4,11 @@
 //! register width, is reset, or the meter is replaced. Each new value becomes a delta since the
 //! previous good value, flagged with what happened; nothing is clamped or dropped, so the sum
 //! of deltas equals what the meter counted.
+//!
+//! A replacement declared in the site config (when, the old meter's final reading, the new
+//! one's start reading) makes the delta across the swap exact: what the old meter counted after
+//! the previous value plus what the new one counted since it started, flagged `replaced`. An
+//! undeclared replacement looks like a reset.
 
 use reading_model::Quality;
 use serde::{Deserialize, Serialize};
@@ -35,6 +40,33 @@ pub struct CounterRules {
     pub wrap_at: Option<f64>,
     /// A delta larger than this is implausible and flagged `out_of_range` (kept as is).
     pub max_delta: Option<f64>,
+    /// A meter replacement between the previous value and this one.
+    pub replacement: Option<Replacement>,
+}
+
+/// A meter swapped for another, declared in the site config. Values read at or after `at` are
+/// the new meter's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Replacement {
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    /// The old meter's last reading, in the reading's unit.
+    pub old_final: f64,
+    /// The new meter's reading when it was installed.
+    pub new_start: f64,
+}
+
+/// The first of `replacements` that falls between the counter's previous value and `ts`.
+pub fn replacement_between(
+    replacements: &[Replacement],
+    state: Option<&Counter>,
+    ts: i64,
+) -> Option<Replacement> {
+    let prev = state?;
+    replacements
+        .iter()
+        .find(|r| prev.ts < r.at && r.at <= ts)
+        .copied()
 }
 
 /// Advances `state` by a new value and says what it means.
@@ -46,7 +78,19 @@ pub fn step(state: &mut Option<Counter>, value: f64, ts: i64, rules: CounterRule
     if ts <= prev.ts {
         return Step::Duplicate;
     }
-    let (delta, mut quality) = if value >= prev.value {
+    let swap = rules.replacement.filter(|r| prev.ts < r.at && r.at <= ts);
+    let (delta, mut quality) = if let Some(r) = swap {
+        let old = r.old_final - prev.value;
+        let new = value - r.new_start;
+        // Either part below zero means the declared readings disagree with what the meters
+        // said (a typo, or the wrong time): keep the arithmetic, flag it.
+        let quality = if old < 0.0 || new < 0.0 {
+            Quality::OutOfRange
+        } else {
+            Quality::Replaced
+        };
+        (old + new, quality)
+    } else if value >= prev.value {
         (value - prev.value, Quality::Good)
     } else {
         match rules.wrap_at {
@@ -80,6 +124,7 @@ mod tests {
         interval_ms: 1000,
         wrap_at: Some(65_536.0),
         max_delta: None,
+        replacement: None,
     };
 
     fn run(values: &[(f64, i64)], rules: CounterRules) -> Vec<Step> {
@@ -159,17 +204,95 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_declared_replacement_is_exact_and_not_a_reset() {
+        let swap = Replacement {
+            at: 1500,
+            old_final: 1234.5,
+            new_start: 0.25,
+        };
+        let rules = CounterRules {
+            replacement: Some(swap),
+            ..RULES
+        };
+        let mut s = None;
+        step(&mut s, 1200.0, 0, rules);
+        step(&mut s, 1230.0, 1000, rules);
+        // Old meter: 1230 → 1234.5 (4.5); new meter: 0.25 → 3.25 (3).
+        assert_eq!(
+            step(&mut s, 3.25, 2000, rules),
+            Step::Delta {
+                delta: 7.5,
+                quality: Quality::Replaced
+            }
+        );
+        // The swap is behind the counter now: later values are plain deltas.
+        assert_eq!(
+            step(&mut s, 4.0, 3000, rules),
+            Step::Delta {
+                delta: 0.75,
+                quality: Quality::Good
+            }
+        );
+        // Without the declaration the same values read as a reset that loses 4.5 + 0.25.
+        let mut s = None;
+        step(&mut s, 1230.0, 1000, RULES);
+        assert_eq!(
+            step(&mut s, 3.25, 2000, RULES),
+            Step::Delta {
+                delta: 3.25,
+                quality: Quality::Reset
+            }
+        );
+        // A declared final reading below what the old meter already showed is flagged.
+        let mut s = None;
+        step(&mut s, 1240.0, 1000, rules);
+        assert_eq!(
+            step(&mut s, 3.25, 2000, rules),
+            Step::Delta {
+                delta: -2.5,
+                quality: Quality::OutOfRange
+            }
+        );
+        assert_eq!(
+            replacement_between(
+                &[swap],
+                Some(&Counter {
+                    value: 0.0,
+                    ts: 1500
+                }),
+                2000
+            ),
+            None
+        );
+        assert_eq!(
+            replacement_between(
+                &[swap],
+                Some(&Counter {
+                    value: 0.0,
+                    ts: 1499
+                }),
+                1500
+            ),
+            Some(swap)
+        );
+    }
+
     #[derive(Debug, Clone)]
     enum Event {
         Consume(u16),
         Reset,
         Miss,
         Repeat,
+        /// The meter is swapped: the old one counts `.0` more, the new one starts at `.1` and
+        /// counts `.2` before the next poll.
+        Replace(u16, u16, u16),
     }
 
     proptest! {
-        /// Over random consumption, wraps, observed resets to zero, missed polls and repeated
-        /// samples, the deltas add up to exactly what the meter counted.
+        /// Over random consumption, wraps, observed resets to zero, missed polls, repeated
+        /// samples and declared meter replacements, the deltas add up to exactly what the
+        /// meters counted.
         #[test]
         fn sum_of_deltas_is_true_consumption(
             start in 0u32..65_536,
@@ -178,6 +301,7 @@ mod tests {
                 1 => Just(Event::Reset),
                 1 => Just(Event::Miss),
                 1 => Just(Event::Repeat),
+                1 => (0u16..5000, any::<u16>(), 0u16..5000).prop_map(|(a, b, c)| Event::Replace(a, b, c)),
             ], 1..200)
         ) {
             let wrap = 65_536u64;
@@ -187,6 +311,8 @@ mod tests {
             let mut last_polled = 0i64;
             let mut state = None;
             let mut sum = 0u64;
+            let mut replacements = vec![];
+            let mut replaced = false;
             prop_assert_eq!(step(&mut state, register as f64, ts, RULES), Step::Baseline);
             for e in events {
                 match e {
@@ -207,13 +333,37 @@ mod tests {
                         prop_assert_eq!(step(&mut state, register as f64, last_polled, RULES), Step::Duplicate);
                         continue;
                     }
+                    // The final reading is taken off the old meter and the new one counts from
+                    // its start; neither wraps in between (a declared reading is what the
+                    // display showed).
+                    Event::Replace(left, start, after) => {
+                        let left = u64::from(left).min(wrap - 1 - register);
+                        let start = u64::from(start);
+                        let after = u64::from(after).min(wrap - 1 - start);
+                        replacements.push(Replacement {
+                            at: ts + 500,
+                            old_final: (register + left) as f64,
+                            new_start: start as f64,
+                        });
+                        truth += left + after;
+                        register = start + after;
+                        replaced = true;
+                    }
                 }
                 ts += 1000;
                 last_polled = ts;
-                match step(&mut state, register as f64, ts, RULES) {
-                    Step::Delta { delta, .. } => sum += delta as u64,
+                let rules = CounterRules {
+                    replacement: replacement_between(&replacements, state.as_ref(), ts),
+                    ..RULES
+                };
+                match step(&mut state, register as f64, ts, rules) {
+                    Step::Delta { delta, quality } => {
+                        prop_assert_eq!(quality == Quality::Replaced, replaced);
+                        sum += delta as u64;
+                    }
                     other => prop_assert!(false, "unexpected {:?}", other),
                 }
+                replaced = false;
             }
             prop_assert_eq!(sum, truth);
         }

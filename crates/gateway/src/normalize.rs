@@ -86,13 +86,18 @@ pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample
                 let scaled = w * reg.scale.abs();
                 reg.unit.convert(scaled, value.unit).ok()
             });
+            let key = counter_key(&reading);
+            let mut c = state.counters.get(&key).copied();
+            let replacements = device
+                .replacements
+                .get(reg_index)
+                .map_or(&[][..], Vec::as_slice);
             let rules = CounterRules {
                 interval_ms: i64::try_from(device.poll_interval.as_millis()).unwrap_or(i64::MAX),
                 wrap_at: wrap_at.map(|w| w * ratio_factor(device, reg)),
-                max_delta: None,
+                max_delta: device.max_delta.get(reg_index).copied().flatten(),
+                replacement: counter::replacement_between(replacements, c.as_ref(), sample.ts),
             };
-            let key = counter_key(&reading);
-            let mut c = state.counters.get(&key).copied();
             match counter::step(&mut c, value.value, sample.ts, rules) {
                 Step::Duplicate => continue,
                 Step::Baseline => {}
@@ -211,5 +216,55 @@ source = { type = "modbus-tcp", host = "127.0.0.1" }
         let again = normalize(&config, &mut state, &sample(t0 + 60_000, 102.5));
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].quantity, Quantity::PowerActive);
+    }
+
+    #[test]
+    fn declared_replacements_and_delta_limits_reach_the_readings() {
+        // Polls every minute from 2026-01-01T00:00Z; the meter is swapped at 00:01:30Z.
+        let site = format!(
+            "{SITE}registers = [\"energy_import\"]\nmax_delta = {{ energy_import = 10.0 }}\n\n\
+             [[device.replacement]]\nat = 2026-01-01T08:01:30+08:00\nregister = \"energy_import\"\n\
+             old_final = 103.0\nnew_start = 0.5\n"
+        );
+        let config = GatewayConfig::parse("site.toml", &site, None).unwrap();
+        let energy = config.devices[0]
+            .profile
+            .registers
+            .iter()
+            .position(|r| r.name == "energy_import")
+            .unwrap();
+        let sample = |ts, kwh| Sample {
+            device: 0,
+            ts,
+            values: vec![(
+                energy,
+                DecodedValue {
+                    raw: kwh,
+                    value: kwh,
+                    unit: Unit::KilowattHour,
+                },
+            )],
+        };
+        let t0 = 1_767_225_600_000;
+        let mut state = SpoolState::default();
+        let mut out = vec![];
+        for (i, kwh) in [100.0, 102.5, 1.5, 40.0].into_iter().enumerate() {
+            out.extend(normalize(
+                &config,
+                &mut state,
+                &sample(t0 + i as i64 * 60_000, kwh),
+            ));
+        }
+        let got: Vec<(Option<f64>, Quality)> = out.iter().map(|r| (r.delta, r.quality)).collect();
+        assert_eq!(
+            got,
+            [
+                (None, Quality::Good),
+                (Some(2.5), Quality::Good),
+                // 102.5 → 103 on the old meter, 0.5 → 1.5 on the new one.
+                (Some(1.5), Quality::Replaced),
+                (Some(38.5), Quality::OutOfRange),
+            ]
+        );
     }
 }

@@ -145,3 +145,83 @@ fn factors_are_overridable_from_the_site_config() {
         "{e}"
     );
 }
+
+#[test]
+fn meter_replacements_and_delta_limits() {
+    // SITE ends with the device, so these lines belong to it.
+    let site = format!(
+        "{SITE}max_delta = {{ energy_import = 250.0 }}\n\n\
+         [[device.replacement]]\nat = 2026-03-01T10:00:00+08:00\nregister = \"energy_import\"\n\
+         old_final = 15234.5\nnew_start = 0.25\n\n\
+         [[device.replacement]]\nat = 2026-01-05T00:00:00Z\nregister = \"energy_import\"\n\
+         old_final = 800\nnew_start = 0\n"
+    );
+    let c = parse(&site).unwrap();
+    let d = &c.devices[0];
+    let energy = d.profile.register("energy_import").unwrap();
+    let energy = d
+        .profile
+        .registers
+        .iter()
+        .position(|r| r.name == energy.name)
+        .unwrap();
+    assert_eq!(d.max_delta[energy], Some(250.0));
+    assert_eq!(d.max_delta.iter().flatten().count(), 1);
+    let r = &d.replacements[energy];
+    // Oldest first, whatever the order in the file; 10:00+08:00 is 02:00Z.
+    assert_eq!(r[0].at, 1_767_571_200_000);
+    assert_eq!(
+        (r[1].at, r[1].old_final, r[1].new_start),
+        (1_772_330_400_000, 15234.5, 0.25)
+    );
+
+    // Errors name the line of the offending entry and its key.
+    let line_of = |needle: &str, text: &str| {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap()
+    };
+    let bad = site.replace(
+        "register = \"energy_import\"\nold_final = 800",
+        "register = \"power_total\"\nold_final = 800",
+    );
+    let e = parse(&bad).unwrap_err().to_string();
+    let line = line_of("2026-01-05", &bad) - 1;
+    assert!(
+        e.starts_with(&format!(
+            "site.toml:{line}: device[0].replacement[1].register (110108A001/main)"
+        )) && e.contains("not a cumulative quantity"),
+        "{e}"
+    );
+    let bad = site.replace("2026-03-01T10:00:00+08:00", "2026-03-01T10:00:00");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("device[0].replacement[0].at") && e.contains("UTC offset"),
+        "{e}"
+    );
+    let bad = site.replace("old_final = 15234.5", "old_final = -1");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("device[0].replacement[0].old_final"), "{e}");
+    let bad = site.replace("2026-01-05T00:00:00Z", "2026-03-01T02:00:00Z");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("declared twice"), "{e}");
+    let bad = site.replace("energy_import = 250.0", "energy_import = 0");
+    let e = parse(&bad).unwrap_err().to_string();
+    let line = line_of("max_delta", &bad);
+    assert!(
+        e.starts_with(&format!(
+            "site.toml:{line}: device[0].max_delta.energy_import"
+        )),
+        "{e}"
+    );
+    let bad = site.replace("energy_import = 250.0", "energy_imprt = 250.0");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("max_delta.energy_imprt") && e.contains("no register"),
+        "{e}"
+    );
+    let bad = site.replace("new_start = 0\n", "new_start = 0\nnew_reading = 1\n");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("new_reading"), "{e}");
+}
