@@ -3,12 +3,16 @@
 
 Usage: fault_meter.py SPEC_JSON
 
-SPEC_JSON: {"units": [1, 2], "exceptions": [[unit, start, count], ...]}
+SPEC_JSON: {"units": [1, 2], "exceptions": [[unit, start, count], ...],
+            "late": {"unit": seconds, ...}, "dead": [unit, ...]}
 One TCP server on 127.0.0.1 (OS-chosen port) with an Eastron SDM630 register map (input
 registers, float32 high word first) behind each unit id, as behind an RS-485 converter.
 Energy of unit u starts at 100·u kWh and grows by 0.125 kWh at every read of its energy
 register (exact in float32, so sums are exact); power is 1000 W. A read overlapping an
-`exceptions` range (0-based PDU addresses) answers IllegalDataAddress.
+`exceptions` range (0-based PDU addresses) answers IllegalDataAddress. A `late` unit answers
+each request that many seconds after it came, under the request's own transaction id, while
+the other units are served meanwhile; a `dead` unit never answers (a meter that is off or
+unplugged behind a converter that forwards the request and stays quiet).
 
 Prints {"port": p} when listening. Then reads commands, one JSON line each, on stdin:
   {"cmd": "silent"}  stop answering (requests hang, connections stay open); prints {"silent": true}
@@ -24,7 +28,32 @@ import struct
 import sys
 
 from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext, ModbusSlaveContext
+from pymodbus.exceptions import NoSuchSlaveException
+from pymodbus.pdu.pdu import ExceptionResponse
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+
+
+async def handle_request(self):
+    """pymodbus 3.9.2's handler reads `self.last_pdu` again after awaiting the datastore, so an
+    answer that took a while went out under the transaction id of whatever request had come in
+    meanwhile (or not at all). A converter answers each request under its own id: take the
+    request once, up front."""
+    pdu, addr = self.last_pdu, self.last_addr
+    if not pdu:
+        return
+    try:
+        response = await pdu.update_datastore(self.server.context[pdu.dev_id])
+    except NoSuchSlaveException:
+        response = ExceptionResponse(0x00, ExceptionResponse.GATEWAY_NO_RESPONSE)
+    except Exception:  # pylint: disable=broad-except
+        response = ExceptionResponse(0x00, ExceptionResponse.SLAVE_FAILURE)
+    response.transaction_id = pdu.transaction_id
+    response.dev_id = pdu.dev_id
+    self.server_send(response, addr)
+
+
+ServerRequestHandler.handle_request = handle_request
 
 ENERGY = 0x0048
 POWER = 0x0034
@@ -45,6 +74,9 @@ class Converter:
         self.answering = asyncio.Event()
         self.answering.set()
         self.exceptions = [tuple(e) for e in spec.get("exceptions", [])]
+        self.late = {int(u): float(d) for u, d in spec.get("late", {}).items()}
+        self.dead = set(spec.get("dead", []))
+        self.never = asyncio.Event()
         self.reads = {}
         self.server = None
         # Connection ids ever seen, and the most open at once when a request was served.
@@ -75,6 +107,10 @@ class Unit(ModbusSlaveContext):
     async def async_getValues(self, fc_as_hex, address, count=1):
         self.converter.look()
         await self.converter.answering.wait()
+        if self.unit in self.converter.dead:
+            await self.converter.never.wait()
+        if self.unit in self.converter.late:
+            await asyncio.sleep(self.converter.late[self.unit])
         for unit, start, n in self.converter.exceptions:
             if unit == self.unit and address < start + n and start < address + count:
                 return ILLEGAL_DATA_ADDRESS

@@ -311,6 +311,107 @@ async fn exceptions_silence_and_dropped_connections() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Four meters behind one converter: units 1 and 2 answer, unit 3 answers only after its
+/// request was given up (the answer arrives while others are being read), unit 4 never answers.
+/// The live units are read at every poll, on the one connection, without a reconnect; no late
+/// answer is taken for another request's (each unit's energy is in its own range and grows with
+/// every read, so a stale or foreign answer would show); the late answers are counted against
+/// unit 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_and_late_units_behind_a_converter_leave_the_others_alone() -> anyhow::Result<()> {
+    let mut conv = Controlled::spawn(
+        "fault_meter.py",
+        &[&json!({"units": [1, 2, 3, 4], "late": {"3": 0.6}, "dead": [4]}).to_string()],
+    )?;
+    let port = conv.next_json(Duration::from_secs(30))?["port"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no port"))?;
+    // Energy and power in one request per device; two retries, which an offline device does
+    // not spend on timeouts.
+    let mut site = "[gateway]\nid = \"gw-dead\"\nspool_dir = \"/nonexistent\"\npoll_interval = 1\nrequest_timeout = 0.25\n\n\
+                    [forward]\nurl = \"http://127.0.0.1:9/api/v1/batches\"\ntoken = \"dead-unit-test-token-01\"\n\n"
+        .to_owned();
+    for unit in 1..=4 {
+        site.push_str(&format!(
+            "[[device]]\nmeter = \"u{unit}\"\naccount = \"110108A001\"\ncategory = \"01\"\nitem = \"01000\"\n\
+             profile = \"eastron/sdm630\"\nregisters = [\"energy_import\", \"power_total\"]\n\
+             source = {{ type = \"modbus-tcp\", host = \"127.0.0.1\", port = {port}, unit = {unit}, retries = 2 }}\n\n"
+        ));
+    }
+    let config = GatewayConfig::parse("dead unit site", &site, None)?;
+    let mut poll = poll_config(config)?;
+    let [u1, u2, u3, u4] = [0, 1, 2, 3].map(|i| poll.stats[i].clone());
+    let snapshots = || {
+        [&u1, &u2, &u3, &u4]
+            .iter()
+            .map(|s| format!("{} late {}", snapshot(s), get(&s.late_answers)))
+            .collect::<Vec<_>>()
+    };
+
+    // Per live device, (tick, energy kWh) of every sample.
+    let mut energy: [Vec<(i64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while energy.iter().any(|e| e.len() < 8) || get(&u3.late_answers) < 2 {
+        let s = tokio::time::timeout_at(deadline, poll.samples.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("too few samples: {:?}", snapshots()))?
+            .ok_or_else(|| anyhow::anyhow!("pollers stopped"))?;
+        anyhow::ensure!(
+            s.device < 2,
+            "unit {} never answers in time, yet gave a sample: {s:?}",
+            s.device + 1
+        );
+        let kwh = s
+            .values
+            .iter()
+            .find(|(_, v)| v.unit.to_string() == "kWh")
+            .map(|(_, v)| v.value)
+            .ok_or_else(|| anyhow::anyhow!("no energy in {s:?}"))?;
+        energy[s.device].push((s.ts, kwh));
+    }
+    let stats = conv.command("stats")?;
+    poll.stop().await;
+
+    for (i, samples) in energy.iter().enumerate() {
+        let unit = (i + 1) as f64;
+        for w in samples.windows(2) {
+            assert!(w[1].0 > w[0].0, "one sample per tick: {samples:?}");
+            // Each of the unit's reads adds 0.125 kWh: a repeated or foreign answer would not
+            // be exactly one step up.
+            assert_eq!(w[1].1 - w[0].1, 0.125, "unit {unit}: {samples:?}");
+        }
+        for (_, kwh) in samples {
+            assert!(
+                *kwh >= 100.0 * unit && *kwh < 100.0 * (unit + 1.0),
+                "unit {unit} answered with another unit's energy: {samples:?}"
+            );
+        }
+    }
+    let snap = snapshots();
+    for s in [&u1, &u2, &u3, &u4] {
+        assert_eq!(get(&s.reconnects), 0, "no reconnect: {snap:?}");
+    }
+    for s in [&u1, &u2] {
+        assert_eq!(get(&s.failed_polls), 0, "{snap:?}");
+        assert_eq!(get(&s.timeouts), 0, "{snap:?}");
+        assert_eq!(get(&s.late_answers), 0, "{snap:?}");
+        assert!(s.online.load(Ordering::Relaxed), "{snap:?}");
+    }
+    for s in [&u3, &u4] {
+        assert!(!s.online.load(Ordering::Relaxed), "{snap:?}");
+        assert!(get(&s.timeouts) >= 2, "{snap:?}");
+        // Once offline, a device has one attempt per poll: the first poll may spend its
+        // retries, later ones do not.
+        assert!(
+            get(&s.requests) <= get(&s.polls) + 2,
+            "an offline device's timeouts are not retried: {snap:?}"
+        );
+    }
+    assert_eq!(get(&u4.late_answers), 0, "{snap:?}");
+    assert_eq!(stats["connects"], 1, "one connection throughout: {stats}");
+    Ok(())
+}
+
 fn chrono_now_ms() -> i64 {
     gateway::source::now_ms()
 }
@@ -335,7 +436,11 @@ fn poll_rtu(port: &str, baud: u32, parity: &str, units: &[u8]) -> anyhow::Result
              source = {{ type = \"modbus-rtu\", port = \"{port}\", baud = {baud}, parity = \"{parity}\", unit = {unit} }}\n\n"
         ));
     }
-    let config = GatewayConfig::parse("rtu site", &site, None)?;
+    poll_config(GatewayConfig::parse("rtu site", &site, None)?)
+}
+
+/// Polls every device of `config` (all on one bus) straight into a channel.
+fn poll_config(config: GatewayConfig) -> anyhow::Result<RtuPoll> {
     let timeout = Duration::from_secs_f64(config.gateway.request_timeout);
     let (tx, samples) = mpsc::channel(64);
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod modbus;
+pub mod tcp;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,9 @@ pub struct DeviceStats {
     pub exceptions: AtomicU64,
     /// Requests that got no answer in time.
     pub timeouts: AtomicU64,
+    /// Answers that arrived after their request was given up (discarded, recognised by their
+    /// Modbus TCP transaction id).
+    pub late_answers: AtomicU64,
     pub decode_errors: AtomicU64,
     /// Connection (re)opens after the bus's first, attributed to the device whose request
     /// caused them.

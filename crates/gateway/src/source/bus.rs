@@ -4,19 +4,29 @@
 //! reads to the bus's task over a channel and the task performs them in turn on its single
 //! connection, keeping the inter-frame gap on serial lines.
 //!
-//! The task opens the connection on demand. A request that fails without an answer (timeout,
-//! lost connection) drops the connection, since a late answer would be taken for the next
-//! request's; it is reopened for the next request, at once after the first failure and then
+//! The task opens the connection on demand. A lost connection (I/O error, a frame out of step)
+//! is dropped and reopened for the next request, at once after the first failure and then
 //! with exponential backoff and jitter while failures follow each other (a dead converter is
 //! not hammered). While a reopen is not yet due, requests fail at once rather than queue, so a
 //! poll is never attributed to a tick long past. Any answer, exceptions included, resets the
 //! backoff.
 //!
+//! A timeout alone does not drop a TCP connection: behind a converter it usually means one
+//! meter is dead while the others answer, and reconnecting would disturb them. Answers that
+//! arrive after their request was given up are recognised by their transaction id and
+//! discarded (see [`super::tcp`]). The connection is dropped only when it looks dead itself:
+//! timeouts of several different units follow each other with no answer in between (all of
+//! the bus's units, or three of them), or the bus has a single unit. A serial line is reopened
+//! after any timeout, since nothing there tells a late answer from the next one.
+//!
 //! Counters go to the device whose request caused them: `requests` (sent on the line),
-//! `timeouts`, `exceptions`, and `reconnects` (opens after the bus's first one).
+//! `timeouts`, `exceptions`, `reconnects` (opens after the bus's first one), and `late_answers`
+//! (to the device whose request was given up).
 
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use device_profiles::FunctionCode;
@@ -98,6 +108,25 @@ struct ReadRequest {
 pub struct Bus {
     key: Arc<BusKey>,
     tx: mpsc::Sender<ReadRequest>,
+    units: Arc<UnitSet>,
+}
+
+/// The unit ids the bus's devices use, announced by their pollers before the first poll, so
+/// the task knows from the start whether a timeout leaves other units to keep the line for.
+#[derive(Debug, Default)]
+struct UnitSet([AtomicU64; 4]);
+
+impl UnitSet {
+    fn insert(&self, unit: u8) {
+        self.0[usize::from(unit / 64)].fetch_or(1 << (unit % 64), Ordering::Relaxed);
+    }
+
+    fn len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum()
+    }
 }
 
 impl std::fmt::Debug for ReadRequest {
@@ -118,8 +147,14 @@ impl Bus {
     pub fn spawn(source: &SourceConfig, timeout: Duration) -> (Self, JoinHandle<()>) {
         let key = Arc::new(BusKey::of(source));
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(run(key.clone(), source.clone(), timeout, rx));
-        (Self { key, tx }, task)
+        let units = Arc::new(UnitSet::default());
+        let task = tokio::spawn(run(key.clone(), source.clone(), timeout, rx, units.clone()));
+        (Self { key, tx, units }, task)
+    }
+
+    /// Tells the bus a device on it uses `unit` (pollers call it once, before polling).
+    pub fn announce(&self, unit: u8) {
+        self.units.insert(unit);
     }
 
     pub fn key(&self) -> &BusKey {
@@ -157,11 +192,18 @@ impl Bus {
     }
 }
 
+/// How many answers given up are remembered to attribute their late arrival.
+const GIVEN_UP_MEMORY: usize = 64;
+/// Timeouts of this many different units in a row, with no answer between, mark the
+/// connection itself dead (fewer if the bus has fewer units).
+const SILENT_UNITS_DEAD: usize = 3;
+
 async fn run(
     key: Arc<BusKey>,
     source: SourceConfig,
     timeout: Duration,
     mut rx: mpsc::Receiver<ReadRequest>,
+    units: Arc<UnitSet>,
 ) {
     let name = key.to_string();
     let mut conn: Option<Connection> = None;
@@ -169,6 +211,10 @@ async fn run(
     // Consecutive failures without any answer in between.
     let mut failures: u32 = 0;
     let mut next_open = Instant::now();
+    // Units that timed out on this connection since its last answer.
+    let mut silent_units: BTreeSet<u8> = BTreeSet::new();
+    // Requests given up on this connection: transaction id and the device that sent it.
+    let mut given_up: VecDeque<(u16, Arc<DeviceStats>)> = VecDeque::new();
     while let Some(req) = rx.recv().await {
         // The poller gave up waiting (shutdown): do not put a frame on the line for nobody.
         if req.reply.is_closed() {
@@ -190,6 +236,8 @@ async fn run(
                 DeviceStats::inc(&req.stats.reconnects);
             }
             opened_before = true;
+            silent_units.clear();
+            given_up.clear();
             match Connection::open(&name, &source, timeout).await {
                 Ok(c) => {
                     debug!(bus = %name, "connected");
@@ -216,29 +264,60 @@ async fn run(
         let result = c
             .read_unit(&req.device, req.unit, req.function, req.start, req.count)
             .await;
-        match &result {
-            Err(e) if !e.keeps_connection() => {
-                if matches!(e, ReadError::Timeout { .. }) {
-                    DeviceStats::inc(&req.stats.timeouts);
-                }
-                conn = None;
+        for late in c.take_late_answers() {
+            match given_up.iter().find(|(t, _)| *t == late) {
+                Some((_, stats)) => DeviceStats::inc(&stats.late_answers),
+                None => debug!(bus = %name, transaction = late, "answer to no request of ours"),
+            }
+        }
+        let drop_connection = match &result {
+            Err(e @ ReadError::Timeout { .. }) => {
+                DeviceStats::inc(&req.stats.timeouts);
                 failures = failures.saturating_add(1);
-                next_open = Instant::now() + reopen_delay(failures);
-                if failures.is_power_of_two() {
-                    warn!(bus = %name, failures, error = %e, "connection dropped");
+                if let Some(t) = c.last_transaction() {
+                    if given_up.len() == GIVEN_UP_MEMORY {
+                        given_up.pop_front();
+                    }
+                    given_up.push_back((t, req.stats.clone()));
                 }
+                silent_units.insert(req.unit);
+                let units = units.len().max(1);
+                let dead = !c.survives_timeout()
+                    || units == 1
+                    || silent_units.len() >= units.min(SILENT_UNITS_DEAD);
+                if !dead && failures.is_power_of_two() {
+                    debug!(bus = %name, unit = req.unit, error = %e, "timeout; the connection stays");
+                }
+                dead
+            }
+            Err(e) if !e.keeps_connection() => {
+                failures = failures.saturating_add(1);
+                true
             }
             Err(e) => {
                 if matches!(e, ReadError::Exception { .. }) {
                     DeviceStats::inc(&req.stats.exceptions);
                 }
                 failures = 0;
+                silent_units.clear();
+                false
             }
             Ok(_) => {
                 if failures > 0 {
                     info!(bus = %name, after_failures = failures, "bus answers again");
                 }
                 failures = 0;
+                silent_units.clear();
+                false
+            }
+        };
+        if drop_connection {
+            conn = None;
+            next_open = Instant::now() + reopen_delay(failures);
+            if failures.is_power_of_two()
+                && let Err(e) = &result
+            {
+                warn!(bus = %name, failures, error = %e, "connection dropped");
             }
         }
         let _ = req.reply.send(result);

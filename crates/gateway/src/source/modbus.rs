@@ -17,6 +17,7 @@ use tokio_modbus::{ExceptionCode, Slave};
 use tracing::{info, warn};
 
 use super::bus::{Bus, backoff};
+use super::tcp::{TcpClient, TcpFault};
 use super::{DeviceStats, Sample, next_tick, now_ms};
 use crate::config::{Device, Parity, SourceConfig};
 
@@ -47,6 +48,10 @@ pub enum ReadError {
     },
     #[error("{device}: connection: {message}")]
     Connection { device: String, message: String },
+    /// The peer sent something that is not an answer to the request: the connection is out
+    /// of step and is reopened.
+    #[error("{device}: protocol: {message}")]
+    Protocol { device: String, message: String },
     #[error("{device}: {function} {start:#06x}: answered {got} values for {count} asked")]
     ShortAnswer {
         device: String,
@@ -58,7 +63,9 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    /// A protocol exception leaves the connection usable; anything else drops it.
+    /// Whether the unit answered (an exception or a short answer), so the rest of its plan is
+    /// still worth asking for. Anything else means the unit or its line is not answering; the
+    /// bus decides separately whether the connection itself is dropped.
     pub fn keeps_connection(&self) -> bool {
         matches!(self, Self::Exception { .. } | Self::ShortAnswer { .. })
     }
@@ -72,7 +79,10 @@ impl ReadError {
                     || *code == u8::from(ExceptionCode::Acknowledge)
             }
             Self::ShortAnswer { .. } => false,
-            Self::Timeout { .. } | Self::Io { .. } | Self::Connection { .. } => true,
+            Self::Timeout { .. }
+            | Self::Io { .. }
+            | Self::Connection { .. }
+            | Self::Protocol { .. } => true,
         }
     }
 }
@@ -97,7 +107,7 @@ pub fn exception_name(code: ExceptionCode) -> &'static str {
 /// behind it) or a serial port. Requests name their unit; on a serial line the inter-frame gap
 /// is kept between frames.
 pub struct Connection {
-    ctx: Context,
+    link: Link,
     name: String,
     timeout: Duration,
     unit: u8,
@@ -105,6 +115,13 @@ pub struct Connection {
     gap: Option<Duration>,
     /// When the last frame on the line ended (request answered or given up).
     last_frame: Option<tokio::time::Instant>,
+}
+
+/// TCP goes through our own client (it keeps the line in step after a timeout, see
+/// [`super::tcp`]); serial lines through tokio-modbus's RTU client.
+enum Link {
+    Tcp(TcpClient),
+    Rtu(Context),
 }
 
 impl std::fmt::Debug for Connection {
@@ -138,7 +155,7 @@ impl Connection {
             device: name.to_owned(),
             message,
         };
-        let (ctx, gap) = match source {
+        let (link, gap) = match source {
             SourceConfig::ModbusTcp { host, port, .. } => {
                 let addr: SocketAddr = match tokio::time::timeout(
                     timeout,
@@ -154,21 +171,18 @@ impl Connection {
                         return Err(conn_err(format!("{host}:{port}: name lookup timed out")));
                     }
                 };
-                let ctx = match tokio::time::timeout(
-                    timeout,
-                    tokio_modbus::client::tcp::connect_slave(addr, Slave(source.unit())),
-                )
-                .await
-                {
-                    Ok(Ok(ctx)) => ctx,
-                    Ok(Err(e)) => return Err(conn_err(format!("{addr}: {e}"))),
-                    Err(_) => {
-                        return Err(conn_err(format!(
-                            "{addr}: connect timed out after {timeout:?}"
-                        )));
-                    }
-                };
-                (ctx, None)
+                let stream =
+                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return Err(conn_err(format!("{addr}: {e}"))),
+                        Err(_) => {
+                            return Err(conn_err(format!(
+                                "{addr}: connect timed out after {timeout:?}"
+                            )));
+                        }
+                    };
+                (Link::Tcp(TcpClient::new(stream)), None)
             }
             SourceConfig::ModbusRtu {
                 port,
@@ -200,13 +214,13 @@ impl Connection {
                     .map_err(|e| conn_err(format!("{}: {e}", port.display())))?;
                 let ctx = tokio_modbus::client::rtu::attach_slave(serial, Slave(source.unit()));
                 (
-                    ctx,
+                    Link::Rtu(ctx),
                     Some(inter_frame_gap(*baud, *parity, *data_bits, *stop_bits)),
                 )
             }
         };
         Ok(Self {
-            ctx,
+            link,
             name: name.to_owned(),
             timeout,
             unit: source.unit(),
@@ -238,11 +252,57 @@ impl Connection {
         start: u16,
         count: u16,
     ) -> Result<Vec<u16>, ReadError> {
+        let timeout_error = || ReadError::Timeout {
+            device: device.to_owned(),
+            function,
+            start,
+            count,
+            timeout: self.timeout,
+        };
+        let exception = |code: u8| {
+            let code = ExceptionCode::new(code);
+            ReadError::Exception {
+                device: device.to_owned(),
+                function,
+                start,
+                count,
+                code: u8::from(code),
+                name: exception_name(code),
+            }
+        };
+        let short = |got: usize| ReadError::ShortAnswer {
+            device: device.to_owned(),
+            function,
+            start,
+            count,
+            got,
+        };
+        let ctx = match &mut self.link {
+            Link::Tcp(client) => {
+                return match client
+                    .read(unit, function, start, count, self.timeout)
+                    .await
+                {
+                    Ok(Ok(words)) => Ok(words),
+                    Ok(Err(code)) => Err(exception(code)),
+                    Err(TcpFault::Timeout) => Err(timeout_error()),
+                    Err(TcpFault::Short { got, .. }) => Err(short(got)),
+                    Err(TcpFault::Io(source)) => Err(ReadError::Io {
+                        device: device.to_owned(),
+                        source,
+                    }),
+                    Err(TcpFault::Protocol(message)) => Err(ReadError::Protocol {
+                        device: device.to_owned(),
+                        message,
+                    }),
+                };
+            }
+            Link::Rtu(ctx) => ctx,
+        };
         if let (Some(gap), Some(last)) = (self.gap, self.last_frame) {
             tokio::time::sleep_until(last + gap).await;
         }
-        self.ctx.set_slave(Slave(unit));
-        let ctx = &mut self.ctx;
+        ctx.set_slave(Slave(unit));
         let fut = async {
             match function {
                 FunctionCode::Holding => ctx.read_holding_registers(start, count).await,
@@ -262,49 +322,57 @@ impl Connection {
             self.last_frame = Some(tokio::time::Instant::now());
         }
         let words = match answer {
-            Err(_) => {
-                return Err(ReadError::Timeout {
-                    device: device.to_owned(),
-                    function,
-                    start,
-                    count,
-                    timeout: self.timeout,
-                });
-            }
+            Err(_) => return Err(timeout_error()),
             Ok(Err(e)) => {
                 return Err(ReadError::Io {
                     device: device.to_owned(),
                     source: std::io::Error::other(e.to_string()),
                 });
             }
-            Ok(Ok(Err(code))) => {
-                return Err(ReadError::Exception {
-                    device: device.to_owned(),
-                    function,
-                    start,
-                    count,
-                    code: u8::from(code),
-                    name: exception_name(code),
-                });
-            }
+            Ok(Ok(Err(code))) => return Err(exception(u8::from(code))),
             Ok(Ok(Ok(words))) => words,
         };
         // Coils come back padded to whole bytes; registers must match exactly.
         if words.len() < usize::from(count) {
-            return Err(ReadError::ShortAnswer {
-                device: device.to_owned(),
-                function,
-                start,
-                count,
-                got: words.len(),
-            });
+            return Err(short(words.len()));
         }
         Ok(words)
     }
 
+    /// Whether the connection is still in step after a request timed out, so a late answer
+    /// cannot be taken for the next request's. True for TCP (transaction ids tell answers
+    /// apart); on a serial line nothing does, so it is reopened.
+    pub fn survives_timeout(&self) -> bool {
+        matches!(self.link, Link::Tcp(_))
+    }
+
+    /// The transaction id of the last request (TCP only).
+    pub fn last_transaction(&self) -> Option<u16> {
+        match &self.link {
+            Link::Tcp(client) => Some(client.last_transaction()),
+            Link::Rtu(_) => None,
+        }
+    }
+
+    /// Transaction ids of answers that arrived after their request was given up, since the
+    /// last call (TCP only; they were discarded).
+    pub fn take_late_answers(&mut self) -> Vec<u16> {
+        match &mut self.link {
+            Link::Tcp(client) => client.take_late(),
+            Link::Rtu(_) => Vec::new(),
+        }
+    }
+
     /// Closes the connection politely (TCP FIN; a serial port is just released).
     pub async fn close(&mut self) {
-        let _ = tokio::time::timeout(self.timeout, self.ctx.disconnect()).await;
+        match &mut self.link {
+            Link::Tcp(client) => {
+                let _ = tokio::time::timeout(self.timeout, client.close()).await;
+            }
+            Link::Rtu(ctx) => {
+                let _ = tokio::time::timeout(self.timeout, ctx.disconnect()).await;
+            }
+        }
     }
 
     /// Executes a plan; per request, its words or the error that stopped it.
@@ -354,6 +422,7 @@ pub async fn poll_device(
 ) {
     let name = device.name();
     let mut failures: u64 = 0;
+    bus.announce(device.source.unit());
     loop {
         let tick = next_tick(now_ms(), device.poll_interval);
         let wait = Duration::from_millis(u64::try_from(tick - now_ms()).unwrap_or(0));
@@ -366,7 +435,7 @@ pub async fn poll_device(
         }
         DeviceStats::inc(&stats.polls);
         let polled = tokio::select! {
-            r = poll_once(&name, &device, &plan, &bus, &stats) => r,
+            r = poll_once(&name, &device, &plan, &bus, &stats, failures > 0) => r,
             _ = shutdown.changed() => return,
         };
         match polled {
@@ -405,12 +474,16 @@ pub async fn poll_device(
 }
 
 /// One request with up to `retries` more attempts, waiting with backoff and jitter between.
+/// A device that is offline gets no second attempt after a timeout: a dead meter behind a
+/// shared converter would otherwise hold the line for `retries + 1` timeouts every cycle
+/// while the live meters on it wait.
 async fn read_with_retries(
     name: &str,
     device: &Device,
     bus: &Bus,
     stats: &Arc<DeviceStats>,
     q: &device_profiles::ReadRequest,
+    offline: bool,
 ) -> Result<Vec<u16>, ReadError> {
     let retries = u32::from(device.source.retries());
     let unit = device.source.unit();
@@ -420,7 +493,11 @@ async fn read_with_retries(
             .read(name, unit, stats, q.function, q.start, q.count)
             .await
         {
-            Err(e) if e.is_retryable() && attempt < retries => {
+            Err(e)
+                if e.is_retryable()
+                    && attempt < retries
+                    && !(offline && matches!(e, ReadError::Timeout { .. })) =>
+            {
                 attempt += 1;
                 tracing::debug!(device = %name, attempt, error = %e, "retrying");
                 tokio::time::sleep(backoff(RETRY_BASE, attempt, RETRY_CAP)).await;
@@ -436,13 +513,14 @@ async fn poll_once(
     plan: &ReadPlan,
     bus: &Bus,
     stats: &Arc<DeviceStats>,
+    offline: bool,
 ) -> Result<Vec<(usize, device_profiles::DecodedValue)>, ReadError> {
     // First the words of every register that answered, then the values: an accumulator and
     // the registers declared `fraction_of` it decode together as one value.
     let mut words_of: HashMap<usize, Vec<u16>> = HashMap::new();
     let mut first_error = None;
     for q in &plan.requests {
-        match read_with_retries(name, device, bus, stats, q).await {
+        match read_with_retries(name, device, bus, stats, q, offline).await {
             Ok(words) => {
                 for &i in &q.registers {
                     let reg = &device.profile.registers[i];
@@ -465,7 +543,8 @@ async fn poll_once(
                     stats.set_last_error(e.to_string());
                 }
                 first_error.get_or_insert(e);
-                // Retries are spent and the line is gone: the rest of the plan would fail too.
+                // Retries are spent and the unit or its line is silent: the rest of the plan
+                // would fail too.
                 if lost_line {
                     break;
                 }
