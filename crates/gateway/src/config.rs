@@ -301,6 +301,12 @@ struct RawConfig {
     account: Vec<Spanned<AccountSection>>,
     #[serde(default)]
     device: Vec<Spanned<DeviceSection>>,
+    #[serde(default)]
+    mqtt_source: Vec<Spanned<mqtt::MqttSourceSection>>,
+    #[serde(default)]
+    mqtt_device: Vec<Spanned<mqtt::MqttDeviceSection>>,
+    #[serde(default)]
+    mqtt_broker: Option<Spanned<mqtt::BrokerSection>>,
 }
 
 /// A validated device: its profile resolved, its registers chosen.
@@ -340,6 +346,8 @@ pub struct GatewayConfig {
     pub accounts: BTreeMap<AccountCode, AccountSection>,
     pub devices: Vec<Device>,
     pub factors: FactorTables,
+    /// MQTT brokers, devices and the embedded broker (see [`mqtt`]).
+    pub mqtt: mqtt::MqttConfig,
 }
 
 /// Alias kept for readers who think of the file as "the site".
@@ -736,6 +744,17 @@ impl GatewayConfig {
             });
         }
 
+        let mqtt = mqtt::validate(
+            &gateway.id,
+            raw.mqtt_source,
+            raw.mqtt_device,
+            raw.mqtt_broker,
+            &mqtt::Where {
+                invalid: &invalid,
+                resolve: &resolve,
+            },
+        )?;
+
         Ok(Self {
             gateway,
             forward,
@@ -744,6 +763,7 @@ impl GatewayConfig {
             accounts,
             devices,
             factors,
+            mqtt,
         })
     }
 
@@ -780,6 +800,8 @@ fn load_profile_dir(library: &mut Library, dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+pub mod mqtt;
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! [`forward`]er sends spooled batches to ingest over HTTP and deletes each only after a 2xx.
 //! [`config`] describes a site; [`run`] wires the stages together.
 
+pub mod broker;
 pub mod config;
 pub mod counter;
 pub mod forward;

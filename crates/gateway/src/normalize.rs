@@ -3,11 +3,13 @@
 
 use chrono::{Datelike, TimeZone, Utc};
 use device_profiles::Phase;
+use reading_model::factor::Resolved;
 use reading_model::{Batch, MeterId, Quality, Reading};
 
 use crate::config::GatewayConfig;
 use crate::counter::{self, CounterRules, Step};
 use crate::source::Sample;
+use crate::source::mqtt::MqttSample;
 use crate::spool::SpoolState;
 
 /// The meter id a register's readings are stored under: per-phase channels get a suffix so
@@ -102,20 +104,132 @@ pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample
                 Step::Duplicate => continue,
                 Step::Baseline => {}
                 Step::Delta { delta, quality } => {
-                    reading.delta = Some(delta);
-                    reading.quality = quality;
-                    // Only consumption in the category's own unit converts to coal and carbon
-                    // (an export register or a water meter on an electricity account does not).
-                    if quantity.is_consumption() && value.unit == device.category.consumption_unit()
-                    {
-                        if let Some(f) = &coal {
-                            reading.kgce = Some(delta * f.per_unit);
-                        }
-                        if let Some(f) = &carbon {
-                            reading.kgco2e = Some(delta * f.per_unit);
-                            reading.factor = Some(f.id.to_owned());
-                        }
-                    }
+                    apply_delta(&mut reading, delta, quality, coal.as_ref(), carbon.as_ref());
+                }
+            }
+            if let Some(c) = c {
+                state.counters.insert(key, c);
+            }
+        }
+        out.push(reading);
+    }
+    out
+}
+
+/// Sets a reading's interval consumption and, where it is consumption in the category's own
+/// unit, its kgce and kgCO2e (an export register or a water meter on an electricity account
+/// converts to neither).
+fn apply_delta(
+    reading: &mut Reading,
+    delta: f64,
+    quality: Quality,
+    coal: Option<&Resolved<'_>>,
+    carbon: Option<&Resolved<'_>>,
+) {
+    reading.delta = Some(delta);
+    reading.quality = quality;
+    if reading.quantity.is_consumption() && reading.unit == reading.category.consumption_unit() {
+        if let Some(f) = coal {
+            reading.kgce = Some(delta * f.per_unit);
+        }
+        if let Some(f) = carbon {
+            reading.kgco2e = Some(delta * f.per_unit);
+            reading.factor = Some(f.id.to_owned());
+        }
+    }
+}
+
+/// The meter id a firmware channel's readings are stored under: the device's channel `"0"` is
+/// the meter itself, others get a suffix (`plug:1`, `pro3em:em-0-a`), as phases do.
+pub fn firmware_channel_meter(meter: &MeterId, channel: &str) -> MeterId {
+    if channel == "0" {
+        return meter.clone();
+    }
+    let suffix: String = channel
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    MeterId::parse(&format!("{meter}:{suffix}")).unwrap_or_else(|_| meter.clone())
+}
+
+/// Turns the values of one MQTT message into readings, advancing counters in `state`: the same
+/// counters, factors and spool as Modbus readings. Only `Total` and `Instant` values are
+/// readings; a firmware's `Today`, `Yesterday` and `Period` energy are other views of the
+/// counter `Total` already carries, and are dropped by the source before they get here.
+pub fn normalize_mqtt(
+    config: &GatewayConfig,
+    state: &mut SpoolState,
+    sample: &MqttSample,
+) -> Vec<Reading> {
+    let Some(device) = config.mqtt.devices.get(sample.device) else {
+        return vec![];
+    };
+    let selection = config.selection(&device.account);
+    let mut year_factors: Option<(i32, Option<Resolved<'_>>, Option<Resolved<'_>>)> = None;
+    let mut out = Vec::with_capacity(sample.values.len());
+    for v in &sample.values {
+        let ts = match v.ts_ms {
+            Some(t) if device.device_time => t,
+            _ => sample.received,
+        };
+        let meter = match &device.channel {
+            Some(_) => device.meter.clone(),
+            None => firmware_channel_meter(&device.meter, &v.channel),
+        };
+        let mut reading = Reading {
+            ts,
+            account: device.account.clone(),
+            meter,
+            category: device.category,
+            item: device.item,
+            quantity: v.quantity,
+            unit: v.unit,
+            value: v.value,
+            delta: None,
+            kgce: None,
+            kgco2e: None,
+            factor: None,
+            quality: Quality::Good,
+        };
+        if v.quantity.is_cumulative() {
+            let rules = CounterRules {
+                interval_ms: i64::try_from(device.interval.as_millis()).unwrap_or(i64::MAX),
+                wrap_at: None,
+                max_delta: None,
+                // Declared replacements are a Modbus device setting so far; an MQTT meter's
+                // swap shows as a reset.
+                replacement: None,
+            };
+            let key = counter_key(&reading);
+            let mut c = state.counters.get(&key).copied();
+            match counter::step(&mut c, v.value, ts, rules) {
+                Step::Duplicate => continue,
+                Step::Baseline => {}
+                Step::Delta { delta, quality } => {
+                    let year = Utc
+                        .timestamp_millis_opt(ts)
+                        .single()
+                        .map_or(2025, |t| t.year());
+                    let (_, coal, carbon) = match &year_factors {
+                        Some(f) if f.0 == year => f,
+                        _ => year_factors.insert((
+                            year,
+                            config.factors.coal(device.category, year, selection),
+                            config.factors.carbon(
+                                &device.account,
+                                device.category,
+                                year,
+                                selection,
+                            ),
+                        )),
+                    };
+                    apply_delta(&mut reading, delta, quality, coal.as_ref(), carbon.as_ref());
                 }
             }
             if let Some(c) = c {

@@ -15,9 +15,11 @@ use tracing::{error, info};
 
 use crate::config::GatewayConfig;
 use crate::forward::{ForwardStats, Forwarder};
+use crate::normalize::normalize_mqtt;
 use crate::normalize::{normalize, replay};
 use crate::source::bus::{Bus, BusKey};
 use crate::source::modbus::{device_plan, poll_device};
+use crate::source::mqtt::{MqttConnection, MqttSample, MqttSourceHandle};
 use crate::source::{DeviceStats, Sample};
 use crate::spool::{Spool, SpoolError, SpoolLimits, SpoolState};
 
@@ -35,6 +37,8 @@ pub struct GatewayHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     pub devices: Vec<Arc<DeviceStats>>,
+    /// One per `[[mqtt_source]]`: connection, device and dead-letter counters.
+    pub mqtt: Vec<MqttSourceHandle>,
     pub forward: Arc<ForwardStats>,
     pub normalizer: Arc<NormalizerStats>,
     pub spool: Arc<Spool>,
@@ -98,6 +102,18 @@ impl Gateway {
         }
         drop(buses);
         drop(tx);
+        // MQTT sources send to the normalizer on their own channel, so Modbus polling and its
+        // sample type stay as they are.
+        let (mqtt_tx, mqtt_rx) = mpsc::channel::<MqttSample>(1024);
+        let mut mqtt = Vec::new();
+        let dead_letters = self.config.gateway.spool_dir.join("dead-letters");
+        for i in 0..self.config.mqtt.sources.len() {
+            if let Some(conn) = MqttConnection::new(&self.config.mqtt, i, &dead_letters) {
+                mqtt.push(conn.handle());
+                pollers.push(tokio::spawn(conn.run(mqtt_tx.clone(), shutdown_rx.clone())));
+            }
+        }
+        drop(mqtt_tx);
 
         let notify = Arc::new(Notify::new());
         let fwd_stats = Arc::new(ForwardStats::default());
@@ -120,6 +136,7 @@ impl Gateway {
             self.spool.clone(),
             self.state,
             rx,
+            mqtt_rx,
             notify.clone(),
             normalizer_stats.clone(),
         ));
@@ -137,6 +154,7 @@ impl Gateway {
             shutdown,
             tasks,
             devices: device_stats,
+            mqtt,
             forward: fwd_stats,
             normalizer: normalizer_stats,
             spool: self.spool,
@@ -177,6 +195,7 @@ async fn run_normalizer(
     spool: Arc<Spool>,
     state: SpoolState,
     mut rx: mpsc::Receiver<Sample>,
+    mut mqtt_rx: mpsc::Receiver<MqttSample>,
     notify: Arc<Notify>,
     stats: Arc<NormalizerStats>,
 ) {
@@ -192,16 +211,23 @@ async fn run_normalizer(
     let linger = Duration::from_millis(200);
     loop {
         let next = if pending.is_empty() {
-            rx.recv().await.map(Some)
+            recv_either(&mut rx, &mut mqtt_rx).await.map(Some)
         } else {
-            match tokio::time::timeout(linger, rx.recv()).await {
+            match tokio::time::timeout(linger, recv_either(&mut rx, &mut mqtt_rx)).await {
                 Ok(s) => s.map(Some),
                 Err(_) => Some(None),
             }
         };
         match next {
-            Some(Some(sample)) => {
-                pending.extend(normalize(&n.config, &mut n.working, &sample));
+            Some(Some(input)) => {
+                match input {
+                    Input::Modbus(sample) => {
+                        pending.extend(normalize(&n.config, &mut n.working, &sample));
+                    }
+                    Input::Mqtt(sample) => {
+                        pending.extend(normalize_mqtt(&n.config, &mut n.working, &sample));
+                    }
+                }
                 if pending.len() >= n.config.forward.max_batch_readings {
                     n.spool_pending(&mut pending).await;
                 }
@@ -212,6 +238,23 @@ async fn run_normalizer(
                 return;
             }
         }
+    }
+}
+
+enum Input {
+    Modbus(Sample),
+    Mqtt(MqttSample),
+}
+
+/// The next sample of either source kind; `None` once both channels are closed.
+async fn recv_either(
+    rx: &mut mpsc::Receiver<Sample>,
+    mqtt: &mut mpsc::Receiver<MqttSample>,
+) -> Option<Input> {
+    tokio::select! {
+        Some(s) = rx.recv() => Some(Input::Modbus(s)),
+        Some(s) = mqtt.recv() => Some(Input::Mqtt(s)),
+        else => None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod modbus;
+pub mod mqtt;
 pub mod tcp;
 
 use std::sync::Mutex;

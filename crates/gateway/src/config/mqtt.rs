@@ -1,0 +1,523 @@
+//! MQTT in the site config: the brokers the gateway subscribes to (`[[mqtt_source]]`), the
+//! devices heard through them (`[[mqtt_device]]`), and the optional embedded broker
+//! (`[mqtt_broker]`).
+//!
+//! ```toml
+//! [[mqtt_source]]
+//! name = "building"             # devices refer to it; "default" when absent
+//! host = "127.0.0.1"
+//! port = 1883                   # 8883 when tls is set
+//! client_id = "jieneng-gw-01"   # "jieneng-<gateway id>-<name>" when absent; keep it stable:
+//!                               # the broker keeps the persistent session under it
+//! username = "gateway"
+//! password = "…"                # or password_file = "/etc/jieneng/mqtt-password"
+//! tls = { ca_file = "/etc/ssl/certs/ca-certificates.crt" }
+//! keep_alive = 30               # seconds
+//! dead_letter_max_bytes = 16777216
+//!
+//! [[mqtt_device]]
+//! meter = "plug-1"
+//! account = "110108A001"
+//! category = "01"
+//! item = "01A10"
+//! source = "building"           # optional when there is one [[mqtt_source]]
+//! topic = "tele/plug1/SENSOR"   # an MQTT topic filter; + and # allowed
+//! firmware = { type = "tasmota", utc_offset = "+08:00" }
+//! channel = "1"                 # optional: only this channel of the device, as `meter` itself
+//! interval = 300                # seconds between messages, to flag gaps in counters
+//! device_time = true            # stamp readings with the device's time when it sends one
+//!
+//! [mqtt_broker]                 # the embedded broker; authentication is always on
+//! listen = "0.0.0.0:1883"
+//! users = { gateway = "…", plugs = "…" }
+//! ```
+//!
+//! Firmwares (`firmware.type`): `tasmota` (`utc_offset`), `shelly`, `esphome` (`sensors`,
+//! `discovery_prefix`), `zigbee2mqtt` (`base_topic`), `sparkplug` (`metrics`), `json-mapping`
+//! (`fields`, `timestamp`); see `firmware-bridge` for what each decodes. A device's channel
+//! `"0"` (the whole device) is stored as `meter`; other channels as `meter:<channel>`, the way
+//! per-phase registers of a Modbus meter are.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use firmware_bridge::esphome::SensorConfig;
+use firmware_bridge::mapping::{FieldMapping, TimestampMapping};
+use firmware_bridge::sparkplug::{MetricMapping, SparkplugConfig};
+use firmware_bridge::{JsonMapping, sparkplug};
+use reading_model::{AccountCode, Category, EnergyCode, GatewayId, MeterId};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MqttSourceSection {
+    #[serde(default = "default_source_name")]
+    name: String,
+    host: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    tls: Option<TlsSection>,
+    #[serde(default = "default_keep_alive")]
+    keep_alive: f64,
+    #[serde(default = "default_dead_letter_max")]
+    dead_letter_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    /// PEM certificates the broker's certificate must chain to. Required: the gateway carries
+    /// no root store of its own (point it at the system bundle to use the system's roots).
+    ca_file: PathBuf,
+}
+
+fn default_source_name() -> String {
+    "default".to_owned()
+}
+fn default_keep_alive() -> f64 {
+    30.0
+}
+fn default_dead_letter_max() -> u64 {
+    16 << 20
+}
+
+/// How a device's payloads are decoded, and what each firmware needs to know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+enum FirmwareSection {
+    #[serde(rename = "tasmota")]
+    Tasmota {
+        /// The device's clock offset from UTC: Tasmota's `Time` carries no zone.
+        #[serde(default = "default_utc_offset")]
+        utc_offset: String,
+    },
+    #[serde(rename = "shelly")]
+    Shelly,
+    #[serde(rename = "esphome")]
+    Esphome {
+        /// Sensors whose unit the site states (they win over discovery).
+        #[serde(default)]
+        sensors: Vec<SensorConfig>,
+        #[serde(default = "default_discovery_prefix")]
+        discovery_prefix: String,
+    },
+    #[serde(rename = "zigbee2mqtt")]
+    Zigbee2mqtt {
+        #[serde(default = "default_z2m_base")]
+        base_topic: String,
+    },
+    #[serde(rename = "sparkplug")]
+    Sparkplug { metrics: Vec<MetricMapping> },
+    #[serde(rename = "json-mapping")]
+    JsonMapping {
+        fields: Vec<FieldMapping>,
+        #[serde(default)]
+        timestamp: Option<TimestampMapping>,
+    },
+}
+
+fn default_utc_offset() -> String {
+    "+08:00".to_owned()
+}
+fn default_discovery_prefix() -> String {
+    "homeassistant".to_owned()
+}
+fn default_z2m_base() -> String {
+    firmware_bridge::zigbee2mqtt::DEFAULT_BASE_TOPIC.to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MqttDeviceSection {
+    meter: MeterId,
+    account: AccountCode,
+    category: Category,
+    item: String,
+    #[serde(default)]
+    source: Option<String>,
+    topic: String,
+    firmware: FirmwareSection,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default = "default_interval")]
+    interval: f64,
+    #[serde(default = "yes")]
+    device_time: bool,
+}
+
+/// Tasmota's default TelePeriod.
+fn default_interval() -> f64 {
+    300.0
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BrokerSection {
+    listen: SocketAddr,
+    users: BTreeMap<String, String>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_payload")]
+    max_payload_bytes: usize,
+}
+
+fn default_max_connections() -> usize {
+    1_000
+}
+fn default_max_payload() -> usize {
+    256 << 10
+}
+
+/// A validated broker connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSource {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    /// Username and password, when the broker wants them.
+    pub credentials: Option<(String, String)>,
+    /// The CA bundle of a TLS connection; plain TCP when `None`.
+    pub tls_ca: Option<PathBuf>,
+    pub keep_alive: Duration,
+    /// The bound of this source's dead-letter files together (see `source::mqtt::dead_letter`).
+    pub dead_letter_max_bytes: u64,
+}
+
+/// A validated firmware choice.
+#[derive(Debug, Clone)]
+pub enum Firmware {
+    Tasmota {
+        utc_offset: FixedOffset,
+    },
+    Shelly,
+    Esphome {
+        sensors: Vec<SensorConfig>,
+        discovery_prefix: String,
+    },
+    Zigbee2mqtt {
+        base_topic: String,
+    },
+    Sparkplug(SparkplugConfig),
+    JsonMapping(JsonMapping),
+}
+
+impl Firmware {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Tasmota { .. } => "tasmota",
+            Self::Shelly => "shelly",
+            Self::Esphome { .. } => "esphome",
+            Self::Zigbee2mqtt { .. } => "zigbee2mqtt",
+            Self::Sparkplug(_) => "sparkplug",
+            Self::JsonMapping(_) => "json-mapping",
+        }
+    }
+}
+
+/// A validated MQTT device.
+#[derive(Debug, Clone)]
+pub struct MqttDevice {
+    pub meter: MeterId,
+    pub account: AccountCode,
+    pub category: Category,
+    pub item: EnergyCode,
+    /// Index into [`MqttConfig::sources`].
+    pub source: usize,
+    /// The topic filter the device's messages arrive on.
+    pub topic: String,
+    pub firmware: Firmware,
+    pub channel: Option<String>,
+    pub interval: Duration,
+    pub device_time: bool,
+}
+
+impl MqttDevice {
+    /// A short name for logs: `account/meter`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.account, self.meter)
+    }
+}
+
+/// The embedded broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedBroker {
+    pub listen: SocketAddr,
+    pub users: BTreeMap<String, String>,
+    pub max_connections: usize,
+    pub max_payload_bytes: usize,
+}
+
+/// Everything MQTT of a site, validated.
+#[derive(Debug, Clone, Default)]
+pub struct MqttConfig {
+    pub sources: Vec<MqttSource>,
+    pub devices: Vec<MqttDevice>,
+    pub broker: Option<EmbeddedBroker>,
+}
+
+/// What `validate` needs from the config parser to report an error where it is.
+pub(super) struct Where<'a> {
+    pub invalid: &'a dyn Fn(Range<usize>, String, String) -> ConfigError,
+    pub resolve: &'a dyn Fn(&Path) -> PathBuf,
+}
+
+pub(super) fn validate(
+    gateway: &GatewayId,
+    sources: Vec<Spanned<MqttSourceSection>>,
+    devices: Vec<Spanned<MqttDeviceSection>>,
+    broker: Option<Spanned<BrokerSection>>,
+    at: &Where<'_>,
+) -> Result<MqttConfig, ConfigError> {
+    let mut out = MqttConfig::default();
+    let mut names = HashSet::new();
+    for (i, s) in sources.into_iter().enumerate() {
+        let span = s.span();
+        let s = s.into_inner();
+        let bad = |k: &str, m: String| {
+            (at.invalid)(
+                span.clone(),
+                format!("mqtt_source[{i}].{k} ({})", s.name),
+                m,
+            )
+        };
+        if s.name.is_empty() || !names.insert(s.name.clone()) {
+            return Err(bad("name", "must be non-empty and unique".into()));
+        }
+        if s.host.is_empty() {
+            return Err(bad("host", "must not be empty".into()));
+        }
+        let password = match (&s.password, &s.password_file) {
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string((at.resolve)(f))
+                    .map_err(|e| bad("password_file", format!("cannot read {}: {e}", f.display())))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "password",
+                    "set at most one of password and password_file".into(),
+                ));
+            }
+        };
+        let credentials = match (s.username.clone(), password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            _ => {
+                return Err(bad("username", "username and password go together".into()));
+            }
+        };
+        let tls_ca = s.tls.as_ref().map(|t| (at.resolve)(&t.ca_file));
+        if let Some(ca) = tls_ca.as_ref().filter(|ca| !ca.is_file()) {
+            return Err(bad(
+                "tls.ca_file",
+                format!("{} is not a file", ca.display()),
+            ));
+        }
+        if !(1.0..=65_535.0).contains(&s.keep_alive) {
+            return Err(bad(
+                "keep_alive",
+                format!("{} s is outside 1 ..= 65535 s", s.keep_alive),
+            ));
+        }
+        if s.dead_letter_max_bytes < 64 << 10 {
+            return Err(bad(
+                "dead_letter_max_bytes",
+                format!("{} is below the 64 KiB minimum", s.dead_letter_max_bytes),
+            ));
+        }
+        let client_id = s
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("jieneng-{gateway}-{}", s.name));
+        if client_id.is_empty() || client_id.contains(['+', '#', '/']) {
+            return Err(bad(
+                "client_id",
+                format!("{client_id:?} must be non-empty, without + # /"),
+            ));
+        }
+        out.sources.push(MqttSource {
+            port: s.port.unwrap_or(if tls_ca.is_some() { 8883 } else { 1883 }),
+            name: s.name,
+            host: s.host,
+            client_id,
+            credentials,
+            tls_ca,
+            keep_alive: Duration::from_secs_f64(s.keep_alive),
+            dead_letter_max_bytes: s.dead_letter_max_bytes,
+        });
+    }
+
+    let mut seen = HashSet::new();
+    for (i, d) in devices.into_iter().enumerate() {
+        let span = d.span();
+        let d = d.into_inner();
+        let bad = |k: &str, m: String| {
+            (at.invalid)(
+                span.clone(),
+                format!("mqtt_device[{i}].{k} ({}/{})", d.account, d.meter),
+                m,
+            )
+        };
+        if !seen.insert((d.account.clone(), d.meter.clone())) {
+            return Err(bad(
+                "meter",
+                "this account already has an MQTT meter with this id".into(),
+            ));
+        }
+        let item =
+            EnergyCode::parse_in(&d.item, d.category).map_err(|e| bad("item", e.to_string()))?;
+        let source = match &d.source {
+            Some(name) => out
+                .sources
+                .iter()
+                .position(|s| &s.name == name)
+                .ok_or_else(|| bad("source", format!("no [[mqtt_source]] is named {name:?}")))?,
+            None if out.sources.len() == 1 => 0,
+            None => {
+                return Err(bad(
+                    "source",
+                    format!(
+                        "name one of the {} [[mqtt_source]] sections",
+                        out.sources.len()
+                    ),
+                ));
+            }
+        };
+        if !rumqttc::valid_filter(&d.topic) {
+            return Err(bad(
+                "topic",
+                format!("{:?} is not an MQTT topic filter", d.topic),
+            ));
+        }
+        if !(1.0..=86_400.0).contains(&d.interval) {
+            return Err(bad(
+                "interval",
+                format!("{} s is outside 1 s ..= 1 day", d.interval),
+            ));
+        }
+        if d.channel.as_deref() == Some("") {
+            return Err(bad("channel", "must not be empty".into()));
+        }
+        let firmware = match d.firmware.clone() {
+            FirmwareSection::Tasmota { utc_offset } => Firmware::Tasmota {
+                utc_offset: utc_offset.parse().map_err(|e| {
+                    bad(
+                        "firmware.utc_offset",
+                        format!("{utc_offset:?} is not an offset like +08:00: {e}"),
+                    )
+                })?,
+            },
+            FirmwareSection::Shelly => Firmware::Shelly,
+            FirmwareSection::Esphome {
+                sensors,
+                discovery_prefix,
+            } => {
+                if discovery_prefix.is_empty() || rumqttc::has_wildcards(&discovery_prefix) {
+                    return Err(bad(
+                        "firmware.discovery_prefix",
+                        "must be a topic level without wildcards".into(),
+                    ));
+                }
+                Firmware::Esphome {
+                    sensors,
+                    discovery_prefix,
+                }
+            }
+            FirmwareSection::Zigbee2mqtt { base_topic } => {
+                if base_topic.is_empty() || rumqttc::has_wildcards(&base_topic) {
+                    return Err(bad(
+                        "firmware.base_topic",
+                        "must be a topic without wildcards".into(),
+                    ));
+                }
+                Firmware::Zigbee2mqtt { base_topic }
+            }
+            FirmwareSection::Sparkplug { metrics } => {
+                if !d.topic.starts_with(sparkplug::NAMESPACE) {
+                    return Err(bad(
+                        "topic",
+                        format!("a Sparkplug B topic starts with {}", sparkplug::NAMESPACE),
+                    ));
+                }
+                Firmware::Sparkplug(
+                    SparkplugConfig::new(metrics)
+                        .map_err(|e| bad("firmware.metrics", e.to_string()))?,
+                )
+            }
+            FirmwareSection::JsonMapping { fields, timestamp } => Firmware::JsonMapping(
+                JsonMapping::new(fields, timestamp)
+                    .map_err(|e| bad("firmware.fields", e.to_string()))?,
+            ),
+        };
+        out.devices.push(MqttDevice {
+            meter: d.meter,
+            account: d.account,
+            category: d.category,
+            item,
+            source,
+            topic: d.topic,
+            firmware,
+            channel: d.channel,
+            interval: Duration::from_secs_f64(d.interval),
+            device_time: d.device_time,
+        });
+    }
+
+    if let Some(b) = broker {
+        let span = b.span();
+        let b = b.into_inner();
+        let bad = |k: &str, m: String| (at.invalid)(span.clone(), format!("mqtt_broker.{k}"), m);
+        if b.users.is_empty() {
+            return Err(bad(
+                "users",
+                "the embedded broker requires authentication: list at least one user".into(),
+            ));
+        }
+        for (user, password) in &b.users {
+            if user.is_empty() || password.len() < 8 {
+                return Err(bad(
+                    "users",
+                    format!(
+                        "user {user:?}: names must be non-empty and passwords at least 8 characters"
+                    ),
+                ));
+            }
+        }
+        if b.max_connections == 0 || b.max_payload_bytes < 1024 {
+            return Err(bad(
+                "max_connections",
+                "max_connections must be positive and max_payload_bytes at least 1024".into(),
+            ));
+        }
+        out.broker = Some(EmbeddedBroker {
+            listen: b.listen,
+            users: b.users,
+            max_connections: b.max_connections,
+            max_payload_bytes: b.max_payload_bytes,
+        });
+    }
+    Ok(out)
+}
