@@ -91,3 +91,5 @@ pub fn run_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value
     );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+pub mod mqtt;

@@ -74,12 +74,19 @@ enum ScanParity {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // rumqttd logs every connection at INFO.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
         )
         .init();
     match Cli::parse().command {
         Command::Run { config } => {
             let config = GatewayConfig::load(&config)?;
+            // The embedded broker lives as long as the process (rumqttd cannot be stopped).
+            if let Some(b) = &config.mqtt.broker {
+                gateway::broker::start(b)?;
+                tracing::info!(listen = %b.listen, users = b.users.len(), "embedded MQTT broker started");
+            }
             let gw = Gateway::build(config)?;
             let handle = gw.start(Duration::from_secs(10))?;
             tokio::signal::ctrl_c()
@@ -110,6 +117,27 @@ async fn main() -> anyhow::Result<()> {
                 for q in &plan.requests {
                     println!("      {} {:#06x} +{}", q.function, q.start, q.count);
                 }
+            }
+            for d in &c.mqtt.devices {
+                let Some(source) = c.mqtt.sources.get(d.source) else {
+                    continue;
+                };
+                println!(
+                    "  {:<28} {:<18} {} on {}:{} ({})",
+                    d.name(),
+                    d.firmware.name(),
+                    d.topic,
+                    source.host,
+                    source.port,
+                    source.name
+                );
+            }
+            if let Some(b) = &c.mqtt.broker {
+                println!(
+                    "  embedded MQTT broker on {} with {} users",
+                    b.listen,
+                    b.users.len()
+                );
             }
         }
         Command::Profiles => {
