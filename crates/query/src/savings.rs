@@ -14,6 +14,7 @@
 //!   occupancy corrections; every value carries its source and whether it is verified.
 //! - [`ranking`]: intensity ranking among accounts of the same institution type.
 //! - [`opportunity`]: the common result type and its ranking.
+//! - [`weather`]: outdoor temperature from readings or a CSV to daily means, joined with usage.
 
 pub mod baseline;
 pub mod benchmark;
@@ -22,6 +23,7 @@ pub mod offhours;
 pub mod opportunity;
 pub mod ranking;
 mod stats;
+pub mod weather;
 
 pub use baseline::{AvoidedEnergy, Baseline, BaselineConfig, BaselineError, DailyUsage};
 pub use benchmark::{
@@ -31,3 +33,4 @@ pub use calendar::{Calendar, CalendarError, DayType};
 pub use offhours::{HourlyLoad, OffHoursAnalysis, OffHoursConfig, OffHoursError};
 pub use opportunity::{Confidence, Opportunity, OpportunityError, OpportunityKind, rank};
 pub use ranking::{PeerIntensity, Ranked, RankingError, rank_by_intensity};
+pub use weather::{DailyTemperature, WeatherError};
