@@ -1,6 +1,8 @@
 //! Helpers for the whole-path tests in `tests/`: finding the Python peers and running them as
 //! child processes that are killed when the test ends, however it ends.
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

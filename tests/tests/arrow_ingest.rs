@@ -25,6 +25,8 @@ fn error_of(case: &Value) -> String {
 async fn pyarrow_client_batches_round_trip_and_bad_bodies_are_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().join("data"),
         flush_interval: 3600.0,

@@ -129,6 +129,8 @@ async fn exceptions_silence_and_dropped_connections() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no port"))?;
 
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().join("data"),
         flush_interval: 0.5,

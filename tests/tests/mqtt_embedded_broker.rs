@@ -20,6 +20,8 @@ const TOKEN: &str = "mqtt-embedded-test-token-01";
 async fn plugs_publish_to_the_embedded_broker_and_reach_parquet() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().join("data"),
         flush_interval: 1.0,

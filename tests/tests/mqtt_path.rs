@@ -230,6 +230,8 @@ async fn mqtt_firmwares_to_parquet_with_bad_payloads_quarantined() -> anyhow::Re
     let dir = tempfile::tempdir()?;
     let broker = Mosquitto::start(dir.path(), "gateway", "mqtt-test-secret")?;
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().join("data"),
         flush_interval: 1.0,

@@ -65,6 +65,8 @@ async fn ingest_down_and_gateway_restarted_nothing_lost_nothing_doubled() -> any
 
     // Ingest comes up; the gateway's retries find it and drain the spool.
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: ingest_addr,
         data_dir: dir.path().join("data"),
         flush_interval: 1.0,
@@ -192,6 +194,8 @@ async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<
     );
 
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: ingest_addr,
         data_dir: dir.path().join("data"),
         flush_interval: 1.0,

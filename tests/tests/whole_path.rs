@@ -58,6 +58,8 @@ async fn meters_to_parquet_energy_is_exact() -> anyhow::Result<()> {
     let ports = meters.next_json(Duration::from_secs(30))?["ports"].clone();
 
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().join("data"),
         flush_interval: 1.0,

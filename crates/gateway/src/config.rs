@@ -9,8 +9,10 @@
 //! poll_interval = 15          # seconds, aligned to the wall clock
 //!
 //! [forward]
-//! url = "http://ingest.example:8080/api/v1/batches"
+//! url = "https://ingest.example:8443/api/v1/batches"  # http:// only to a loopback address
 //! token = "…"                 # or token_file = "/etc/jieneng/token"
+//! ca_file = "ca.pem"          # trust this CA (PEM) instead of the system roots
+//! # mode = "mqtt" with url = "mqtts://ingest.example:8883" publishes to ingest's broker instead
 //!
 //! [[carbon_factor]]          # a provincial factor the built-in table lacks
 //! id = "sd-2024/grid"
@@ -122,9 +124,62 @@ pub struct ForwardSection {
     /// Readings per batch at most.
     #[serde(default = "default_batch")]
     pub max_batch_readings: usize,
-    /// Seconds before an HTTP request is abandoned and retried.
+    /// Seconds before an HTTP request (or, over MQTT, the wait for ingest's ack) is abandoned
+    /// and retried.
     #[serde(default = "default_http_timeout")]
     pub timeout: f64,
+    /// How batches travel: `http` (POST, the default) or `mqtt` (publish to ingest's broker).
+    #[serde(default)]
+    pub mode: ForwardMode,
+    /// PEM file of the CA(s) the server's certificate must chain to, instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The forwarder's transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMode {
+    #[default]
+    Http,
+    Mqtt,
+}
+
+impl ForwardSection {
+    /// Checks the URL's scheme against the mode, and that a scheme without TLS only reaches this
+    /// machine: the token must not cross a network in clear text.
+    pub fn check_url(&self) -> Result<(), String> {
+        let url = reqwest::Url::parse(&self.url).map_err(|e| format!("{:?}: {e}", self.url))?;
+        let (plain, tls) = match self.mode {
+            ForwardMode::Http => ("http", "https"),
+            ForwardMode::Mqtt => ("mqtt", "mqtts"),
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{:?} has no host", self.url))?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => host.eq_ignore_ascii_case("localhost"),
+        };
+        if url.scheme() == tls || (url.scheme() == plain && loopback) {
+            if self.mode == ForwardMode::Mqtt && url.port().is_none() {
+                return Err(format!("{:?}: give the broker's port", self.url));
+            }
+            Ok(())
+        } else if url.scheme() == plain {
+            Err(format!(
+                "{:?}: {plain}:// sends the gateway token in clear text; use {tls}:// (or a loopback address)",
+                self.url
+            ))
+        } else {
+            Err(format!(
+                "{:?}: mode = {:?} takes a {tls}:// URL ({plain}:// for loopback)",
+                self.url, self.mode
+            ))
+        }
+    }
 }
 
 fn default_batch() -> usize {
@@ -425,13 +480,9 @@ impl GatewayConfig {
             ));
         }
 
-        let forward = raw.forward;
-        if !(forward.url.starts_with("http://") || forward.url.starts_with("https://")) {
-            return Err(at_top(
-                "url",
-                format!("{:?} is not an http(s) URL", forward.url),
-            ));
-        }
+        let mut forward = raw.forward;
+        forward.check_url().map_err(|e| at_top("url", e))?;
+        forward.ca_file = forward.ca_file.as_deref().map(resolve);
         let token = match (&forward.token, &forward.token_file) {
             (Some(t), None) => t.clone(),
             (None, Some(f)) => std::fs::read_to_string(resolve(f))

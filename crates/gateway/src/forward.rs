@@ -3,15 +3,99 @@
 //! Transport errors and 5xx/408/429 answers are retried with exponential backoff and jitter;
 //! a batch ingest refuses as invalid (400, 413, 415, 422) would be refused forever, so it is
 //! quarantined with ingest's message rather than blocking everything behind it.
+//!
+//! Batches go over HTTP(S) by default, or over MQTT ([`mqtt`]) with the same rule: deleted only
+//! once ingest says it has fsynced them. TLS verifies the server against the system roots
+//! (rustls-platform-verifier, which reads the OS trust store) or, with `ca_file`, against that
+//! CA only; a server that fails verification never sees a request, so never the token.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
+use crate::config::ForwardSection;
 use crate::spool::Spool;
+
+pub mod mqtt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("forward.ca_file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    #[error("forward: cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("forward: TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("forward: MQTT: {0}")]
+    Mqtt(String),
+}
+
+/// Reads the CA certificates of `ca_file` (PEM).
+fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ForwardError> {
+    let bad = |message: String| ForwardError::CaFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE in this PEM file".into()));
+    }
+    Ok(certs)
+}
+
+/// The HTTP client for `forward`: verifies the server against `ca_file` only when it is set,
+/// otherwise against the system's roots.
+pub fn http_client(forward: &ForwardSection) -> Result<reqwest::Client, ForwardError> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs_f64(forward.timeout));
+    if let Some(path) = &forward.ca_file {
+        let certs = ca_certificates(path)?
+            .into_iter()
+            .map(|c| reqwest::Certificate::from_der(&c))
+            .collect::<Result<Vec<_>, _>>()?;
+        builder = builder.tls_certs_only(certs);
+    }
+    Ok(builder.build()?)
+}
+
+/// rustls client config for `mqtts://`: `ca_file` only when set, otherwise the system's roots.
+pub fn tls_client_config(
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, ForwardError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = match ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in ca_certificates(path)? {
+                roots.add(c).map_err(|e| ForwardError::CaFile {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            // "dangerous" is rustls' name for any custom verifier; this one is the OS's.
+            .with_custom_certificate_verifier(Arc::new(rustls_platform_verifier::Verifier::new(
+                provider,
+            )?))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
 
 #[derive(Debug, Default)]
 pub struct ForwardStats {
@@ -23,7 +107,7 @@ pub struct ForwardStats {
 
 /// What one attempt to send a batch came to.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Acknowledged,
     Retry(String),
     Refused(String),
@@ -36,11 +120,15 @@ pub struct Forwarder {
     pub token: String,
     pub spool: Arc<Spool>,
     pub stats: Arc<ForwardStats>,
+    /// Set in MQTT mode: batches are published there instead of POSTed to `url`.
+    pub mqtt: Option<mqtt::MqttLink>,
+    /// How long to wait for ingest's answer over MQTT.
+    pub timeout: Duration,
 }
 
 /// Exponential backoff from 250 ms to 60 s with ±25 % jitter, so many gateways coming back
 /// after an outage do not hit ingest in lockstep.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 250u64.saturating_mul(1u64 << attempt.min(8)).min(60_000);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -50,7 +138,10 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Forwarder {
-    async fn send(&self, body: Vec<u8>) -> Outcome {
+    async fn send(&self, seq: u64, body: Vec<u8>) -> Outcome {
+        if let Some(link) = &self.mqtt {
+            return link.send(seq, body, self.timeout).await;
+        }
         let res = self
             .client
             .post(&self.url)
@@ -126,7 +217,7 @@ impl Forwarder {
             };
             let n = batch.readings.len() as u64;
             let body = serde_json::to_vec(&batch).unwrap_or_default();
-            match self.send(body).await {
+            match self.send(seq, body).await {
                 Outcome::Acknowledged => {
                     if attempt > 0 {
                         info!(seq, attempts = attempt + 1, "ingest reachable again");

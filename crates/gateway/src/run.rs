@@ -13,8 +13,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::config::GatewayConfig;
-use crate::forward::{ForwardStats, Forwarder};
+use crate::config::{ForwardMode, GatewayConfig};
+use crate::forward::mqtt::MqttLink;
+use crate::forward::{ForwardError, ForwardStats, Forwarder, http_client, tls_client_config};
 use crate::normalize::normalize_mqtt;
 use crate::normalize::{normalize, replay};
 use crate::source::bus::{Bus, BusKey};
@@ -66,7 +67,7 @@ impl Gateway {
     }
 
     /// Starts every task; `drain` bounds how long `stop` waits for ingest.
-    pub fn start(self, drain: Duration) -> Result<GatewayHandle, reqwest::Error> {
+    pub fn start(self, drain: Duration) -> Result<GatewayHandle, ForwardError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<Sample>(1024);
         let timeout = Duration::from_secs_f64(self.config.gateway.request_timeout);
@@ -117,16 +118,32 @@ impl Gateway {
 
         let notify = Arc::new(Notify::new());
         let fwd_stats = Arc::new(ForwardStats::default());
-        crate::forward::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(self.config.forward.timeout))
-            .build()?;
+        let forward = &self.config.forward;
+        let client = http_client(forward)?;
+        let mqtt = match forward.mode {
+            ForwardMode::Http => None,
+            ForwardMode::Mqtt => {
+                let tls = forward
+                    .url
+                    .starts_with("mqtts:")
+                    .then(|| tls_client_config(forward.ca_file.as_deref()))
+                    .transpose()?;
+                Some(MqttLink::connect(
+                    &forward.url,
+                    &self.config.gateway.id,
+                    &self.config.token,
+                    tls,
+                )?)
+            }
+        };
         let forwarder = Forwarder {
             client,
-            url: self.config.forward.url.clone(),
+            url: forward.url.clone(),
             token: self.config.token.clone(),
             spool: self.spool.clone(),
             stats: fwd_stats.clone(),
+            mqtt,
+            timeout: Duration::from_secs_f64(forward.timeout),
         };
         // The forwarder is told to stop only after the normalizer has spooled its last batch.
         let (fwd_shutdown, fwd_shutdown_rx) = watch::channel(false);

@@ -112,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(&a.dir)?;
     let token = |c: usize| format!("load-generator-token-{c:04}");
     let config = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings::disabled(),
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().join("data"),
         flush_interval: 10.0,

@@ -6,10 +6,20 @@
 //! flush_interval = 10        # seconds between Parquet flushes
 //! flush_rows = 500000        # or sooner, when this many rows wait in memory
 //!
+//! [tls]                      # optional; required unless `listen` is a loopback address
+//! cert_file = "server.pem"   # certificate chain, leaf first (relative to this file)
+//! key_file = "server.key"
+//!
+//! [mqtt]                     # the embedded broker; on unless `enabled = false`
+//! listen = "127.0.0.1:1883"  # TLS too when [tls] is set
+//!
 //! [[gateway]]
 //! id = "gw-01"
 //! token_sha256 = "…"         # sha256 of the gateway's token, hex (`jieneng token-hash`)
 //! ```
+//!
+//! Tokens must not cross a network in clear text, so a listener on anything but a loopback
+//! address needs `[tls]` (a TLS-terminating proxy in front counts as loopback: listen there).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +27,8 @@ use std::path::{Path, PathBuf};
 use reading_model::GatewayId;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -50,8 +62,51 @@ pub struct ServeConfig {
     /// Largest request body accepted, bytes.
     #[serde(default = "default_body")]
     pub max_body_bytes: usize,
+    /// TLS on the HTTP and MQTT listeners.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// The embedded MQTT broker.
+    #[serde(default)]
+    pub mqtt: MqttSettings,
     #[serde(default)]
     pub gateway: Vec<GatewayAuth>,
+}
+
+/// `[mqtt]`: the embedded broker gateways may publish batches to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSettings {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where gateways connect; TLS when the server has `[tls]`.
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_mqtt_listen(),
+        }
+    }
+}
+
+impl MqttSettings {
+    /// No broker: for programs and tests that only speak HTTP.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_mqtt_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
 }
 
 fn default_listen() -> SocketAddr {
@@ -80,10 +135,13 @@ impl ServeConfig {
             source,
         })?;
         let mut c = Self::parse(&file, &text)?;
-        if c.data_dir.is_relative()
-            && let Some(base) = path.parent()
-        {
-            c.data_dir = base.join(&c.data_dir);
+        if let Some(base) = path.parent() {
+            if c.data_dir.is_relative() {
+                c.data_dir = base.join(&c.data_dir);
+            }
+            if let Some(tls) = c.tls.as_mut() {
+                tls.resolve(base);
+            }
         }
         Ok(c)
     }
@@ -105,6 +163,21 @@ impl ServeConfig {
             return Err(invalid(
                 "flush_rows must be positive and max_body_bytes at least 1024".into(),
             ));
+        }
+        if c.tls.is_none() {
+            let mut open = vec![("listen", c.listen)];
+            if c.mqtt.enabled {
+                open.push(("mqtt.listen", c.mqtt.listen));
+            }
+            for (key, addr) in open {
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(format!(
+                        "{key} = {addr} without [tls] would let gateway tokens cross the network in \
+                         clear text; add [tls] cert_file and key_file, or listen on a loopback \
+                         address behind a TLS-terminating proxy"
+                    )));
+                }
+            }
         }
         for (i, g) in c.gateway.iter().enumerate() {
             if g.token_sha256.len() != 64
@@ -154,6 +227,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("gateway[0].token_sha256"), "{e}");
+        assert!(c.mqtt.enabled, "the broker is on by default");
+        assert!(c.tls.is_none());
+        let e = ServeConfig::parse("s.toml", "data_dir = \"d\"\nlisten = \"0.0.0.0:8080\"\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("listen = 0.0.0.0:8080 without [tls]"),
+            "{e}"
+        );
+        let e = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\n[mqtt]\nlisten = \"0.0.0.0:1883\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mqtt.listen"), "{e}");
+        let c = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\nlisten = \"0.0.0.0:8443\"\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n[mqtt]\nlisten = \"0.0.0.0:8883\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.listen.port(), 8883);
         let e = ServeConfig::parse("s.toml", "data_dir = \"d\"\nlisten = 5\n").unwrap_err();
         assert!(
             e.to_string().contains("s.toml") && e.to_string().contains("line 2"),

@@ -8,7 +8,7 @@
 //! reject is counted by reason in `/metrics`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -32,6 +32,10 @@ pub struct App {
     /// sha256(token) → gateway.
     pub tokens: HashMap<String, GatewayId>,
     pub rejects: Mutex<BTreeMap<&'static str, u64>>,
+    /// TLS handshakes that failed (shared with the TLS listener).
+    pub tls_handshake_failures: Arc<AtomicU64>,
+    /// Batches taken off the embedded MQTT broker.
+    pub mqtt_batches: AtomicU64,
 }
 
 /// An API error: a status and a message that names the problem.
@@ -56,7 +60,8 @@ impl IntoResponse for ApiError {
 }
 
 impl App {
-    fn reject(&self, status: StatusCode, reason: &'static str, message: String) -> ApiError {
+    /// Counts a refused batch under `reason` (HTTP or MQTT alike).
+    pub(crate) fn count_reject(&self, reason: &'static str, message: String) -> String {
         *self
             .rejects
             .lock()
@@ -64,6 +69,11 @@ impl App {
             .entry(reason)
             .or_default() += 1;
         tracing::debug!(reason, %message, "batch rejected");
+        message
+    }
+
+    fn reject(&self, status: StatusCode, reason: &'static str, message: String) -> ApiError {
+        let message = self.count_reject(reason, message);
         ApiError {
             status,
             reason,
@@ -196,7 +206,7 @@ async fn post_batch(
 }
 
 /// The one place where a decoding error becomes a status and a reject reason.
-fn status_of(e: &DecodeError) -> (StatusCode, &'static str) {
+pub(crate) fn status_of(e: &DecodeError) -> (StatusCode, &'static str) {
     match e {
         DecodeError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
         DecodeError::Batch { .. } | DecodeError::Invalid { .. } => {
@@ -278,6 +288,18 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         "Parquet files published.",
         "counter",
         g(&m.files_published).to_string(),
+    );
+    line(
+        "jieneng_mqtt_batches_total",
+        "Batches received over MQTT (stored, duplicate or refused).",
+        "counter",
+        g(&app.mqtt_batches).to_string(),
+    );
+    line(
+        "jieneng_tls_handshake_failures_total",
+        "TLS handshakes that failed (untrusted certificate, plain text on the TLS port, timeout).",
+        "counter",
+        g(&app.tls_handshake_failures).to_string(),
     );
     out.push_str("# HELP jieneng_rejects_total Requests rejected, by reason.\n# TYPE jieneng_rejects_total counter\n");
     for (reason, n) in app.rejects.lock().unwrap_or_else(|p| p.into_inner()).iter() {

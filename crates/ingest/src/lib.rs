@@ -10,8 +10,10 @@
 pub mod config;
 pub mod decode;
 pub mod http;
+pub mod mqtt;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod wal;
 
 pub use config::ServeConfig;

@@ -11,7 +11,9 @@ use tracing::{error, info};
 
 use crate::config::ServeConfig;
 use crate::http::{App, router};
+use crate::mqtt::{self, MqttHandle};
 use crate::store::{FlushReport, Store, StoreError, StoreThreads};
+use crate::tls::TlsListener;
 
 #[derive(Debug)]
 pub struct Server;
@@ -20,6 +22,9 @@ pub struct Server;
 #[derive(Debug)]
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// Where gateways reach the embedded MQTT broker, when it is on.
+    pub mqtt_addr: Option<SocketAddr>,
+    mqtt: Option<MqttHandle>,
     pub store: Store,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
@@ -40,20 +45,51 @@ impl Server {
                 .map(|g| (g.token_sha256.clone(), g.id.clone()))
                 .collect(),
             rejects: Mutex::new(BTreeMap::new()),
+            tls_handshake_failures: Arc::default(),
+            mqtt_batches: Default::default(),
         });
+        // Certificate problems surface now, before anything listens.
+        let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let (shutdown, rx) = watch::channel(false);
         let mut http_rx = rx.clone();
+        let failures = app.tls_handshake_failures.clone();
+        let mqtt = if config.mqtt.enabled {
+            Some(
+                mqtt::start(
+                    &config.mqtt,
+                    tls.clone(),
+                    app.clone(),
+                    config.max_body_bytes,
+                    rx.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let routes = router(app, config.max_body_bytes);
-        let http = tokio::spawn(async move {
-            let serve = axum::serve(listener, routes).with_graceful_shutdown(async move {
-                let _ = http_rx.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                error!(error = %e, "HTTP server failed");
+        let stopped = async move {
+            let _ = http_rx.wait_for(|s| *s).await;
+        };
+        let http = match tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls, failures)?;
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, routes).with_graceful_shutdown(stopped);
+                    if let Err(e) = serve.await {
+                        error!(error = %e, "HTTPS server failed");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                let serve = axum::serve(listener, routes).with_graceful_shutdown(stopped);
+                if let Err(e) = serve.await {
+                    error!(error = %e, "HTTP server failed");
+                }
+            }),
+        };
         let interval = Duration::from_secs_f64(config.flush_interval);
         let timer_store = store.clone();
         let mut timer_rx = rx;
@@ -69,9 +105,11 @@ impl Server {
                 }
             }
         });
-        info!(%addr, data_dir = %config.data_dir.display(), "ingest listening");
+        info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "ingest listening");
         Ok(ServerHandle {
             addr,
+            mqtt_addr: mqtt.as_ref().map(|m| m.addr),
+            mqtt,
             store,
             shutdown,
             http,
@@ -85,10 +123,20 @@ impl ServerHandle {
     /// Stops accepting requests, flushes every acknowledged row to Parquet, stops the threads.
     pub async fn stop(self) -> Result<FlushReport, StoreError> {
         let _ = self.shutdown.send(true);
-        let _ = self.http.await;
-        let _ = self.timer.await;
-        let report = self.store.flush().await;
-        let ServerHandle { store, threads, .. } = self;
+        let ServerHandle {
+            store,
+            threads,
+            http,
+            timer,
+            mqtt,
+            ..
+        } = self;
+        let _ = http.await;
+        if let Some(m) = mqtt {
+            m.stop().await;
+        }
+        let _ = timer.await;
+        let report = store.flush().await;
         drop(store);
         // The HTTP handlers' clones of the store are gone with the server task; the writer
         // thread sees its channel close and ends, then the flusher.

@@ -225,3 +225,48 @@ fn meter_replacements_and_delta_limits() {
     let e = parse(&bad).unwrap_err().to_string();
     assert!(e.contains("new_reading"), "{e}");
 }
+
+#[test]
+fn forward_urls_keep_tokens_off_the_network_in_clear_text() {
+    let with = |url: &str, extra: &str| {
+        parse(&SITE.replace(
+            "url = \"http://127.0.0.1:9/api/v1/batches\"",
+            &format!("url = \"{url}\"\n{extra}"),
+        ))
+    };
+    let c = with(
+        "https://ingest.example:8443/api/v1/batches",
+        "ca_file = \"ca.pem\"",
+    )
+    .unwrap();
+    assert_eq!(c.forward.mode, ForwardMode::Http);
+    assert_eq!(
+        c.forward.ca_file.as_deref(),
+        Some(Path::new("/etc/jieneng/ca.pem"))
+    );
+    assert!(with("http://localhost:8080/api/v1/batches", "").is_ok());
+    assert!(with("http://[::1]:8080/api/v1/batches", "").is_ok());
+    let e = with("http://10.0.0.5:8080/api/v1/batches", "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("url") && e.contains("clear text"), "{e}");
+
+    let c = with("mqtts://ingest.example:8883", "mode = \"mqtt\"").unwrap();
+    assert_eq!(c.forward.mode, ForwardMode::Mqtt);
+    assert!(with("mqtt://127.0.0.1:1883", "mode = \"mqtt\"").is_ok());
+    let e = with("mqtt://10.0.0.5:1883", "mode = \"mqtt\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("clear text"), "{e}");
+    let e = with(
+        "https://ingest.example:8443/api/v1/batches",
+        "mode = \"mqtt\"",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("mqtts://"), "{e}");
+    let e = with("mqtts://ingest.example", "mode = \"mqtt\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("port"), "{e}");
+}
