@@ -171,6 +171,11 @@ pub async fn run(
     let sim = Simulation::start(meters, &data_dir.join("simulated-meters.json")).await?;
 
     let serve = ServeConfig {
+        tls: None,
+        mqtt: ingest::config::MqttSettings {
+            enabled: true,
+            listen: "127.0.0.1:0".parse()?,
+        },
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.clone(),
         flush_interval: 10.0,
@@ -240,6 +245,11 @@ pub async fn run(
         "  server    http://{} (POST /api/v1/batches, /healthz, /metrics)",
         server.addr
     );
+    if let Some(mqtt) = server.mqtt_addr {
+        println!(
+            "  mqtt      mqtt://{mqtt} (gateways may publish to jieneng/v1/<gateway>/batches)"
+        );
+    }
     println!(
         "  data      Parquet under {} (flushed every 10 s)",
         data_dir.join("readings").display()

@@ -67,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Demo { .. } => "warn,jieneng=info",
-        _ => "info",
+        // rumqttd logs every MQTT connection at INFO.
+        _ => "info,rumqttd=warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
