@@ -119,7 +119,11 @@ async fn mqtt_batches_are_stored_exactly_once_across_a_restart() -> anyhow::Resu
         .ok_or_else(|| anyhow::anyhow!("no broker"))?;
 
     // The gateway side: a spool and a forwarder in MQTT mode.
-    let (spool, _) = Spool::open(&dir.path().join("spool"), |_, _| {})?;
+    let (spool, _) = Spool::open(
+        &dir.path().join("spool"),
+        gateway::spool::SpoolLimits::default(),
+        |_, _| {},
+    )?;
     let spool = Arc::new(spool);
     for seq in 1..=4 {
         spool.append(&batch("gw-mqtt", seq)?)?;

@@ -70,7 +70,7 @@ fn spawn_forwarder(
     section: &ForwardSection,
     batches: &[Batch],
 ) -> anyhow::Result<Running> {
-    let (spool, _) = Spool::open(dir, |_, _| {})?;
+    let (spool, _) = Spool::open(dir, gateway::spool::SpoolLimits::default(), |_, _| {})?;
     for b in batches {
         spool.append(b)?;
     }
@@ -215,7 +215,11 @@ async fn mqtt_over_tls_with_the_servers_ca_only() -> anyhow::Result<()> {
 
     let mut outcomes = Vec::new();
     for (name, ca, seq) in [("right-ca", &pki.ca, 1), ("wrong-ca", &other.ca, 2)] {
-        let (spool, _) = Spool::open(&dir.path().join(name), |_, _| {})?;
+        let (spool, _) = Spool::open(
+            &dir.path().join(name),
+            gateway::spool::SpoolLimits::default(),
+            |_, _| {},
+        )?;
         spool.append(&batch(seq, 40)?)?;
         let spool = Arc::new(spool);
         let stats = Arc::new(ForwardStats::default());

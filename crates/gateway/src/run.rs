@@ -120,7 +120,7 @@ impl Gateway {
         let fwd_stats = Arc::new(ForwardStats::default());
         let forward = &self.config.forward;
         let client = http_client(forward)?;
-        let mqtt = match forward.mode {
+        let mqtt_link = match forward.mode {
             ForwardMode::Http => None,
             ForwardMode::Mqtt => {
                 let tls = forward
@@ -142,7 +142,7 @@ impl Gateway {
             token: self.config.token.clone(),
             spool: self.spool.clone(),
             stats: fwd_stats.clone(),
-            mqtt,
+            mqtt: mqtt_link,
             timeout: Duration::from_secs_f64(forward.timeout),
         };
         // The forwarder is told to stop only after the normalizer has spooled its last batch.
