@@ -521,3 +521,138 @@ pub(super) fn validate(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::GatewayConfig;
+
+    const HEAD: &str = r#"[gateway]
+id = "gw-test"
+spool_dir = "spool"
+
+[forward]
+url = "http://127.0.0.1:9/api/v1/batches"
+token = "0123456789abcdef0123"
+
+[[mqtt_source]]
+host = "broker.local"
+username = "gw"
+password = "secret-secret"
+"#;
+
+    fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::parse("site.toml", text, Some(Path::new("/etc/jieneng")))
+    }
+
+    fn device(extra: &str) -> String {
+        format!(
+            "{HEAD}\n[[mqtt_device]]\nmeter = \"plug\"\naccount = \"110108A001\"\ncategory = \"01\"\n\
+             item = \"01A10\"\ntopic = \"tele/plug/SENSOR\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn the_example_site_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gateway-site.toml");
+        let c = GatewayConfig::load(&path).unwrap();
+        assert_eq!(c.mqtt.sources.len(), 1);
+        assert_eq!(c.mqtt.devices.len(), 3);
+        assert_eq!(c.mqtt.devices[1].channel.as_deref(), Some("switch:0"));
+        assert_eq!(c.mqtt.devices[1].interval, Duration::from_secs(60));
+        assert!(matches!(
+            c.mqtt.devices[2].firmware,
+            Firmware::JsonMapping(_)
+        ));
+        assert_eq!(c.mqtt.broker.as_ref().unwrap().users.len(), 2);
+        assert!(!c.devices.is_empty(), "Modbus devices are still there");
+    }
+
+    #[test]
+    fn defaults_fill_in_a_source_and_a_device() {
+        let c = parse(&device("firmware = { type = \"tasmota\" }\n")).unwrap();
+        let s = &c.mqtt.sources[0];
+        assert_eq!(s.name, "default");
+        assert_eq!(s.port, 1883);
+        assert_eq!(s.client_id, "jieneng-gw-test-default");
+        assert_eq!(
+            s.credentials,
+            Some(("gw".to_owned(), "secret-secret".to_owned()))
+        );
+        let d = &c.mqtt.devices[0];
+        assert_eq!(d.source, 0);
+        assert_eq!(d.interval, Duration::from_secs(300));
+        assert!(d.device_time);
+        let Firmware::Tasmota { utc_offset } = d.firmware else {
+            panic!("{:?}", d.firmware)
+        };
+        assert_eq!(utc_offset.local_minus_utc(), 8 * 3600);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let cases = [
+            (
+                device("firmware = { type = \"tasmota\", utc_offset = \"Beijing\" }\n"),
+                "mqtt_device[0].firmware.utc_offset",
+            ),
+            (
+                device("firmware = { type = \"tasmota\" }\nsource = \"nowhere\"\n"),
+                "mqtt_device[0].source",
+            ),
+            (
+                device("firmware = { type = \"tasmota\" }\nitem = \"02A10\"\n").replace(
+                    "item = \"01A10\"\ntopic = \"tele/plug/SENSOR\"\n",
+                    "topic = \"tele/plug/SENSOR\"\n",
+                ),
+                "mqtt_device[0].item",
+            ),
+            (
+                device("firmware = { type = \"shelly\" }\n")
+                    .replace("tele/plug/SENSOR", "tele/#/SENSOR"),
+                "mqtt_device[0].topic",
+            ),
+            (
+                device("firmware = { type = \"sparkplug\", metrics = [] }\n"),
+                "mqtt_device[0].topic",
+            ),
+            (
+                device(
+                    "firmware = { type = \"sparkplug\", metrics = [{ name = \"E\", quantity = \"energy_import\", unit = \"W\" }] }\n",
+                )
+                .replace("tele/plug/SENSOR", "spBv1.0/g/+/e"),
+                "mqtt_device[0].firmware.metrics",
+            ),
+            (
+                format!("{HEAD}\n[mqtt_broker]\nlisten = \"127.0.0.1:1883\"\nusers = {{}}\n"),
+                "mqtt_broker.users",
+            ),
+            (
+                HEAD.replace("password = \"secret-secret\"\n", ""),
+                "mqtt_source[0].username",
+            ),
+        ];
+        for (text, key) in cases {
+            match parse(&text) {
+                Err(ConfigError::Invalid { key: k, line, .. }) => {
+                    assert!(k.starts_with(key), "{k} is not {key}");
+                    let at = text.lines().nth(line - 1).unwrap_or("");
+                    assert!(
+                        at.starts_with('[') || at.contains('='),
+                        "line {line} ({at:?}) for {key}"
+                    );
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        // Unknown keys are refused by the parser, with their position.
+        let e = parse(&device(
+            "firmware = { type = \"tasmota\" }\ncolour = \"red\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+}
