@@ -44,11 +44,32 @@ pub struct Mosquitto {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// The CA of the broker's certificate, when it listens with TLS.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Mosquitto {
     /// Starts mosquitto on a free loopback port with one user, config and password file in `dir`.
     pub fn start(dir: &Path, user: &str, password: &str) -> anyhow::Result<Self> {
+        Self::start_with(dir, user, password, None)
+    }
+
+    /// The same, listening with TLS only: the server certificate and key from `pki`.
+    pub fn start_tls(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        pki: &crate::certs::TestPki,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(dir, user, password, Some(pki))
+    }
+
+    fn start_with(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        pki: Option<&crate::certs::TestPki>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let passwd = dir.join("mosquitto.passwd");
         let out = Command::new(tool("mosquitto_passwd")?)
@@ -62,14 +83,20 @@ impl Mosquitto {
             String::from_utf8_lossy(&out.stderr)
         );
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-                 persistence false\nmax_queued_messages 10000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-                passwd.display()
-            ),
-        )?;
+        let mut text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             persistence false\nmax_queued_messages 10000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+            passwd.display()
+        );
+        if let Some(p) = pki {
+            text.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                p.ca.display(),
+                p.cert.display(),
+                p.key.display()
+            ));
+        }
+        std::fs::write(&conf, text)?;
         let child = Command::new(tool("mosquitto")?)
             .arg("-c")
             .arg(&conf)
@@ -81,9 +108,32 @@ impl Mosquitto {
             port,
             user: user.to_owned(),
             password: password.to_owned(),
+            ca: pki.map(|p| p.ca.clone()),
         };
         wait_for_port(port, Duration::from_secs(10))?;
         Ok(m)
+    }
+
+    /// Publishes one message as this broker's user (over TLS when it listens with TLS).
+    pub fn publish(&self, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let mut extra = Vec::new();
+        if let Some(ca) = &self.ca {
+            // The CA is checked; the host name is not (mosquitto_pub's check of an IP address
+            // SAN varies by version, and this only tests the gateway's side).
+            extra = vec![
+                "--cafile".to_owned(),
+                ca.display().to_string(),
+                "--insecure".to_owned(),
+            ];
+        }
+        publish_args(
+            self.port,
+            &self.user,
+            &self.password,
+            topic,
+            payload,
+            &extra,
+        )
     }
 }
 
@@ -103,10 +153,22 @@ pub fn publish(
     topic: &str,
     payload: &[u8],
 ) -> anyhow::Result<()> {
+    publish_args(port, user, password, topic, payload, &[])
+}
+
+fn publish_args(
+    port: u16,
+    user: &str,
+    password: &str,
+    topic: &str,
+    payload: &[u8],
+    extra: &[String],
+) -> anyhow::Result<()> {
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), payload)?;
     let out = Command::new(tool("mosquitto_pub")?)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(extra)
         .args(["-u", user, "-P", password, "-t", topic, "-f"])
         .arg(file.path())
         .output()?;
