@@ -2,9 +2,12 @@
 //! in one place for ingest and query) and the reports energy officers and the statistics system
 //! read. Data enters as Parquet files under the data directory; it leaves as report rows.
 
+pub mod accounts;
 pub mod report;
+pub mod sample;
 pub mod savings;
 pub mod storage;
 
-pub use report::{ConsumptionRow, Query, QueryError};
+pub use accounts::Account;
+pub use report::{ConsumptionRow, Query, QueryError, Reports};
 pub use storage::{StoredReading, readings_schema};

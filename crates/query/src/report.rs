@@ -1,5 +1,20 @@
 //! Consumption reports: energy per account, category and item over a period, with standard
 //! coal and carbon.
+//!
+//! [`Query::consumption`] is the flat sum of stored readings; the modules below build the
+//! reports people and the statistics system read ([`Reports`]): the item tree with the
+//! unmetered remainder, 同比/环比 and indicators ([`consumption`]), carbon with the factors used
+//! ([`carbon`]), their CSV ([`csv`]), over periods in Beijing time ([`period`]) and account
+//! scopes ([`scope`]).
+
+pub mod carbon;
+pub mod consumption;
+pub mod csv;
+pub mod period;
+pub mod scope;
+pub mod source;
+
+pub use source::Reports;
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +58,7 @@ pub struct Query {
     data_dir: PathBuf,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms).single().map_or_else(
         || "1970-01-01T00:00:00Z".into(),
         |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -1,0 +1,379 @@
+//! The consumption report: per account, period and category, the total, the item and sub-item
+//! tree (ItemCatalog parents), the unmetered remainder (缺口量 = main meters − sub-meters, shown
+//! even when it is zero or negative), month-on-month (环比) and year-on-year (同比), and the
+//! public-institution indicators kgce/m², kgce/person and water m³/person.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{Months, NaiveDate};
+use reading_model::{AccountCode, Category, EnergyCode, ItemCatalog};
+use serde::Serialize;
+
+use super::period::{Granularity, local_midnight_ms};
+use super::scope::Filter;
+use super::source::{MeterSum, Relations, Reports};
+use crate::report::QueryError;
+
+/// What a row of the item tree is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    /// The category total: the main meters, or the sum of the items where there is none.
+    Total,
+    /// Main meters minus their sub-meters (缺口量).
+    Unmetered,
+    /// An item measured by its own meters.
+    Item,
+    /// An item with no meter of its own: the sum of its sub-items.
+    Subtotal,
+}
+
+impl RowKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::Unmetered => "unmetered",
+            Self::Item => "item",
+            Self::Subtotal => "subtotal",
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemRow {
+    pub account: String,
+    pub period: String,
+    pub category: String,
+    pub item: String,
+    /// 0 category, 1 分项, 2 一级子项, 3 二级子项.
+    pub level: u8,
+    pub kind: RowKind,
+    pub name_zh: String,
+    pub name_en: String,
+    pub unit: String,
+    pub consumption: f64,
+    pub kgce: f64,
+    pub kgco2e: f64,
+    /// The period before (环比), for days and months.
+    pub previous: Option<f64>,
+    pub mom_pct: Option<f64>,
+    /// The same period a year before (同比).
+    pub year_before: Option<f64>,
+    pub yoy_pct: Option<f64>,
+}
+
+/// The indicators of one account in one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndicatorRow {
+    pub account: String,
+    pub name_zh: String,
+    pub period: String,
+    /// All energy categories' totals in standard coal (water is a resource, not energy).
+    pub kgce: f64,
+    pub floor_area_m2: Option<f64>,
+    pub headcount: Option<u32>,
+    pub kgce_per_m2: Option<f64>,
+    pub kgce_per_person: Option<f64>,
+    pub water_m3: Option<f64>,
+    pub water_m3_per_person: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsumptionReport {
+    pub from: NaiveDate,
+    /// The day after the last.
+    pub to: NaiveDate,
+    pub granularity: Granularity,
+    pub rows: Vec<ItemRow>,
+    pub indicators: Vec<IndicatorRow>,
+}
+
+/// Local dates `[from, to)`; periods should start at `from` (a month report from the 1st).
+#[derive(Debug, Clone)]
+pub struct ConsumptionRequest {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub granularity: Granularity,
+    pub filters: Vec<Filter>,
+    pub category: Option<Category>,
+}
+
+/// Rounds away the last bits of summation order, which differs between runs.
+pub(crate) fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn pct(cur: f64, prev: Option<f64>) -> Option<f64> {
+    let p = prev?;
+    (p != 0.0).then(|| ((cur - p) / p * 10_000.0).round() / 100.0)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Amount {
+    consumption: f64,
+    kgce: f64,
+    kgco2e: f64,
+}
+
+impl Amount {
+    fn of(s: &MeterSum) -> Self {
+        Self {
+            consumption: s.consumption,
+            kgce: s.kgce,
+            kgco2e: s.kgco2e,
+        }
+    }
+    fn add(&mut self, o: Amount) {
+        self.consumption += o.consumption;
+        self.kgce += o.kgce;
+        self.kgco2e += o.kgco2e;
+    }
+    fn minus(self, o: Amount) -> Amount {
+        Amount {
+            consumption: self.consumption - o.consumption,
+            kgce: self.kgce - o.kgce,
+            kgco2e: self.kgco2e - o.kgco2e,
+        }
+    }
+}
+
+/// The tree of one (account, period, category, unit): (item, kind, amount).
+fn tree(
+    category: Category,
+    sums: &[&MeterSum],
+    rel: &Relations,
+) -> Vec<(EnergyCode, RowKind, Amount)> {
+    let total_code = category.total_code();
+    let mains: BTreeSet<_> = rel.mains.iter().collect();
+    let subs: BTreeSet<_> = rel.subs.iter().collect();
+    let mut main_total: Option<Amount> = None;
+    let mut sub_total = Amount::default();
+    let mut has_sub = false;
+    let mut measured: BTreeMap<EnergyCode, Amount> = BTreeMap::new();
+    for s in sums {
+        if mains.contains(&s.meter) {
+            main_total.get_or_insert_default().add(Amount::of(s));
+            continue;
+        }
+        measured.entry(s.item).or_default().add(Amount::of(s));
+        if subs.contains(&s.meter) {
+            has_sub = true;
+            sub_total.add(Amount::of(s));
+        }
+    }
+    // Every measured item and its ancestors below the category total.
+    let mut nodes: BTreeSet<EnergyCode> = BTreeSet::new();
+    for code in measured.keys() {
+        let mut cur = Some(*code);
+        while let Some(c) = cur {
+            if c.level() == 0 {
+                break;
+            }
+            nodes.insert(c);
+            cur = c.parent();
+        }
+    }
+    fn value(
+        c: EnergyCode,
+        nodes: &BTreeSet<EnergyCode>,
+        measured: &BTreeMap<EnergyCode, Amount>,
+    ) -> Amount {
+        if let Some(a) = measured.get(&c) {
+            return *a;
+        }
+        let mut a = Amount::default();
+        for child in nodes.iter().filter(|n| n.parent() == Some(c)) {
+            a.add(value(*child, nodes, measured));
+        }
+        a
+    }
+    let mut out = Vec::new();
+    let mut top = Amount::default();
+    for &n in &nodes {
+        let a = value(n, &nodes, &measured);
+        if n.level() == 1 {
+            top.add(a);
+        }
+        let kind = if measured.contains_key(&n) {
+            RowKind::Item
+        } else {
+            RowKind::Subtotal
+        };
+        out.push((n, kind, a));
+    }
+    // A meter on the total item that is not a main meter (only with configured relations).
+    if let Some(a) = measured.get(&total_code) {
+        top.add(*a);
+        out.push((total_code, RowKind::Item, *a));
+    }
+    match main_total {
+        Some(main) => {
+            out.push((total_code, RowKind::Total, main));
+            if has_sub {
+                out.push((total_code, RowKind::Unmetered, main.minus(sub_total)));
+            }
+        }
+        None if !out.is_empty() => out.push((total_code, RowKind::Subtotal, top)),
+        None => {}
+    }
+    out
+}
+
+impl Reports {
+    pub async fn consumption_report(
+        &self,
+        req: &ConsumptionRequest,
+    ) -> Result<ConsumptionReport, QueryError> {
+        let g = req.granularity;
+        let first = g.start(req.from);
+        // A year more, for 同比 of the first periods.
+        let fetch_from = first.checked_sub_months(Months::new(12)).unwrap_or(first);
+        let mut sums = self
+            .meter_sums(
+                local_midnight_ms(fetch_from),
+                local_midnight_ms(req.to),
+                g,
+                &req.filters,
+            )
+            .await?;
+        if let Some(c) = req.category {
+            sums.retain(|s| s.category == c);
+        }
+        let mut groups: BTreeMap<(AccountCode, NaiveDate, Category, String), Vec<&MeterSum>> =
+            BTreeMap::new();
+        for s in &sums {
+            groups
+                .entry((s.account.clone(), s.period, s.category, s.unit.clone()))
+                .or_default()
+                .push(s);
+        }
+        let catalog = ItemCatalog::builtin();
+        type Key = (
+            AccountCode,
+            NaiveDate,
+            Category,
+            String,
+            EnergyCode,
+            RowKind,
+        );
+        let mut all: BTreeMap<Key, Amount> = BTreeMap::new();
+        for ((account, period, category, unit), group) in &groups {
+            // Relations are decided over the whole range, so a meter that is silent in one
+            // period keeps its role.
+            let all_of_category: Vec<&MeterSum> = sums
+                .iter()
+                .filter(|s| &s.account == account && s.category == *category)
+                .collect();
+            let rel = self.relations(account, *category, &all_of_category);
+            for (item, kind, amount) in tree(*category, group, &rel) {
+                all.insert(
+                    (
+                        account.clone(),
+                        *period,
+                        *category,
+                        unit.clone(),
+                        item,
+                        kind,
+                    ),
+                    amount,
+                );
+            }
+        }
+        let mut rows = Vec::new();
+        let mut indicators: BTreeMap<(AccountCode, NaiveDate), (f64, Option<f64>)> =
+            BTreeMap::new();
+        for ((account, period, category, unit, item, kind), a) in &all {
+            if *period < first {
+                continue;
+            }
+            let at = |p: Option<NaiveDate>| {
+                let p = p?;
+                all.get(&(account.clone(), p, *category, unit.clone(), *item, *kind))
+                    .map(|a| round6(a.consumption))
+            };
+            let previous = at(g.previous(*period));
+            let year_before = at(g.year_before(*period));
+            let consumption = round6(a.consumption);
+            let (name_zh, name_en) = match kind {
+                RowKind::Unmetered => ("缺口量(未分项计量)", "unmetered remainder"),
+                _ => catalog.name(item),
+            };
+            rows.push(ItemRow {
+                account: account.to_string(),
+                period: g.label(*period),
+                category: category.code().to_owned(),
+                item: item.as_str().to_owned(),
+                level: item.level(),
+                kind: *kind,
+                name_zh: name_zh.to_owned(),
+                name_en: name_en.to_owned(),
+                unit: unit.clone(),
+                consumption,
+                kgce: round6(a.kgce),
+                kgco2e: round6(a.kgco2e),
+                previous,
+                mom_pct: pct(consumption, previous),
+                year_before,
+                yoy_pct: pct(consumption, year_before),
+            });
+            let is_total = matches!(kind, RowKind::Total)
+                || (matches!(kind, RowKind::Subtotal) && item.level() == 0);
+            if is_total {
+                let e = indicators
+                    .entry((account.clone(), *period))
+                    .or_insert((0.0, None));
+                if *category == Category::Water {
+                    *e.1.get_or_insert(0.0) += a.consumption;
+                } else {
+                    e.0 += a.kgce;
+                }
+            }
+        }
+        rows.sort_by(|a, b| {
+            (
+                &a.account,
+                &a.period,
+                &a.category,
+                a.kind == RowKind::Item || a.kind == RowKind::Subtotal,
+                &a.item,
+                a.kind,
+            )
+                .cmp(&(
+                    &b.account,
+                    &b.period,
+                    &b.category,
+                    b.kind == RowKind::Item || b.kind == RowKind::Subtotal,
+                    &b.item,
+                    b.kind,
+                ))
+        });
+        let indicators = indicators
+            .into_iter()
+            .map(|((account, period), (kgce, water))| {
+                let info = self.account(&account);
+                let area = info.and_then(|a| a.floor_area_m2);
+                let people = info.and_then(|a| a.headcount).map(f64::from);
+                IndicatorRow {
+                    name_zh: info.map(|a| a.name_zh.clone()).unwrap_or_default(),
+                    account: account.to_string(),
+                    period: g.label(period),
+                    kgce: round6(kgce),
+                    floor_area_m2: area,
+                    headcount: info.and_then(|a| a.headcount),
+                    kgce_per_m2: area.map(|m2| round6(kgce / m2)),
+                    kgce_per_person: people.map(|p| round6(kgce / p)),
+                    water_m3: water.map(round6),
+                    water_m3_per_person: water.zip(people).map(|(w, p)| round6(w / p)),
+                }
+            })
+            .collect();
+        Ok(ConsumptionReport {
+            from: req.from,
+            to: req.to,
+            granularity: g,
+            rows,
+            indicators,
+        })
+    }
+}

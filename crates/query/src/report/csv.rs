@@ -1,0 +1,132 @@
+//! CSV of the reports (RFC 4180: comma-separated, quoted where needed, `\n` line ends). Numbers
+//! are printed in Rust's shortest round-trip form; an absent value is an empty field.
+
+use super::carbon::{CarbonRow, FactorUsed};
+use super::consumption::{IndicatorRow, ItemRow};
+
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn num(x: Option<f64>) -> String {
+    x.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn line(out: &mut String, fields: &[String]) {
+    let cells: Vec<String> = fields.iter().map(|f| field(f)).collect();
+    out.push_str(&cells.join(","));
+    out.push('\n');
+}
+
+pub const ITEM_HEADER: &str = "account,period,category,item,level,kind,name_zh,name_en,unit,consumption,kgce,kgco2e,previous,mom_pct,year_before,yoy_pct";
+
+pub fn items(rows: &[ItemRow]) -> String {
+    let mut out = format!("{ITEM_HEADER}\n");
+    for r in rows {
+        line(
+            &mut out,
+            &[
+                r.account.clone(),
+                r.period.clone(),
+                r.category.clone(),
+                r.item.clone(),
+                r.level.to_string(),
+                r.kind.name().to_owned(),
+                r.name_zh.clone(),
+                r.name_en.clone(),
+                r.unit.clone(),
+                r.consumption.to_string(),
+                r.kgce.to_string(),
+                r.kgco2e.to_string(),
+                num(r.previous),
+                num(r.mom_pct),
+                num(r.year_before),
+                num(r.yoy_pct),
+            ],
+        );
+    }
+    out
+}
+
+pub const INDICATOR_HEADER: &str = "account,name_zh,period,kgce,floor_area_m2,headcount,kgce_per_m2,kgce_per_person,water_m3,water_m3_per_person";
+
+pub fn indicators(rows: &[IndicatorRow]) -> String {
+    let mut out = format!("{INDICATOR_HEADER}\n");
+    for r in rows {
+        line(
+            &mut out,
+            &[
+                r.account.clone(),
+                r.name_zh.clone(),
+                r.period.clone(),
+                r.kgce.to_string(),
+                num(r.floor_area_m2),
+                r.headcount.map(|h| h.to_string()).unwrap_or_default(),
+                num(r.kgce_per_m2),
+                num(r.kgce_per_person),
+                num(r.water_m3),
+                num(r.water_m3_per_person),
+            ],
+        );
+    }
+    out
+}
+
+pub const CARBON_HEADER: &str = "account,region,period,category,category_zh,unit,consumption,kgce,coal_factor_id,coal_factor_value,coal_factor_source,coal_factor_year,kgco2e,carbon_factor_id,carbon_factor_value,carbon_factor_source,carbon_factor_year,carbon_factor_verified,accounts";
+
+fn factor_fields(f: Option<&FactorUsed>) -> [String; 4] {
+    match f {
+        Some(f) => [
+            f.id.clone(),
+            num(f.value),
+            f.source.clone().unwrap_or_default(),
+            f.year.map(|y| y.to_string()).unwrap_or_default(),
+        ],
+        None => Default::default(),
+    }
+}
+
+pub fn carbon(rows: &[CarbonRow]) -> String {
+    let mut out = format!("{CARBON_HEADER}\n");
+    for r in rows {
+        let mut cells = vec![
+            r.account.clone().unwrap_or_default(),
+            r.region.clone(),
+            r.period.clone(),
+            r.category.clone(),
+            r.category_zh.clone(),
+            r.unit.clone(),
+            r.consumption.to_string(),
+            num(r.kgce),
+        ];
+        cells.extend(factor_fields(r.coal_factor.as_ref()));
+        cells.push(num(r.kgco2e));
+        cells.extend(factor_fields(r.carbon_factor.as_ref()));
+        cells.push(
+            r.carbon_factor
+                .as_ref()
+                .and_then(|f| f.verified)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+        cells.push(r.accounts.to_string());
+        line(&mut out, &cells);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_where_needed() {
+        assert_eq!(field("海淀"), "海淀");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"x\""), "\"say \"\"x\"\"\"");
+    }
+}
