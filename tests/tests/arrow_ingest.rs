@@ -36,6 +36,8 @@ async fn pyarrow_client_batches_round_trip_and_bad_bodies_are_refused() -> anyho
             id: GatewayId::parse("gw-py")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     let base = format!("http://{}", server.addr);

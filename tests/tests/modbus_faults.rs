@@ -140,6 +140,8 @@ async fn exceptions_silence_and_dropped_connections() -> anyhow::Result<()> {
             id: GatewayId::parse("gw-faults")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     // max_gap = 0 keeps energy (0x0048) and power (0x0034) in separate requests, so the

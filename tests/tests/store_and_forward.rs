@@ -76,6 +76,8 @@ async fn ingest_down_and_gateway_restarted_nothing_lost_nothing_doubled() -> any
             id: GatewayId::parse("gw-saf")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -205,6 +207,8 @@ async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<
             id: GatewayId::parse("gw-full")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     // The spool drains; then the first batch spooled after it has room carries a delta that

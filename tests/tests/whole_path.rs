@@ -69,6 +69,8 @@ async fn meters_to_parquet_energy_is_exact() -> anyhow::Result<()> {
             id: GatewayId::parse("gw-test")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
 

@@ -127,6 +127,8 @@ async fn main() -> anyhow::Result<()> {
                 })
             })
             .collect::<anyhow::Result<_>>()?,
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&config).await?;
     let url = format!("http://{}/api/v1/batches", server.addr);

@@ -70,6 +70,12 @@ pub struct ServeConfig {
     pub mqtt: MqttSettings,
     #[serde(default)]
     pub gateway: Vec<GatewayAuth>,
+    /// Who each 分户 account is and how its meters nest (`query::accounts`).
+    #[serde(default)]
+    pub account: Vec<query::Account>,
+    /// API keys of people and systems (`crate::api::access`), apart from gateway tokens.
+    #[serde(default)]
+    pub api_key: Vec<crate::api::access::ApiKeyConfig>,
 }
 
 /// `[mqtt]`: the embedded broker gateways may publish batches to.
@@ -179,6 +185,7 @@ impl ServeConfig {
                 }
             }
         }
+        check_accounts_and_keys(file, text, &c)?;
         for (i, g) in c.gateway.iter().enumerate() {
             if g.token_sha256.len() != 64
                 || !g
@@ -196,6 +203,56 @@ impl ServeConfig {
     }
 }
 
+/// Checks `[[account]]` and `[[api_key]]` entries; errors name the file, the entry's line and
+/// the key.
+fn check_accounts_and_keys(file: &str, text: &str, c: &ServeConfig) -> Result<(), ConfigError> {
+    /// Only the spans of the entries, to name their lines.
+    #[derive(Deserialize)]
+    struct Spans {
+        #[serde(default)]
+        account: Vec<toml::Spanned<toml::Value>>,
+        #[serde(default)]
+        api_key: Vec<toml::Spanned<toml::Value>>,
+    }
+    let spans: Spans = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        file: file.to_owned(),
+        message: e.to_string(),
+    })?;
+    let line = |s: Option<&toml::Spanned<toml::Value>>| {
+        let at = s.map_or(0, |s| s.span().start).min(text.len());
+        text.as_bytes()[..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    };
+    let invalid = |line: usize, message: String| ConfigError::Invalid {
+        file: format!("{file}:{line}"),
+        message,
+    };
+    if let Err((i, e)) = query::accounts::validate_accounts(&c.account) {
+        return Err(invalid(line(spans.account.get(i)), e.to_string()));
+    }
+    for (i, k) in c.api_key.iter().enumerate() {
+        if let Err((key, message)) = k.validate() {
+            return Err(invalid(
+                line(spans.api_key.get(i)),
+                format!("api_key[{i}].{key} ({}): {message}", k.name),
+            ));
+        }
+        if c.gateway.iter().any(|g| g.token_sha256 == k.key_sha256) {
+            return Err(invalid(
+                line(spans.api_key.get(i)),
+                format!(
+                    "api_key[{i}] ({}): the same secret as a gateway token; keep them apart",
+                    k.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +262,12 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/server.toml");
         let c = ServeConfig::load(&p).unwrap();
         assert_eq!(c.gateway.len(), 1);
+        assert_eq!(c.account.len(), 1);
+        assert_eq!(c.account[0].main_meter[0].sub_meters.len(), 2);
+        assert_eq!(
+            c.api_key[0].key_sha256,
+            token_hash("change-me-haidian-officer-key")
+        );
         assert_eq!(
             c.gateway[0].token_sha256,
             token_hash("change-me-gw-haidian-01-token")

@@ -7,6 +7,7 @@
 //! (published atomically), after which their WAL segments are deleted. On start the WAL is
 //! replayed, so nothing acknowledged is lost to a crash.
 
+pub mod api;
 pub mod config;
 pub mod decode;
 pub mod http;

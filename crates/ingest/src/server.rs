@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use crate::api;
 use crate::config::ServeConfig;
 use crate::http::{App, router};
 use crate::mqtt::{self, MqttHandle};
@@ -69,7 +70,8 @@ impl Server {
         } else {
             None
         };
-        let routes = router(app, config.max_body_bytes);
+        let routes = router(app.clone(), config.max_body_bytes)
+            .merge(api::router(Arc::new(api::Api::from_config(config, app)?)));
         let stopped = async move {
             let _ = http_rx.wait_for(|s| *s).await;
         };

@@ -186,14 +186,23 @@ pub fn accounts() -> Vec<Account> {
     list().unwrap_or_default()
 }
 
-/// Writes the dataset under `data_dir` (one Parquet file per UTC date) and returns the rows
-/// written.
+/// Writes the whole dataset under `data_dir` (one Parquet file per UTC date) and returns the
+/// rows written.
 pub fn write(data_dir: &Path) -> Result<usize, SampleError> {
+    write_days(data_dir, first_day(), end_day())
+}
+
+/// Writes the local days `[from, to)` of the dataset (clamped to its range); the values of a
+/// day are the same whichever range is written.
+pub fn write_days(data_dir: &Path, from: NaiveDate, to: NaiveDate) -> Result<usize, SampleError> {
     let tables = FactorTables::builtin().map_err(err)?;
     let sel = FactorSelection::default();
     let gateway = GatewayId::parse("gw-sample").map_err(err)?;
     let mut by_date: std::collections::BTreeMap<String, Vec<StoredReading>> = Default::default();
-    let days = (end_day() - first_day()).num_days() as u32;
+    let index = |d: NaiveDate| {
+        u32::try_from((d.clamp(first_day(), end_day()) - first_day()).num_days()).unwrap_or(0)
+    };
+    let (first, last) = (index(from), index(to));
     let mut all_meters: Vec<(SampleMeter, Option<()>)> =
         METERS.iter().map(|m| (*m, None)).collect();
     // The office main meter is derived from the others.
@@ -217,7 +226,18 @@ pub fn write(data_dir: &Path) -> Result<usize, SampleError> {
             Category::Water => (Quantity::Volume, Unit::CubicMetre),
             _ => (Quantity::EnergyImport, Unit::KilowattHour),
         };
-        let mut total = 1_000.0;
+        // The counter's value at the first day written: what a meter would have read.
+        let mut total = 1_000.0
+            + (0..first)
+                .flat_map(|day| (0..4).map(move |slot| (day, slot)))
+                .map(|(day, slot)| {
+                    f64::from(if derived.is_some() {
+                        office_main_quarters(day, slot)
+                    } else {
+                        quarters(m, day, slot)
+                    }) / 4.0
+                })
+                .sum::<f64>();
         let start = local_midnight_ms(first_day());
         // The baseline reading at the first midnight has no delta.
         let mut push = |ts: i64, value: f64, delta: Option<f64>| {
@@ -254,8 +274,8 @@ pub fn write(data_dir: &Path) -> Result<usize, SampleError> {
                     reading,
                 });
         };
-        push(start, total, None);
-        for day in 0..days {
+        push(start + i64::from(first) * 86_400_000, total, None);
+        for day in first..last {
             for slot in 0..4 {
                 let q = if derived.is_some() {
                     office_main_quarters(day, slot)

@@ -267,3 +267,32 @@ async fn the_accounts_table_is_queryable_with_sql() {
     );
     assert!(!text.contains("110108D002"), "{text}");
 }
+
+#[tokio::test]
+async fn a_slice_of_the_dataset_has_the_same_values() {
+    let dir = tempfile::tempdir().unwrap();
+    sample::write_days(dir.path(), d(2026, 1, 1), d(2026, 2, 1)).unwrap();
+    let r = Reports::new(
+        Query::new(dir.path()),
+        sample::accounts(),
+        FactorTables::builtin().unwrap(),
+    );
+    let rows = r
+        .carbon(&CarbonRequest {
+            from: d(2025, 12, 1),
+            to: d(2026, 3, 1),
+            granularity: Granularity::Month,
+            filters: vec![Filter::Accounts(
+                [AccountCode::parse("110108A001").unwrap()].into(),
+            )],
+            category: None,
+            group_digits: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0].consumption,
+        hand_sum(sample::office_main_quarters, d(2026, 1, 1), d(2026, 2, 1))
+    );
+}

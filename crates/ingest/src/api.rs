@@ -1,0 +1,457 @@
+//! The read API for people and the statistics system: `GET /api/v1/consumption` (the item tree
+//! with the unmetered remainder, 同比/环比 and indicators), `GET /api/v1/carbon` (energy, kgce and
+//! kgCO2e with the factors used, paged), `GET /api/v1/accounts`, and `GET /api/v1/openapi.json`
+//! which documents every route (a test keeps it complete).
+//!
+//! Callers authenticate with an API key (`Authorization: Bearer <key>`, [`access`]); gateway
+//! batch tokens are not API keys and API keys cannot post batches. Answers are JSON, or CSV with
+//! `?format=csv` or `Accept: text/csv`. Errors are JSON `{"error", "reason"}`: 400 `bad_request`,
+//! 401 `unauthenticated`, 403 `forbidden`, 406 `not_acceptable`, 500 `internal`; each is counted
+//! in `/metrics` (`jieneng_rejects_total{reason="api_…"}`).
+
+pub mod access;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::NaiveDate;
+use query::Reports;
+use query::report::carbon::CarbonRequest;
+use query::report::consumption::ConsumptionRequest;
+use query::report::csv;
+use query::report::period::Granularity;
+use query::report::scope::{Filter, Region};
+use reading_model::{AccountCode, Category};
+use serde::Deserialize;
+use serde_json::json;
+
+use self::access::{Action, Caller, Keys};
+use crate::config::token_hash;
+use crate::http::App;
+
+/// The OpenAPI 3.1 description of the whole HTTP API, hand-written.
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
+/// Largest page of carbon rows.
+const MAX_LIMIT: usize = 10_000;
+const DEFAULT_LIMIT: usize = 1_000;
+/// Longest report range, days: a bound on the work one request can ask for.
+const MAX_DAYS: i64 = 3_700;
+
+/// State of the read API.
+#[derive(Debug)]
+pub struct Api {
+    pub reports: Reports,
+    pub keys: Keys,
+    /// The batch API's state: refusals are counted in its `rejects`, so `/metrics` shows both.
+    pub app: Arc<App>,
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/consumption", get(consumption))
+        .route("/api/v1/carbon", get(carbon))
+        .route("/api/v1/accounts", get(accounts))
+        .route("/api/v1/openapi.json", get(openapi))
+        .with_state(api)
+}
+
+/// A refused request: status, reason and a message that names the problem.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({ "error": self.message, "reason": self.reason })),
+        )
+            .into_response()
+    }
+}
+
+impl Api {
+    /// The read API of a server config: its accounts, its API keys, the built-in factor tables.
+    pub fn from_config(
+        config: &crate::config::ServeConfig,
+        app: Arc<App>,
+    ) -> Result<Self, reading_model::FactorError> {
+        Ok(Self {
+            reports: Reports::new(
+                query::Query::new(&config.data_dir),
+                config.account.clone(),
+                reading_model::FactorTables::builtin()?,
+            ),
+            keys: Keys::new(&config.api_key),
+            app,
+        })
+    }
+
+    fn refuse(&self, status: StatusCode, reason: &'static str, message: String) -> Refusal {
+        let counter = match reason {
+            "unauthenticated" => "api_unauthenticated",
+            "forbidden" => "api_forbidden",
+            "bad_request" => "api_bad_request",
+            "not_acceptable" => "api_not_acceptable",
+            _ => "api_internal",
+        };
+        *self
+            .app
+            .rejects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(counter)
+            .or_default() += 1;
+        tracing::debug!(reason, %message, "API request refused");
+        Refusal {
+            status,
+            reason,
+            message,
+        }
+    }
+
+    fn bad(&self, message: String) -> Refusal {
+        self.refuse(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn authorize(&self, headers: &HeaderMap, action: Action) -> Result<Caller, Refusal> {
+        let key = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                self.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "missing Authorization: Bearer <API key>".into(),
+                )
+            })?;
+        let caller = self
+            .keys
+            .get(&token_hash(key.trim()))
+            .cloned()
+            .ok_or_else(|| {
+                self.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "unknown API key (gateway tokens are not API keys)".into(),
+                )
+            })?;
+        if !caller.may(action) {
+            return Err(self.refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("role {} may not {action:?}", caller.role.name()),
+            ));
+        }
+        Ok(caller)
+    }
+
+    /// The request's account and region filters, checked against and narrowed to the scope.
+    fn filters(
+        &self,
+        caller: &Caller,
+        account: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Vec<Filter>, Refusal> {
+        let mut filters = Vec::new();
+        if let Some(list) = account {
+            let mut set = BTreeSet::new();
+            for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                let code = AccountCode::parse(a).map_err(|e| self.bad(format!("account: {e}")))?;
+                if !caller.scope.contains(&code) {
+                    return Err(self.refuse(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!(
+                            "account {code} is outside the scope of key {:?}",
+                            caller.name
+                        ),
+                    ));
+                }
+                set.insert(code);
+            }
+            filters.push(Filter::Accounts(set));
+        }
+        if let Some(r) = region {
+            filters.push(Filter::Region(
+                Region::parse(r).map_err(|e| self.bad(e.to_string()))?,
+            ));
+        }
+        filters.extend(caller.scope.filter());
+        Ok(filters)
+    }
+
+    fn dates(&self, from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), Refusal> {
+        let parse = |k: &str, v: &str| {
+            NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map_err(|e| self.bad(format!("{k}={v:?}: expected YYYY-MM-DD ({e})")))
+        };
+        let (f, t) = (parse("from", from)?, parse("to", to)?);
+        if f >= t || (t - f).num_days() > MAX_DAYS {
+            return Err(self.bad(format!(
+                "from={f} to={t}: to must be after from and at most {MAX_DAYS} days later"
+            )));
+        }
+        Ok((f, t))
+    }
+
+    fn granularity(&self, g: Option<&str>) -> Result<Granularity, Refusal> {
+        g.map_or(Ok(Granularity::Month), |g| {
+            Granularity::parse(g)
+                .ok_or_else(|| self.bad(format!("granularity={g:?}: expected day, month or year")))
+        })
+    }
+
+    fn category(&self, c: Option<&str>) -> Result<Option<Category>, Refusal> {
+        c.map(|c| Category::parse(c).map_err(|e| self.bad(e.to_string())))
+            .transpose()
+    }
+
+    /// CSV when `format=csv` or `Accept` prefers text/csv; JSON otherwise.
+    fn wants_csv(&self, headers: &HeaderMap, format: Option<&str>) -> Result<bool, Refusal> {
+        match format {
+            Some("csv") => return Ok(true),
+            Some("json") => return Ok(false),
+            Some(f) => return Err(self.bad(format!("format={f:?}: expected json or csv"))),
+            None => {}
+        }
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("*/*");
+        let types: Vec<&str> = accept
+            .split(',')
+            .map(|t| t.split(';').next().unwrap_or("").trim())
+            .collect();
+        if types.contains(&"text/csv") {
+            Ok(true)
+        } else if types
+            .iter()
+            .any(|t| matches!(*t, "application/json" | "application/*" | "*/*"))
+        {
+            Ok(false)
+        } else {
+            Err(self.refuse(
+                StatusCode::NOT_ACCEPTABLE,
+                "not_acceptable",
+                format!("Accept: {accept}: this endpoint answers application/json or text/csv"),
+            ))
+        }
+    }
+
+    fn params<T>(&self, p: Result<Query<T>, QueryRejection>) -> Result<T, Refusal> {
+        p.map(|Query(t)| t)
+            .map_err(|e| self.bad(format!("query string: {}", e.body_text())))
+    }
+
+    /// Runs a report off the async workers: DataFusion's planning and decoding are CPU work.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, Refusal>
+    where
+        T: Send + 'static,
+        F: FnOnce(Reports) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, query::QueryError>>,
+    {
+        let reports = self.reports.clone();
+        let handle = tokio::runtime::Handle::current();
+        let out = tokio::task::spawn_blocking(move || handle.block_on(f(reports)))
+            .await
+            .map_err(|e| {
+                self.refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("report task failed: {e}"),
+                )
+            })?;
+        out.map_err(|e| {
+            tracing::error!(error = %e, "report failed");
+            self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })
+    }
+}
+
+fn csv_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumptionParams {
+    from: String,
+    to: String,
+    granularity: Option<String>,
+    account: Option<String>,
+    region: Option<String>,
+    category: Option<String>,
+    format: Option<String>,
+    /// For CSV: `items` (default) or `indicators`.
+    table: Option<String>,
+}
+
+async fn consumption(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    params: Result<Query<ConsumptionParams>, QueryRejection>,
+) -> Result<Response, Refusal> {
+    let caller = api.authorize(&headers, Action::ReadConsumption)?;
+    let p = api.params(params)?;
+    let (from, to) = api.dates(&p.from, &p.to)?;
+    let req = ConsumptionRequest {
+        from,
+        to,
+        granularity: api.granularity(p.granularity.as_deref())?,
+        filters: api.filters(&caller, p.account.as_deref(), p.region.as_deref())?,
+        category: api.category(p.category.as_deref())?,
+    };
+    let as_csv = api.wants_csv(&headers, p.format.as_deref())?;
+    let table = p.table.as_deref().unwrap_or("items");
+    if !matches!(table, "items" | "indicators") {
+        return Err(api.bad(format!("table={table:?}: expected items or indicators")));
+    }
+    let report = api
+        .run(move |r| async move { r.consumption_report(&req).await })
+        .await?;
+    Ok(if as_csv {
+        csv_response(match table {
+            "indicators" => csv::indicators(&report.indicators),
+            _ => csv::items(&report.rows),
+        })
+    } else {
+        axum::Json(report).into_response()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CarbonParams {
+    from: String,
+    to: String,
+    granularity: Option<String>,
+    account: Option<String>,
+    region: Option<String>,
+    category: Option<String>,
+    /// `account` (default), `county`, `city` or `province`.
+    group: Option<String>,
+    format: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn carbon(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    params: Result<Query<CarbonParams>, QueryRejection>,
+) -> Result<Response, Refusal> {
+    let caller = api.authorize(&headers, Action::ReadCarbon)?;
+    let p = api.params(params)?;
+    let (from, to) = api.dates(&p.from, &p.to)?;
+    let group_digits = match p.group.as_deref() {
+        None | Some("account") => None,
+        Some("county") => Some(6),
+        Some("city") => Some(4),
+        Some("province") => Some(2),
+        Some(g) => {
+            return Err(api.bad(format!(
+                "group={g:?}: expected account, county, city or province"
+            )));
+        }
+    };
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(api.bad(format!("limit={limit}: expected 1..={MAX_LIMIT}")));
+    }
+    let after = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            hex::decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| api.bad(format!("cursor={c:?}: not a cursor this API gave out")))
+        })
+        .transpose()?;
+    let granularity = api.granularity(p.granularity.as_deref())?;
+    let req = CarbonRequest {
+        from,
+        to,
+        granularity,
+        filters: api.filters(&caller, p.account.as_deref(), p.region.as_deref())?,
+        category: api.category(p.category.as_deref())?,
+        group_digits,
+    };
+    let as_csv = api.wants_csv(&headers, p.format.as_deref())?;
+    let rows = api
+        .run(move |r| async move { r.carbon(&req).await })
+        .await?;
+    let total = rows.len();
+    // Rows come sorted by key; a cursor is the last key of the page before, so pages stay
+    // consistent while new periods are added behind them.
+    let start = after
+        .as_deref()
+        .map_or(0, |k| rows.partition_point(|r| r.key().as_str() <= k));
+    let page: Vec<_> = rows.into_iter().skip(start).take(limit).collect();
+    let next = (start + page.len() < total)
+        .then(|| page.last().map(|r| hex::encode(r.key())))
+        .flatten();
+    if as_csv {
+        let mut resp = csv_response(csv::carbon(&page));
+        if let Some(n) = next.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+            resp.headers_mut().insert("x-next-cursor", n);
+        }
+        Ok(resp)
+    } else {
+        Ok(axum::Json(json!({
+            "from": from,
+            "to": to,
+            "granularity": granularity.name(),
+            "total": total,
+            "rows": page,
+            "next_cursor": next,
+        }))
+        .into_response())
+    }
+}
+
+async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, Refusal> {
+    let caller = api.authorize(&headers, Action::ReadAccounts)?;
+    let list: Vec<_> = api
+        .reports
+        .accounts()
+        .filter(|a| caller.scope.contains(&a.code))
+        .map(|a| {
+            json!({
+                "code": a.code,
+                "name_zh": a.name_zh,
+                "name_en": a.name_en,
+                "institution_type": a.institution_type,
+                "building_class": a.building_class().letter().to_string(),
+                "building_class_zh": a.building_class().name_zh(),
+                "division": a.code.division(),
+                "floor_area_m2": a.floor_area_m2,
+                "headcount": a.headcount,
+                "climate_zone": a.climate_zone,
+                "office_class": a.office_class,
+                "main_meter": a.main_meter,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "accounts": list })).into_response())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[cfg(test)]
+mod tests;
