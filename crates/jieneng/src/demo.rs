@@ -146,6 +146,53 @@ const METERS: &[DemoMeter] = &[
 ];
 
 const TOKEN: &str = "demo-gateway-token-not-for-production";
+/// The demo's admin API key, for trying the read API (`/api/v1/consumption`, `/carbon`).
+const ADMIN_KEY: &str = "demo-admin-key-not-for-production";
+
+/// The demo's accounts, as a server config would list them. Floor areas and headcounts are
+/// made up for the demo.
+const ACCOUNTS: &str = r#"
+[[account]]
+code = "110108A001"
+name_zh = "海淀区机关办公楼"
+name_en = "Haidian district government office"
+institution_type = "state_organ"
+floor_area_m2 = 12000.0
+headcount = 480
+climate_zone = "cold"
+office_class = "A"
+[[account.main_meter]]
+meter = "main"
+category = "01"
+sub_meters = ["lighting", "chiller-1", "elevators", "it-room"]
+
+[[account]]
+code = "110108D002"
+name_zh = "中关村第一小学"
+name_en = "Zhongguancun No. 1 Primary School"
+institution_type = "public_institution"
+floor_area_m2 = 8000.0
+headcount = 1250
+climate_zone = "cold"
+
+[[account]]
+code = "110102E003"
+name_zh = "西城区社区医院"
+name_en = "Xicheng community hospital"
+institution_type = "public_institution"
+floor_area_m2 = 5000.0
+headcount = 210
+climate_zone = "cold"
+"#;
+
+fn demo_accounts() -> anyhow::Result<Vec<query::Account>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        account: Vec<query::Account>,
+    }
+    let f: File = toml::from_str(ACCOUNTS).context("the demo's accounts")?;
+    Ok(f.account)
+}
 
 pub async fn run(
     data_dir: PathBuf,
@@ -184,6 +231,14 @@ pub async fn run(
         gateway: vec![ingest::config::GatewayAuth {
             id: reading_model::GatewayId::parse("gw-demo")?,
             token_sha256: ingest::config::token_hash(TOKEN),
+        }],
+        account: demo_accounts()?,
+        api_key: vec![ingest::api::access::ApiKeyConfig {
+            name: "demo-admin".into(),
+            key_sha256: ingest::config::token_hash(ADMIN_KEY),
+            role: ingest::api::access::Role::Admin,
+            accounts: vec![],
+            region: None,
         }],
     };
     let server = Server::start(&serve).await?;
@@ -250,6 +305,12 @@ pub async fn run(
             "  mqtt      mqtt://{mqtt} (gateways may publish to jieneng/v1/<gateway>/batches)"
         );
     }
+    println!(
+        "  read API  curl -H 'Authorization: Bearer {ADMIN_KEY}' 'http://{}/api/v1/consumption?from={}&to={}&granularity=day'",
+        server.addr,
+        started.format("%Y-%m-%d"),
+        (started + chrono::Duration::days(1)).format("%Y-%m-%d")
+    );
     println!(
         "  data      Parquet under {} (flushed every 10 s)",
         data_dir.join("readings").display()
@@ -319,6 +380,11 @@ pub async fn run(
     println!(
         "  jieneng report --data-dir {} --from {} --to {}",
         data_dir.display(),
+        started.format("%Y-%m-%d"),
+        (started + chrono::Duration::days(1)).format("%Y-%m-%d")
+    );
+    println!(
+        "  curl -H 'Authorization: Bearer {ADMIN_KEY}' 'http://<server>/api/v1/carbon?from={}&to={}&granularity=day'  (while the demo runs)",
         started.format("%Y-%m-%d"),
         (started + chrono::Duration::days(1)).format("%Y-%m-%d")
     );

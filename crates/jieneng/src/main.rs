@@ -7,7 +7,7 @@ mod simulator;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -40,26 +40,144 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
-    /// Print consumption per account, category and item for a period.
+    /// Consumption per account, period, category and item (with the unmetered remainder,
+    /// 同比/环比 and indicators) and carbon with the factors used: printed as tables, or as CSV,
+    /// or written to CSV files and an XLSX workbook.
     Report {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
-        /// First day (UTC), YYYY-MM-DD.
+        /// The server config whose [[account]] entries name accounts, give floor area and
+        /// headcount, and relate main meters to sub-meters.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// First day (Beijing time), YYYY-MM-DD.
         #[arg(long)]
         from: NaiveDate,
-        /// Day after the last (UTC), YYYY-MM-DD.
+        /// Day after the last (Beijing time), YYYY-MM-DD.
         #[arg(long)]
         to: NaiveDate,
+        /// day, month or year.
+        #[arg(long, default_value = "month")]
+        granularity: String,
+        /// Account codes, comma-separated.
+        #[arg(long)]
+        account: Option<String>,
+        /// Division prefix: 2 digits a province, 4 a city, 6 a county.
+        #[arg(long)]
+        region: Option<String>,
+        /// Print the item rows as CSV instead of tables.
         #[arg(long)]
         csv: bool,
+        /// Write items.csv, indicators.csv and carbon.csv into this directory.
+        #[arg(long)]
+        csv_dir: Option<PathBuf>,
+        /// Write an XLSX workbook (items, indicators, carbon).
+        #[arg(long)]
+        xlsx: Option<PathBuf>,
     },
     /// Print the sha256 of a gateway token, for the server config.
     TokenHash { token: String },
 }
 
-fn day_ms(d: NaiveDate) -> i64 {
-    Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN))
-        .timestamp_millis()
+struct ReportArgs {
+    data_dir: PathBuf,
+    config: Option<PathBuf>,
+    from: NaiveDate,
+    to: NaiveDate,
+    granularity: String,
+    account: Option<String>,
+    region: Option<String>,
+    csv: bool,
+    csv_dir: Option<PathBuf>,
+    xlsx: Option<PathBuf>,
+}
+
+async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
+    use query::report::carbon::CarbonRequest;
+    use query::report::consumption::ConsumptionRequest;
+    use query::report::period::Granularity;
+    use query::report::scope::{Filter, Region};
+
+    let accounts = match &a.config {
+        Some(p) => ingest::ServeConfig::load(p)?.account,
+        None => vec![],
+    };
+    let names = accounts
+        .iter()
+        .map(|x| (x.code.to_string(), x.name_zh.clone()))
+        .collect();
+    let reports = query::Reports::new(
+        query::Query::new(&a.data_dir),
+        accounts,
+        reading_model::FactorTables::builtin()?,
+    );
+    let granularity = Granularity::parse(&a.granularity).with_context(|| {
+        format!(
+            "--granularity {}: expected day, month or year",
+            a.granularity
+        )
+    })?;
+    let mut filters = Vec::new();
+    if let Some(list) = &a.account {
+        filters.push(Filter::Accounts(
+            list.split(',')
+                .map(|c| reading_model::AccountCode::parse(c.trim()))
+                .collect::<Result<_, _>>()?,
+        ));
+    }
+    if let Some(r) = &a.region {
+        filters.push(Filter::Region(Region::parse(r)?));
+    }
+    let report = reports
+        .consumption_report(&ConsumptionRequest {
+            from: a.from,
+            to: a.to,
+            granularity,
+            filters: filters.clone(),
+            category: None,
+        })
+        .await?;
+    let carbon = reports
+        .carbon(&CarbonRequest {
+            from: a.from,
+            to: a.to,
+            granularity,
+            filters,
+            category: None,
+            group_digits: None,
+        })
+        .await?;
+    if let Some(dir) = &a.csv_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, text) in [
+            ("items.csv", query::report::csv::items(&report.rows)),
+            (
+                "indicators.csv",
+                query::report::csv::indicators(&report.indicators),
+            ),
+            ("carbon.csv", query::report::csv::carbon(&carbon)),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    if let Some(p) = &a.xlsx {
+        report::write_xlsx(p, &report, &carbon)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if a.csv {
+        print!("{}", query::report::csv::items(&report.rows));
+    } else {
+        println!(
+            "Consumption {} .. {} (Beijing time, by {}) from {}",
+            a.from,
+            a.to,
+            granularity.name(),
+            a.data_dir.display()
+        );
+        print!("{}", report::tree_table(&report, &names));
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -95,22 +213,29 @@ async fn main() -> anyhow::Result<()> {
         } => demo::run(data_dir, report_every, duration).await?,
         Command::Report {
             data_dir,
+            config,
             from,
             to,
+            granularity,
+            account,
+            region,
             csv,
+            csv_dir,
+            xlsx,
         } => {
-            let rows = query::Query::new(&data_dir)
-                .consumption(day_ms(from), day_ms(to))
-                .await?;
-            if csv {
-                print!("{}", report::csv(&rows));
-            } else {
-                println!(
-                    "Consumption {from} .. {to} (UTC) from {}",
-                    data_dir.display()
-                );
-                print!("{}", report::table(&rows, &Default::default()));
-            }
+            report_command(ReportArgs {
+                data_dir,
+                config,
+                from,
+                to,
+                granularity,
+                account,
+                region,
+                csv,
+                csv_dir,
+                xlsx,
+            })
+            .await?
         }
         Command::TokenHash { token } => println!("{}", ingest::config::token_hash(&token)),
     }

@@ -1,6 +1,11 @@
-//! Printing consumption reports for people: a table with Chinese and English names, or CSV.
+//! Printing consumption reports for people: tables with Chinese and English names, CSV files,
+//! and an XLSX workbook (one sheet per table, bilingual headers).
+
+use std::path::Path;
 
 use query::ConsumptionRow;
+use query::report::carbon::CarbonRow;
+use query::report::consumption::{ConsumptionReport, RowKind};
 use reading_model::{EnergyCode, ItemCatalog};
 
 /// Formats rows as an aligned table (zh + en labels) with totals of kgce and kgCO2e.
@@ -88,15 +93,234 @@ fn pad(s: &str, width: usize) -> String {
     out
 }
 
-pub fn csv(rows: &[ConsumptionRow]) -> String {
-    let mut out = String::from("account,category,item,unit,consumption,kgce,kgco2e,intervals\n");
-    for r in rows {
+fn opt(x: Option<f64>, decimals: usize) -> String {
+    x.map_or_else(|| "—".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// The item tree of a report: totals, the unmetered remainder, items indented by level.
+pub fn tree_table(
+    report: &ConsumptionReport,
+    names: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "  {} {} {} {} {} {} {} {} {}\n",
+        pad("户号 account", 12),
+        pad("期间 period", 11),
+        pad("分项 item", 44),
+        pad_left("用量 use", 14),
+        pad("", 4),
+        pad_left("标煤 kgce", 13),
+        pad_left("碳 kgCO2e", 13),
+        pad_left("环比 MoM%", 10),
+        pad_left("同比 YoY%", 10),
+    ));
+    let mut last_account = "";
+    for r in &report.rows {
+        if r.account != last_account {
+            if let Some(n) = names.get(&r.account) {
+                out.push_str(&format!("  {} {n}\n", r.account));
+            }
+            last_account = &r.account;
+        }
+        let indent = match r.kind {
+            RowKind::Total | RowKind::Unmetered => 0,
+            _ => usize::from(r.level) * 2,
+        };
+        let label = format!(
+            "{}{} {} {}",
+            " ".repeat(indent),
+            if r.kind == RowKind::Unmetered {
+                "缺口量"
+            } else {
+                r.item.as_str()
+            },
+            r.name_zh,
+            r.name_en
+        );
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            r.account, r.category, r.item, r.unit, r.consumption, r.kgce, r.kgco2e, r.intervals
+            "  {:<12} {:<11} {} {:>14.3} {} {:>13.3} {:>13.3} {} {}\n",
+            r.account,
+            r.period,
+            pad(&label, 44),
+            r.consumption,
+            pad(&r.unit, 4),
+            r.kgce,
+            r.kgco2e,
+            pad_left(&opt(r.mom_pct, 1), 10),
+            pad_left(&opt(r.yoy_pct, 1), 10),
+        ));
+    }
+    out.push_str(&format!(
+        "\n  {} {} {} {} {} {} {}\n",
+        pad("户号 account", 12),
+        pad("期间 period", 11),
+        pad_left("标煤 kgce", 14),
+        pad_left("kgce/m²", 10),
+        pad_left("kgce/人 person", 15),
+        pad_left("水 water m³", 12),
+        pad_left("m³/人 person", 13),
+    ));
+    for i in &report.indicators {
+        out.push_str(&format!(
+            "  {:<12} {:<11} {:>14.3} {} {} {} {}\n",
+            i.account,
+            i.period,
+            i.kgce,
+            pad_left(&opt(i.kgce_per_m2, 4), 10),
+            pad_left(&opt(i.kgce_per_person, 3), 15),
+            pad_left(&opt(i.water_m3, 3), 12),
+            pad_left(&opt(i.water_m3_per_person, 4), 13),
         ));
     }
     out
+}
+
+/// Writes the report and the carbon rows as an XLSX workbook: sheets 分项 items, 指标
+/// indicators, 碳排放 carbon, each with a bilingual header row.
+pub fn write_xlsx(
+    path: &Path,
+    report: &ConsumptionReport,
+    carbon: &[CarbonRow],
+) -> Result<(), rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut book = Workbook::new();
+    let bold = Format::new().set_bold();
+    let header = |sheet: &mut rust_xlsxwriter::Worksheet,
+                  cols: &[&str]|
+     -> Result<(), rust_xlsxwriter::XlsxError> {
+        for (c, h) in cols.iter().enumerate() {
+            sheet.write_string_with_format(0, c as u16, *h, &bold)?;
+        }
+        Ok(())
+    };
+    let num = |sheet: &mut rust_xlsxwriter::Worksheet,
+               r: u32,
+               c: u16,
+               v: Option<f64>|
+     -> Result<(), rust_xlsxwriter::XlsxError> {
+        if let Some(v) = v {
+            sheet.write_number(r, c, v)?;
+        }
+        Ok(())
+    };
+
+    let sheet = book.add_worksheet().set_name("分项 items")?;
+    header(
+        sheet,
+        &[
+            "户号 account",
+            "期间 period",
+            "分类 category",
+            "分项 item",
+            "级 level",
+            "类型 kind",
+            "名称",
+            "name",
+            "单位 unit",
+            "用量 consumption",
+            "标煤 kgce",
+            "碳 kgCO2e",
+            "上期 previous",
+            "环比 MoM %",
+            "去年同期 year before",
+            "同比 YoY %",
+        ],
+    )?;
+    for (i, r) in report.rows.iter().enumerate() {
+        let row = i as u32 + 1;
+        for (c, s) in [&r.account, &r.period, &r.category, &r.item]
+            .into_iter()
+            .enumerate()
+        {
+            sheet.write_string(row, c as u16, s.as_str())?;
+        }
+        sheet.write_number(row, 4, f64::from(r.level))?;
+        sheet.write_string(row, 5, r.kind.name())?;
+        sheet.write_string(row, 6, r.name_zh.as_str())?;
+        sheet.write_string(row, 7, r.name_en.as_str())?;
+        sheet.write_string(row, 8, r.unit.as_str())?;
+        sheet.write_number(row, 9, r.consumption)?;
+        sheet.write_number(row, 10, r.kgce)?;
+        sheet.write_number(row, 11, r.kgco2e)?;
+        num(sheet, row, 12, r.previous)?;
+        num(sheet, row, 13, r.mom_pct)?;
+        num(sheet, row, 14, r.year_before)?;
+        num(sheet, row, 15, r.yoy_pct)?;
+    }
+
+    let sheet = book.add_worksheet().set_name("指标 indicators")?;
+    header(
+        sheet,
+        &[
+            "户号 account",
+            "名称 name",
+            "期间 period",
+            "标煤 kgce",
+            "建筑面积 floor area m²",
+            "用能人数 headcount",
+            "kgce/m²",
+            "kgce/人 person",
+            "水 water m³",
+            "m³/人 person",
+        ],
+    )?;
+    for (i, r) in report.indicators.iter().enumerate() {
+        let row = i as u32 + 1;
+        sheet.write_string(row, 0, r.account.as_str())?;
+        sheet.write_string(row, 1, r.name_zh.as_str())?;
+        sheet.write_string(row, 2, r.period.as_str())?;
+        sheet.write_number(row, 3, r.kgce)?;
+        num(sheet, row, 4, r.floor_area_m2)?;
+        num(sheet, row, 5, r.headcount.map(f64::from))?;
+        num(sheet, row, 6, r.kgce_per_m2)?;
+        num(sheet, row, 7, r.kgce_per_person)?;
+        num(sheet, row, 8, r.water_m3)?;
+        num(sheet, row, 9, r.water_m3_per_person)?;
+    }
+
+    let sheet = book.add_worksheet().set_name("碳排放 carbon")?;
+    header(
+        sheet,
+        &[
+            "户号 account",
+            "地区 region",
+            "期间 period",
+            "分类 category",
+            "单位 unit",
+            "用量 consumption",
+            "标煤 kgce",
+            "折标系数 coal factor",
+            "系数值 value",
+            "碳 kgCO2e",
+            "排放因子 carbon factor",
+            "因子值 value",
+            "来源 source",
+            "年份 year",
+        ],
+    )?;
+    for (i, r) in carbon.iter().enumerate() {
+        let row = i as u32 + 1;
+        sheet.write_string(row, 0, r.account.as_deref().unwrap_or(""))?;
+        sheet.write_string(row, 1, r.region.as_str())?;
+        sheet.write_string(row, 2, r.period.as_str())?;
+        sheet.write_string(row, 3, format!("{} {}", r.category, r.category_zh))?;
+        sheet.write_string(row, 4, r.unit.as_str())?;
+        sheet.write_number(row, 5, r.consumption)?;
+        num(sheet, row, 6, r.kgce)?;
+        if let Some(f) = &r.coal_factor {
+            sheet.write_string(row, 7, f.id.as_str())?;
+            num(sheet, row, 8, f.value)?;
+        }
+        num(sheet, row, 9, r.kgco2e)?;
+        if let Some(f) = &r.carbon_factor {
+            sheet.write_string(row, 10, f.id.as_str())?;
+            num(sheet, row, 11, f.value)?;
+            sheet.write_string(row, 12, f.source.as_deref().unwrap_or(""))?;
+            num(sheet, row, 13, f.year.map(f64::from))?;
+        }
+    }
+    book.save(path)
 }
 
 #[cfg(test)]
@@ -132,12 +356,60 @@ mod tests {
     }
 
     #[test]
-    fn csv_has_a_header_and_one_line_per_row() {
-        let c = csv(&[row("01A10", "kWh", 12.5)]);
-        assert_eq!(
-            c.lines().next(),
-            Some("account,category,item,unit,consumption,kgce,kgco2e,intervals")
-        );
-        assert!(c.contains("110108A001,01,01A10,kWh,12.5,"), "{c}");
+    fn tree_table_and_xlsx_of_a_report() {
+        use query::report::consumption::{ConsumptionReport, IndicatorRow, ItemRow, RowKind};
+        use query::report::period::Granularity;
+        let item = |item: &str, level: u8, kind: RowKind, consumption: f64| ItemRow {
+            account: "110108A001".into(),
+            period: "2026-01".into(),
+            category: "01".into(),
+            item: item.into(),
+            level,
+            kind,
+            name_zh: "电".into(),
+            name_en: "electricity".into(),
+            unit: "kWh".into(),
+            consumption,
+            kgce: consumption * 0.1229,
+            kgco2e: consumption * 0.6361,
+            previous: Some(90.0),
+            mom_pct: Some(11.11),
+            year_before: None,
+            yoy_pct: None,
+        };
+        let report = ConsumptionReport {
+            from: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            to: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
+            granularity: Granularity::Month,
+            rows: vec![
+                item("01000", 0, RowKind::Total, 100.0),
+                item("01000", 0, RowKind::Unmetered, 12.5),
+                item("01A10", 2, RowKind::Item, 87.5),
+            ],
+            indicators: vec![IndicatorRow {
+                account: "110108A001".into(),
+                name_zh: "海淀区机关办公楼".into(),
+                period: "2026-01".into(),
+                kgce: 12.29,
+                floor_area_m2: Some(1000.0),
+                headcount: None,
+                kgce_per_m2: Some(0.01229),
+                kgce_per_person: None,
+                water_m3: None,
+                water_m3_per_person: None,
+            }],
+        };
+        let names = [("110108A001".to_owned(), "海淀区机关办公楼".to_owned())].into();
+        let t = tree_table(&report, &names);
+        assert!(t.contains("缺口量"), "{t}");
+        let rows: Vec<&str> = t.lines().skip(2).take(3).collect();
+        let widths: Vec<usize> = rows.iter().map(|l| width(l)).collect();
+        assert!(widths.iter().all(|w| *w == widths[0]), "{widths:?}\n{t}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.xlsx");
+        write_xlsx(&p, &report, &[]).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        // An XLSX file is a zip archive.
+        assert_eq!(&bytes[..2], b"PK");
     }
 }
