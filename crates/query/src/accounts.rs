@@ -12,6 +12,9 @@ use arrow::record_batch::RecordBatch;
 use reading_model::{AccountCode, BuildingClass, Category, MeterId};
 use serde::{Deserialize, Serialize};
 
+/// One climate-zone type for accounts and benchmarks.
+pub use crate::savings::benchmark::ClimateZone;
+
 pub const ACCOUNTS: &str = "accounts";
 
 /// 单位性质 of the public-institution statistics forms (DOMAIN.md §10, older edition's codes
@@ -47,43 +50,6 @@ impl InstitutionType {
             Self::StateOrgan => "state_organ",
             Self::PublicInstitution => "public_institution",
             Self::SocialOrganization => "social_organization",
-        }
-    }
-}
-
-/// Building thermal climate zone (GB 50176), as GB/T 51161 groups them for benchmarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClimateZone {
-    /// 严寒
-    SevereCold,
-    /// 寒冷
-    Cold,
-    /// 夏热冬冷
-    HotSummerColdWinter,
-    /// 夏热冬暖
-    HotSummerWarmWinter,
-    /// 温和
-    Mild,
-}
-
-impl ClimateZone {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::SevereCold => "severe_cold",
-            Self::Cold => "cold",
-            Self::HotSummerColdWinter => "hot_summer_cold_winter",
-            Self::HotSummerWarmWinter => "hot_summer_warm_winter",
-            Self::Mild => "mild",
-        }
-    }
-    pub fn name_zh(self) -> &'static str {
-        match self {
-            Self::SevereCold => "严寒",
-            Self::Cold => "寒冷",
-            Self::HotSummerColdWinter => "夏热冬冷",
-            Self::HotSummerWarmWinter => "夏热冬暖",
-            Self::Mild => "温和",
         }
     }
 }

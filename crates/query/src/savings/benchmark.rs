@@ -15,10 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use reading_model::{AccountCode, BuildingClass, Category, FactorSelection, FactorTables};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Building climate zones of GB 50176 (建筑热工设计分区).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClimateZone {
     SevereCold,
@@ -29,6 +29,17 @@ pub enum ClimateZone {
 }
 
 impl ClimateZone {
+    /// The config and API spelling, e.g. `hot_summer_cold_winter`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SevereCold => "severe_cold",
+            Self::Cold => "cold",
+            Self::HotSummerColdWinter => "hot_summer_cold_winter",
+            Self::HotSummerWarmWinter => "hot_summer_warm_winter",
+            Self::Mild => "mild",
+        }
+    }
+
     pub fn name_zh(self) -> &'static str {
         match self {
             Self::SevereCold => "严寒地区",
