@@ -31,6 +31,8 @@ async fn plugs_publish_to_the_embedded_broker_and_reach_parquet() -> anyhow::Res
             id: GatewayId::parse("gw-embedded")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     let port = free_port()?;

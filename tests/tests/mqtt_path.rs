@@ -241,6 +241,8 @@ async fn mqtt_firmwares_to_parquet_with_bad_payloads_quarantined() -> anyhow::Re
             id: GatewayId::parse("gw-mqtt")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     let site = site(dir.path(), &broker, server.addr);
