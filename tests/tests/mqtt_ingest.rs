@@ -72,6 +72,8 @@ fn serve_config(data_dir: &Path, mqtt_listen: std::net::SocketAddr) -> anyhow::R
                 token_sha256: token_hash(RAW_TOKEN),
             },
         ],
+        account: vec![],
+        api_key: vec![],
     })
 }
 

@@ -111,6 +111,8 @@ async fn forwarder_verifies_the_server_and_a_wrong_ca_never_gets_the_token() -> 
             id: GatewayId::parse("gw-tls")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     let url = format!("https://localhost:{}/api/v1/batches", server.addr.port());
@@ -207,6 +209,8 @@ async fn mqtt_over_tls_with_the_servers_ca_only() -> anyhow::Result<()> {
             id: GatewayId::parse("gw-tls")?,
             token_sha256: token_hash(TOKEN),
         }],
+        account: vec![],
+        api_key: vec![],
     };
     let server = Server::start(&serve).await?;
     let port = server.mqtt_addr.map(|a| a.port()).unwrap_or(0);
