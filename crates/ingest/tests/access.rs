@@ -63,7 +63,8 @@ const KEYS: &[Key] = &[
 
 fn config_text(data_dir: &std::path::Path) -> String {
     let mut t = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n\n[[gateway]]\nid = \"gw-1\"\ntoken_sha256 = \"{}\"\n\n",
+        // No MQTT broker: tests run in parallel and the broker's default port is fixed.
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n\n[mqtt]\nenabled = false\n\n[[gateway]]\nid = \"gw-1\"\ntoken_sha256 = \"{}\"\n\n",
         data_dir.display().to_string(),
         token_hash(GATEWAY_TOKEN)
     );
