@@ -16,6 +16,17 @@
 //! [[gateway]]
 //! id = "gw-01"
 //! token_sha256 = "…"         # sha256 of the gateway's token, hex (`jieneng token-hash`)
+//!
+//! [[account]]                # who each 分户 account is (`query::accounts`)
+//! code = "110108A001"
+//! name_zh = "海淀区机关办公楼"
+//! institution_type = "state_organ"
+//!
+//! [[api_key]]                # people and systems (`crate::api::access`)
+//! name = "haidian-officer"
+//! key_sha256 = "…"
+//! role = "officer"
+//! region = "110108"
 //! ```
 //!
 //! Tokens must not cross a network in clear text, so a listener on anything but a loopback

@@ -127,17 +127,17 @@ pub fn tree_table(
             RowKind::Total | RowKind::Unmetered => 0,
             _ => usize::from(r.level) * 2,
         };
-        let label = format!(
-            "{}{} {} {}",
-            " ".repeat(indent),
-            if r.kind == RowKind::Unmetered {
-                "缺口量"
-            } else {
-                r.item.as_str()
-            },
-            r.name_zh,
-            r.name_en
-        );
+        let label = if r.kind == RowKind::Unmetered {
+            "缺口量 unmetered (main − sub-meters)".to_owned()
+        } else {
+            format!(
+                "{}{} {} {}",
+                " ".repeat(indent),
+                r.item,
+                r.name_zh,
+                r.name_en
+            )
+        };
         out.push_str(&format!(
             "  {:<12} {:<11} {} {:>14.3} {} {:>13.3} {:>13.3} {} {}\n",
             r.account,
