@@ -37,7 +37,9 @@
 //! segment is created (header written, file and directory fsynced) at the first append after
 //! open and whenever the next record would take the active one past `segment_bytes`. A batch
 //! larger than that gets a segment of its own. A segment whose batches are all acknowledged (or
-//! quarantined) is deleted with its ack file.
+//! quarantined) is deleted with its ack file; the active one only once it is full (or at the
+//! next open), so a spool keeping up with ingest appends to one file instead of creating one
+//! per batch.
 //!
 //! ## Opening after a crash
 //!
@@ -165,7 +167,7 @@ pub struct SpoolStats {
     pub max_bytes: u64,
     pub pending_batches: u64,
     pub segments: u64,
-    /// Gauge: the spool was at its bound when last asked for room.
+    /// Gauge: the spool is at its bound.
     pub full: bool,
     /// How often the spool went from having room to being full.
     pub times_full: u64,
@@ -217,9 +219,8 @@ struct Writer {
 pub struct Spool {
     dir: PathBuf,
     limits: SpoolLimits,
-    /// Lock order: `writer` before `index`; code holding `index` only ever `try_lock`s `writer`.
-    /// Appends hold `writer` through their fsync, so the forwarder's look at `index` never waits
-    /// on the disk.
+    /// Lock order: `writer` before `index`, never the other way. Appends hold `writer` through
+    /// their fsync, so the forwarder's look at `index` never waits on the disk.
     writer: Mutex<Option<Writer>>,
     index: Mutex<Index>,
 }
@@ -754,19 +755,12 @@ impl Spool {
         Ok(())
     }
 
-    /// Deletes a segment none of whose batches is pending. The active segment is closed first,
-    /// unless an append is under way (it is about to add a pending batch to it anyway).
+    /// Deletes a segment none of whose batches is pending, unless appends go to it: a spool
+    /// that keeps up with ingest then appends to one file rather than creating (and fsyncing)
+    /// one per batch. The active segment goes when it is full or at the next open.
     fn delete_locked(&self, index: &mut Index, id: u64) -> Result<(), SpoolError> {
-        if index.segments.get(&id).is_none_or(|s| s.live > 0) {
+        if index.active == Some(id) || index.segments.get(&id).is_none_or(|s| s.live > 0) {
             return Ok(());
-        }
-        if index.active == Some(id) {
-            match self.writer.try_lock() {
-                Ok(mut w) => *w = None,
-                Err(std::sync::TryLockError::Poisoned(e)) => *e.into_inner() = None,
-                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
-            }
-            index.active = None;
         }
         if let Some(s) = index.segments.remove(&id) {
             index.bytes = index.bytes.saturating_sub(s.bytes);
@@ -791,8 +785,8 @@ impl Spool {
             return Ok(());
         };
         seg.live = seg.live.saturating_sub(1);
-        // The ack is written even when the segment is about to go: deleting it can be put off
-        // (an append to it under way), and the ack must outlive a crash meanwhile.
+        // The ack is written even when the segment is about to go: the active segment stays,
+        // and the ack must outlive a crash meanwhile.
         let file = match seg.ack.as_mut() {
             Some(f) => f,
             None => seg.ack.insert(
@@ -915,6 +909,7 @@ impl Spool {
         let index = lock(&self.index);
         SpoolStats {
             bytes: index.bytes,
+            full: index.bytes >= self.limits.max_bytes,
             pending_batches: index.queue.len() as u64,
             segments: index.segments.len() as u64,
             ..index.stats
