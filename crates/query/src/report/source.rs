@@ -16,7 +16,7 @@ use super::period::{Granularity, OFFSET_HOURS, local_date_of_shifted_secs};
 use super::scope::{Filter, sql_all};
 use crate::accounts::{ACCOUNTS, Account, accounts_batch};
 use crate::report::{Query, QueryError, rfc3339};
-use crate::storage::READINGS;
+use crate::storage::{READINGS, partition_date};
 
 /// Consumption of one meter in one period (and under one carbon factor).
 #[derive(Debug, Clone, PartialEq)]
@@ -100,12 +100,16 @@ impl Reports {
              FROM {READINGS} \
              WHERE quantity IN ({q}) AND delta IS NOT NULL \
                AND ts > '{from}' AND ts <= '{to}' AND {scope} \
+               AND date >= '{from_date}' AND date <= '{to_date}' \
              GROUP BY account, meter, category, item, unit, factor, period",
             g = granularity.name(),
             q = consumption.join(", "),
             from = rfc3339(from_ms),
             to = rfc3339(to_ms),
             scope = sql_all(filters),
+            // The UTC-date partitions that can hold (from, to]: only their files are read.
+            from_date = partition_date(from_ms),
+            to_date = partition_date(to_ms),
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
         let mut out = Vec::new();
