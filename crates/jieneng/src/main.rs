@@ -74,6 +74,11 @@ enum Command {
         /// Write an XLSX workbook (items, indicators, carbon).
         #[arg(long)]
         xlsx: Option<PathBuf>,
+        /// With --csv-dir: also write forms-<edition>.csv, the statistics forms (基本信息表,
+        /// 能源资源消费状况表) of this edition (2013, 2015, 2022, 2025) for the year of --from.
+        /// No field is verified against the printed forms yet.
+        #[arg(long)]
+        forms: Option<u16>,
     },
     /// Print the sha256 of a gateway token, for the server config.
     TokenHash { token: String },
@@ -90,6 +95,7 @@ struct ReportArgs {
     csv: bool,
     csv_dir: Option<PathBuf>,
     xlsx: Option<PathBuf>,
+    forms: Option<u16>,
 }
 
 async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
@@ -128,6 +134,7 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
     if let Some(r) = &a.region {
         filters.push(Filter::Region(Region::parse(r)?));
     }
+    let filters_for_forms = filters.clone();
     let report = reports
         .consumption_report(&ConsumptionRequest {
             from: a.from,
@@ -160,6 +167,17 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
             let p = dir.join(name);
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
         }
+        if let Some(edition) = a.forms {
+            use chrono::Datelike;
+            let rows = reports
+                .statistics_forms(edition, a.from.year(), &filters_for_forms)
+                .await?;
+            let p = dir.join(format!("forms-{edition}.csv"));
+            std::fs::write(&p, query::report::csv::forms(&rows))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+    } else if a.forms.is_some() {
+        anyhow::bail!("--forms writes a CSV file: give --csv-dir too");
     }
     if let Some(p) = &a.xlsx {
         report::write_xlsx(p, &report, &carbon)
@@ -222,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
             csv,
             csv_dir,
             xlsx,
+            forms,
         } => {
             report_command(ReportArgs {
                 data_dir,
@@ -234,6 +253,7 @@ async fn main() -> anyhow::Result<()> {
                 csv,
                 csv_dir,
                 xlsx,
+                forms,
             })
             .await?
         }

@@ -10,6 +10,7 @@
 pub mod carbon;
 pub mod consumption;
 pub mod csv;
+pub mod forms;
 pub mod period;
 pub mod scope;
 pub mod source;

@@ -296,3 +296,36 @@ async fn a_slice_of_the_dataset_has_the_same_values() {
         hand_sum(sample::office_main_quarters, d(2026, 1, 1), d(2026, 2, 1))
     );
 }
+
+#[tokio::test]
+async fn statistics_forms_by_edition() {
+    let (_dir, r) = reports().await;
+    let school = AccountCode::parse("110108D002").unwrap();
+    let rows = r
+        .statistics_forms(2025, 2025, &[Filter::Accounts([school].into())])
+        .await
+        .unwrap();
+    let get = |k: &str| rows.iter().find(|f| f.field == k).map(|f| f.value.clone());
+    let m = METERS
+        .iter()
+        .find(|m| m.account == "110108D002" && m.meter == "water")
+        .unwrap();
+    let water = hand_sum(
+        |day, slot| sample::quarters(m, day, slot),
+        d(2025, 1, 1),
+        d(2026, 1, 1),
+    );
+    assert_eq!(get("water"), Some(Some(water.to_string())));
+    assert_eq!(get("headcount"), Some(Some("1250".into())));
+    assert_eq!(get("institution_type"), Some(Some("02".into())));
+    // Dropped in 2025; not collected by jieneng.
+    assert_eq!(get("land_area"), None);
+    assert_eq!(get("credit_code"), Some(None));
+    assert!(
+        rows.iter()
+            .all(|f| f.account == "110108D002" && !f.verified)
+    );
+    let old = r.statistics_forms(2015, 2025, &[]).await.unwrap();
+    assert!(old.iter().any(|f| f.field == "land_area"));
+    assert!(r.statistics_forms(2020, 2025, &[]).await.is_err());
+}

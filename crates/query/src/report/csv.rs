@@ -3,6 +3,7 @@
 
 use super::carbon::{CarbonRow, FactorUsed};
 use super::consumption::{IndicatorRow, ItemRow};
+use super::forms::FormRow;
 
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -115,6 +116,27 @@ pub fn carbon(rows: &[CarbonRow]) -> String {
         );
         cells.push(r.accounts.to_string());
         line(&mut out, &cells);
+    }
+    out
+}
+
+pub const FORM_HEADER: &str = "account,form,field,zh,unit,value,verified";
+
+pub fn forms(rows: &[FormRow]) -> String {
+    let mut out = format!("{FORM_HEADER}\n");
+    for r in rows {
+        line(
+            &mut out,
+            &[
+                r.account.clone(),
+                r.form.clone(),
+                r.field.clone(),
+                r.zh.clone(),
+                r.unit.clone().unwrap_or_default(),
+                r.value.clone().unwrap_or_default(),
+                r.verified.to_string(),
+            ],
+        );
     }
     out
 }
