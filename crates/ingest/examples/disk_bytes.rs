@@ -2,7 +2,7 @@
 //! default) of energy readings for 1,000 meters, as the gateway normalizes them (cumulative
 //! value, delta, kgce, kgCO2e, factor id), appended batch by batch (one day of one gateway's
 //! 100 meters per batch, ten gateways catching up concurrently), then flushed. Prints Parquet
-//! bytes / rows, and the WAL bytes written on the way.
+//! bytes / rows, each column's share, and the WAL bytes written on the way.
 //!
 //! ```sh
 //! cargo run --release -p ingest --example disk_bytes -- [--meters 1000] [--days 365] \
@@ -12,6 +12,7 @@
 //! Loads follow an office day (low at night, a daytime plateau, weekends lower) with ±5 %
 //! noise, and values are rounded to the 0.01 kWh a typical meter register resolves.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -137,19 +138,27 @@ fn day_batch(gateway: &GatewayId, seq: u64, meters: &mut [Meter], day_start: i64
     Batch::new(gateway.clone(), seq, readings)
 }
 
-fn parquet_bytes(dir: &Path) -> std::io::Result<(u64, usize)> {
+/// Parquet bytes and files under `dir`, adding each column's compressed bytes to `columns`.
+fn parquet_bytes(dir: &Path, columns: &mut BTreeMap<String, i64>) -> anyhow::Result<(u64, usize)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
     let mut bytes = 0;
     let mut files = 0;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let p = e.path();
         if e.file_type()?.is_dir() {
-            let (b, f) = parquet_bytes(&p)?;
+            let (b, f) = parquet_bytes(&p, columns)?;
             bytes += b;
             files += f;
         } else if p.extension().is_some_and(|x| x == "parquet") {
             bytes += e.metadata()?.len();
             files += 1;
+            let reader = SerializedFileReader::new(std::fs::File::open(&p)?)?;
+            for rg in reader.metadata().row_groups() {
+                for c in rg.columns() {
+                    *columns.entry(c.column_path().string()).or_default() += c.compressed_size();
+                }
+            }
         }
     }
     Ok((bytes, files))
@@ -195,7 +204,8 @@ async fn main() -> anyhow::Result<()> {
     let wal = store.metrics.wal_bytes.load(Ordering::Relaxed);
     drop(store);
     tokio::task::spawn_blocking(move || threads.join()).await?;
-    let (bytes, files) = parquet_bytes(&data.join("readings"))?;
+    let mut columns = BTreeMap::new();
+    let (bytes, files) = parquet_bytes(&data.join("readings"), &mut columns)?;
     println!(
         "{rows} readings ({} meters x {} days of 15-min energy) in {:.1} s; Parquet {bytes} bytes in {files} files = {:.3} bytes/reading; WAL written {:.1} bytes/reading; last flush {} rows",
         a.meters,
@@ -205,5 +215,8 @@ async fn main() -> anyhow::Result<()> {
         wal as f64 / rows as f64,
         report.rows,
     );
+    for (name, b) in &columns {
+        println!("  {name:<10} {:.3} bytes/reading", *b as f64 / rows as f64);
+    }
     Ok(())
 }
