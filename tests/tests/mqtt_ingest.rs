@@ -74,6 +74,7 @@ fn serve_config(data_dir: &Path, mqtt_listen: std::net::SocketAddr) -> anyhow::R
         ],
         account: vec![],
         api_key: vec![],
+        storage: Default::default(),
     })
 }
 

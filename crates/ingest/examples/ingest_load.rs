@@ -129,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         account: vec![],
         api_key: vec![],
+        storage: Default::default(),
     };
     let server = Server::start(&config).await?;
     let url = format!("http://{}/api/v1/batches", server.addr);

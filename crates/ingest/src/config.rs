@@ -13,6 +13,13 @@
 //! [mqtt]                     # the embedded broker; on unless `enabled = false`
 //! listen = "127.0.0.1:1883"  # TLS too when [tls] is set
 //!
+//! [storage]                  # all optional; see `StorageConfig`
+//! compact_files = 8          # compact a date partition once it has this many files,
+//! compact_after = 60         # or once it has been written to this many seconds ago
+//! compact_grace = 60         # seconds compacted-away files stay for queries still reading them
+//! retention_days = 0         # days of raw readings kept (0: all); rollups are separate:
+//! rollup_retention_days = 0  # days of hourly and daily rollups kept (0: all)
+//!
 //! [[gateway]]
 //! id = "gw-01"
 //! token_sha256 = "…"         # sha256 of the gateway's token, hex (`jieneng token-hash`)
@@ -87,6 +94,70 @@ pub struct ServeConfig {
     /// API keys of people and systems (`crate::api::access`), apart from gateway tokens.
     #[serde(default)]
     pub api_key: Vec<crate::api::access::ApiKeyConfig>,
+    /// Compaction, rollups and retention.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// How the store keeps its files: compaction, rollups and retention (see `store::maintenance`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// A date partition with at least this many files is compacted into one.
+    pub compact_files: usize,
+    /// A partition last written to this many seconds ago is compacted (and its rollups
+    /// recomputed) even with fewer files: this bounds how stale rollups get.
+    pub compact_after: f64,
+    /// Seconds a compacted-away file stays on disk, so that queries which listed it before the
+    /// compaction can still read it. Readers skip it as soon as its replacement exists.
+    pub compact_grace: f64,
+    /// Days of raw readings kept, by UTC date; older date partitions are removed. 0 keeps all.
+    pub retention_days: u32,
+    /// Days of hourly and daily rollups kept. 0 keeps all.
+    pub rollup_retention_days: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            compact_files: 8,
+            compact_after: 60.0,
+            compact_grace: 60.0,
+            retention_days: 0,
+            rollup_retention_days: 0,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Checks the values without touching the disk.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.compact_files < 2 {
+            return Err(format!(
+                "storage.compact_files: {} is less than 2",
+                self.compact_files
+            ));
+        }
+        for (name, v) in [
+            ("compact_after", self.compact_after),
+            ("compact_grace", self.compact_grace),
+        ] {
+            if !(0.0..=86_400.0).contains(&v) {
+                return Err(format!("storage.{name}: {v} s is outside [0, 86400]"));
+            }
+        }
+        if self.retention_days != 0
+            && self.rollup_retention_days != 0
+            && self.rollup_retention_days < self.retention_days
+        {
+            return Err(format!(
+                "storage.rollup_retention_days ({}) is shorter than retention_days ({}): \
+                 rollups are what remains of old data",
+                self.rollup_retention_days, self.retention_days
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[mqtt]`: the embedded broker gateways may publish batches to.
@@ -197,6 +268,7 @@ impl ServeConfig {
             }
         }
         check_accounts_and_keys(file, text, &c)?;
+        c.storage.validate().map_err(invalid)?;
         for (i, g) in c.gateway.iter().enumerate() {
             if g.token_sha256.len() != 64
                 || !g
@@ -322,6 +394,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.mqtt.listen.port(), 8883);
+        assert_eq!(c.storage, StorageConfig::default());
+        let c = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\n[storage]\nretention_days = 400\ncompact_after = 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.storage.retention_days, c.storage.compact_after),
+            (400, 5.0)
+        );
+        let e = ServeConfig::parse("s.toml", "data_dir = \"d\"\n[storage]\ncompact_files = 1\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("storage.compact_files"), "{e}");
+        let e = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\n[storage]\nretention_days = 30\nrollup_retention_days = 7\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rollup_retention_days"), "{e}");
         let e = ServeConfig::parse("s.toml", "data_dir = \"d\"\nlisten = 5\n").unwrap_err();
         assert!(
             e.to_string().contains("s.toml") && e.to_string().contains("line 2"),

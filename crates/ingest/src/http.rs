@@ -301,6 +301,66 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         "counter",
         g(&app.tls_handshake_failures).to_string(),
     );
+    line(
+        "jieneng_flush_last_seconds",
+        "Duration of the last flush.",
+        "gauge",
+        format!("{:.6}", g(&m.flush_last_micros) as f64 / 1e6),
+    );
+    line(
+        "jieneng_wal_size_bytes",
+        "Bytes of WAL segments on disk (acknowledged rows not yet in Parquet).",
+        "gauge",
+        g(&m.wal_size).to_string(),
+    );
+    line(
+        "jieneng_compactions_total",
+        "Date partitions compacted.",
+        "counter",
+        g(&m.compactions).to_string(),
+    );
+    line(
+        "jieneng_compaction_failures_total",
+        "Failed compactions.",
+        "counter",
+        g(&m.compaction_failures).to_string(),
+    );
+    line(
+        "jieneng_compaction_files_total",
+        "Files merged away by compaction.",
+        "counter",
+        g(&m.compaction_files).to_string(),
+    );
+    line(
+        "jieneng_compaction_seconds_total",
+        "Time spent compacting.",
+        "counter",
+        format!("{:.6}", g(&m.compaction_micros) as f64 / 1e6),
+    );
+    line(
+        "jieneng_compaction_last_seconds",
+        "Duration of the last compaction.",
+        "gauge",
+        format!("{:.6}", g(&m.compaction_last_micros) as f64 / 1e6),
+    );
+    line(
+        "jieneng_rollups_total",
+        "Dates whose hourly and daily rollups were recomputed.",
+        "counter",
+        g(&m.rollups).to_string(),
+    );
+    line(
+        "jieneng_maintenance_failures_total",
+        "Failed compaction/rollup/retention passes.",
+        "counter",
+        g(&m.maintenance_failures).to_string(),
+    );
+    line(
+        "jieneng_partitions_expired_total",
+        "Date partitions removed by retention.",
+        "counter",
+        g(&m.partitions_expired).to_string(),
+    );
     out.push_str("# HELP jieneng_rejects_total Requests rejected, by reason.\n# TYPE jieneng_rejects_total counter\n");
     for (reason, n) in app.rejects.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         out.push_str(&format!(

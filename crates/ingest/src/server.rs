@@ -37,7 +37,8 @@ impl Server {
     /// Opens the store (replaying the WAL), binds the listener and starts serving.
     pub async fn start(config: &ServeConfig) -> anyhow::Result<ServerHandle> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let (store, threads) = Store::open(&config.data_dir, config.flush_rows)?;
+        let (store, threads) =
+            Store::open(&config.data_dir, config.flush_rows, config.storage.clone())?;
         let app = Arc::new(App {
             store: store.clone(),
             tokens: config
@@ -139,6 +140,11 @@ impl ServerHandle {
         }
         let _ = timer.await;
         let report = store.flush().await;
+        // Leave the files as tools that glob the directory should find them: compacted, with
+        // rollups up to date, nothing compacted-away left over.
+        if let Err(e) = store.maintain(true).await {
+            error!(error = %e, "final compaction failed; the next start retries it");
+        }
         drop(store);
         // The HTTP handlers' clones of the store are gone with the server task; the writer
         // thread sees its channel close and ends, then the flusher.

@@ -9,24 +9,35 @@
 //! flusher, which publishes one Parquet file per date partition (temp file, fsync, rename,
 //! fsync directory), then records the marks in `ingest-state.json`, then deletes the closed WAL
 //! segments. A crash at any point leaves either the WAL segment or the Parquet file (or both —
-//! replay skips batches the state file already covers).
+//! replay skips batches the state file already covers, and a row published twice is one row to
+//! readers: the key dedupes across files, see `query::storage`).
+//!
+//! Rows stay visible to queries ([`Store::live`]) from the moment they are acknowledged until
+//! their file is published: first in the writer's buffer, then in the flusher's queue.
+//! Between flushes the flusher runs the [`maintenance`]: compaction, rollups, retention.
 
-use std::collections::{BTreeMap, HashMap};
+mod maintenance;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+pub use maintenance::MaintenanceReport;
+use maintenance::{Maintenance, publish_file};
+use query::LiveReadings;
 use query::storage::{
-    StoredReading, partition_date, partition_dir, sort_and_dedupe, write_parquet,
+    StoredReading, file_name, partition_date, partition_dir, sort_and_dedupe, write_parquet,
 };
 use reading_model::{Batch, GatewayId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use crate::config::StorageConfig;
 use crate::wal::{self, Wal, WalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +84,22 @@ pub struct StoreMetrics {
     pub flushes: AtomicU64,
     pub flush_failures: AtomicU64,
     pub flush_micros: AtomicU64,
+    pub flush_last_micros: AtomicU64,
     pub files_published: AtomicU64,
     pub rows_in_memory: AtomicU64,
+    /// Bytes of WAL segments on disk.
+    pub wal_size: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compaction_failures: AtomicU64,
+    /// Files merged away by compactions.
+    pub compaction_files: AtomicU64,
+    pub compaction_micros: AtomicU64,
+    pub compaction_last_micros: AtomicU64,
+    /// Dates whose rollups were recomputed.
+    pub rollups: AtomicU64,
+    pub maintenance_failures: AtomicU64,
+    /// Date partitions (raw or rollup) removed by retention.
+    pub partitions_expired: AtomicU64,
 }
 
 enum Command {
@@ -82,8 +107,49 @@ enum Command {
     Flush(oneshot::Sender<Result<FlushReport, StoreError>>),
 }
 
+/// Acknowledged rows not yet in Parquet: what queries read besides the files.
+#[derive(Debug, Default)]
+struct Memory {
+    /// Not yet handed to the flusher, in arrival order.
+    active: Vec<StoredReading>,
+    /// Handed to the flusher and not yet published, oldest first, by flush job.
+    flushing: VecDeque<(u64, Arc<Vec<StoredReading>>)>,
+}
+
+type Shared = Arc<Mutex<Memory>>;
+
+fn lock(m: &Shared) -> std::sync::MutexGuard<'_, Memory> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The store's memory as [`LiveReadings`] for [`query::Query::with_live`].
+#[derive(Debug, Clone)]
+pub struct LiveMemory(Shared);
+
+impl LiveReadings for LiveMemory {
+    fn snapshot(&self) -> Vec<StoredReading> {
+        let m = lock(&self.0);
+        let n = m.active.len() + m.flushing.iter().map(|(_, r)| r.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(n);
+        for (_, rows) in &m.flushing {
+            out.extend(rows.iter().cloned());
+        }
+        out.extend(m.active.iter().cloned());
+        out
+    }
+}
+
+enum ToFlusher {
+    Flush(FlushJob),
+    Maintain {
+        force: bool,
+        reply: oneshot::Sender<Result<MaintenanceReport, StoreError>>,
+    },
+}
+
 struct FlushJob {
-    rows: Vec<StoredReading>,
+    id: u64,
+    rows: Arc<Vec<StoredReading>>,
     high_water: HashMap<GatewayId, u64>,
     closed_segment: u64,
     waiters: Vec<oneshot::Sender<Result<FlushReport, StoreError>>>,
@@ -93,6 +159,8 @@ struct FlushJob {
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
+    flusher: std::sync::mpsc::Sender<ToFlusher>,
+    memory: Shared,
     pub metrics: Arc<StoreMetrics>,
 }
 
@@ -140,8 +208,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// Opens the store under `data_dir`: replays the WAL into memory and starts the threads.
-    pub fn open(data_dir: &Path, flush_rows: usize) -> Result<(Self, StoreThreads), StoreError> {
+    /// Opens the store under `data_dir`: replays the WAL into memory, looks over the files
+    /// (leftovers of a crash, due compactions and rollups) and starts the threads.
+    pub fn open(
+        data_dir: &Path,
+        flush_rows: usize,
+        storage: StorageConfig,
+    ) -> Result<(Self, StoreThreads), StoreError> {
         let sp = state_path(data_dir);
         let state: State = match fs::read(&sp) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::State {
@@ -185,12 +258,20 @@ impl Store {
         metrics
             .rows_in_memory
             .store(rows.len() as u64, Ordering::Relaxed);
+        metrics
+            .wal_size
+            .store(wal::disk_bytes(wal.dir()), Ordering::Relaxed);
+        let (maintenance, next_gen) = Maintenance::open(data_dir, storage, metrics.clone())?;
         let (tx, rx) = mpsc::channel(4096);
-        let (flush_tx, flush_rx) = std::sync::mpsc::channel::<FlushJob>();
-        let memtable = Arc::new(Mutex::new(rows));
+        let (flush_tx, flush_rx) = std::sync::mpsc::channel::<ToFlusher>();
+        let memtable: Shared = Arc::new(Mutex::new(Memory {
+            active: rows,
+            flushing: VecDeque::new(),
+        }));
         let writer = {
             let metrics = metrics.clone();
             let memtable = memtable.clone();
+            let flush_tx = flush_tx.clone();
             std::thread::Builder::new()
                 .name("ingest-writer".into())
                 .spawn(move || {
@@ -204,15 +285,48 @@ impl Store {
         let flusher = {
             let metrics = metrics.clone();
             let data_dir = data_dir.to_path_buf();
+            let memtable = memtable.clone();
+            let flusher = Flusher {
+                data_dir,
+                memory: memtable,
+                metrics,
+                maintenance,
+                next_gen,
+                carry: Vec::new(),
+            };
             std::thread::Builder::new()
                 .name("ingest-flusher".into())
-                .spawn(move || flusher_loop(flush_rx, data_dir, memtable, metrics))
+                .spawn(move || flusher.run(flush_rx))
                 .map_err(|e| StoreError::State {
                     path: PathBuf::new(),
                     message: format!("spawn flusher: {e}"),
                 })?
         };
-        Ok((Self { tx, metrics }, StoreThreads { writer, flusher }))
+        Ok((
+            Self {
+                tx,
+                flusher: flush_tx,
+                memory: memtable,
+                metrics,
+            },
+            StoreThreads { writer, flusher },
+        ))
+    }
+
+    /// The acknowledged rows not yet in Parquet, for queries.
+    pub fn live(&self) -> Arc<dyn LiveReadings> {
+        Arc::new(LiveMemory(self.memory.clone()))
+    }
+
+    /// Runs a maintenance pass now: compaction and rollups of every partition written to since
+    /// the last one (`force`) or only of those due, retention, removal of compacted-away files
+    /// (all of them if `force`, else those past their grace).
+    pub async fn maintain(&self, force: bool) -> Result<MaintenanceReport, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.flusher
+            .send(ToFlusher::Maintain { force, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Appends a batch; returns once it is durable (or recognised as a duplicate).
@@ -240,12 +354,13 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Command>,
     mut wal: Wal,
     mut high_water: HashMap<GatewayId, u64>,
-    memtable: Arc<Mutex<Vec<StoredReading>>>,
-    flush_tx: std::sync::mpsc::Sender<FlushJob>,
+    memtable: Shared,
+    flush_tx: std::sync::mpsc::Sender<ToFlusher>,
     flush_rows: usize,
     metrics: Arc<StoreMetrics>,
 ) {
     let mut buf = Vec::new();
+    let mut job_id = 0u64;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < 4096 {
@@ -284,21 +399,26 @@ fn writer_loop(
                     metrics
                         .wal_bytes
                         .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                    let mut mem = memtable.lock().unwrap_or_else(|p| p.into_inner());
+                    metrics
+                        .wal_size
+                        .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    let mut mem = lock(&memtable);
                     for (b, reply) in accepted {
                         high_water.insert(b.gateway.clone(), b.seq);
                         let n = b.readings.len();
-                        mem.extend(b.readings.into_iter().map(|reading| StoredReading {
-                            gateway: b.gateway.clone(),
-                            reading,
-                        }));
+                        // Into memory before the answer: a query right after the 2xx sees it.
+                        mem.active
+                            .extend(b.readings.into_iter().map(|reading| StoredReading {
+                                gateway: b.gateway.clone(),
+                                reading,
+                            }));
                         metrics.batches.fetch_add(1, Ordering::Relaxed);
                         metrics.rows.fetch_add(n as u64, Ordering::Relaxed);
                         let _ = reply.send(Ok(Appended::Stored { rows: n }));
                     }
                     metrics
                         .rows_in_memory
-                        .store(mem.len() as u64, Ordering::Relaxed);
+                        .store(mem.active.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     error!(error = %e, "WAL append failed; batches refused");
@@ -319,22 +439,14 @@ fn writer_loop(
         }
         let in_memory = metrics.rows_in_memory.load(Ordering::Relaxed) as usize;
         if !flush_waiters.is_empty() || in_memory >= flush_rows {
-            let rows = std::mem::take(&mut *memtable.lock().unwrap_or_else(|p| p.into_inner()));
-            metrics.rows_in_memory.store(0, Ordering::Relaxed);
-            let closed_segment = if rows.is_empty() {
+            let empty = lock(&memtable).active.is_empty();
+            let closed_segment = if empty {
                 wal.segment().saturating_sub(1)
             } else {
                 match wal.rotate() {
                     Ok(id) => id,
                     Err(e) => {
                         error!(error = %e, "cannot rotate WAL; flush postponed");
-                        let mut mem = memtable.lock().unwrap_or_else(|p| p.into_inner());
-                        let mut back = rows;
-                        back.append(&mut mem);
-                        *mem = back;
-                        metrics
-                            .rows_in_memory
-                            .store(mem.len() as u64, Ordering::Relaxed);
                         for w in flush_waiters {
                             let _ = w.send(Err(StoreError::Wal(e.clone_io())));
                         }
@@ -342,13 +454,23 @@ fn writer_loop(
                     }
                 }
             };
+            job_id += 1;
+            let rows = {
+                // Moved to `flushing` under the lock, so queries see every row at every moment.
+                let mut mem = lock(&memtable);
+                let rows = Arc::new(std::mem::take(&mut mem.active));
+                mem.flushing.push_back((job_id, rows.clone()));
+                rows
+            };
+            metrics.rows_in_memory.store(0, Ordering::Relaxed);
             let job = FlushJob {
+                id: job_id,
                 rows,
                 high_water: high_water.clone(),
                 closed_segment,
                 waiters: flush_waiters,
             };
-            if flush_tx.send(job).is_err() {
+            if flush_tx.send(ToFlusher::Flush(job)).is_err() {
                 return;
             }
         }
@@ -366,78 +488,124 @@ impl WalError {
     }
 }
 
-fn flusher_loop(
-    rx: std::sync::mpsc::Receiver<FlushJob>,
+/// The flusher thread's state: publishes flush jobs and runs the maintenance between them.
+struct Flusher {
     data_dir: PathBuf,
-    memtable: Arc<Mutex<Vec<StoredReading>>>,
+    memory: Shared,
     metrics: Arc<StoreMetrics>,
-) {
-    let mut file_counter = 0u64;
-    while let Ok(job) = rx.recv() {
+    maintenance: Maintenance,
+    /// The generation the next flush stamps on its rows and files.
+    next_gen: u64,
+    /// Rows of failed flushes, published with the next job: their WAL segments are deleted
+    /// only once a later flush, which covers them, succeeds.
+    carry: Vec<Arc<Vec<StoredReading>>>,
+}
+
+/// How often the flusher looks for due maintenance when no flush comes.
+const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
+
+impl Flusher {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<ToFlusher>) {
+        let mut last_error_log: Option<Instant> = None;
+        loop {
+            let msg = match rx.recv_timeout(MAINTENANCE_TICK) {
+                Ok(m) => Some(m),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let (force, reply) = match msg {
+                Some(ToFlusher::Flush(job)) => {
+                    self.flush(job);
+                    (false, None)
+                }
+                Some(ToFlusher::Maintain { force, reply }) => (force, Some(reply)),
+                None => (false, None),
+            };
+            let result = self.maintenance.run(force);
+            if let Err(e) = &result {
+                self.metrics
+                    .maintenance_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                // Retried every tick: say it once a minute, not every second.
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    error!(error = %e, "compaction/rollup/retention failed; will retry");
+                    last_error_log = Some(Instant::now());
+                }
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn flush(&mut self, job: FlushJob) {
         let started = Instant::now();
         let FlushJob {
-            mut rows,
+            id,
+            rows,
             high_water,
             closed_segment,
             waiters,
         } = job;
-        let result = publish(&data_dir, &mut rows, &mut file_counter).and_then(|files| {
-            let state = State {
-                high_water: high_water
-                    .iter()
-                    .map(|(g, s)| (g.to_string(), *s))
-                    .collect(),
-            };
-            let sp = state_path(&data_dir);
-            write_atomic(&sp, &serde_json::to_vec_pretty(&state).unwrap_or_default()).map_err(
-                |e| StoreError::State {
-                    path: sp.clone(),
-                    message: e.to_string(),
-                },
-            )?;
-            wal::remove_upto(&data_dir.join("wal"), closed_segment)?;
-            Ok(FlushReport {
-                rows: rows.len(),
-                files,
-            })
-        });
+        self.carry.push(rows);
+        let generation = self.next_gen;
+        let result =
+            publish(&self.data_dir, &self.carry, generation).and_then(|(report, dates)| {
+                let state = State {
+                    high_water: high_water
+                        .iter()
+                        .map(|(g, s)| (g.to_string(), *s))
+                        .collect(),
+                };
+                let sp = state_path(&self.data_dir);
+                write_atomic(&sp, &serde_json::to_vec_pretty(&state).unwrap_or_default()).map_err(
+                    |e| StoreError::State {
+                        path: sp.clone(),
+                        message: e.to_string(),
+                    },
+                )?;
+                let wal_dir = self.data_dir.join("wal");
+                wal::remove_upto(&wal_dir, closed_segment)?;
+                self.metrics
+                    .wal_size
+                    .store(wal::disk_bytes(&wal_dir), Ordering::Relaxed);
+                Ok((report, dates))
+            });
+        // A generation is used up even by a failed flush: a file it left behind must not
+        // share its generation with a later one.
+        self.next_gen += 1;
+        let micros = started.elapsed().as_micros() as u64;
+        let m = &self.metrics;
         match &result {
-            Ok(r) => {
-                metrics.flushes.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .files_published
+            Ok((r, dates)) => {
+                self.carry.clear();
+                lock(&self.memory).flushing.retain(|(job, _)| *job > id);
+                self.maintenance.touched(dates.iter().cloned());
+                m.flushes.fetch_add(1, Ordering::Relaxed);
+                m.files_published
                     .fetch_add(r.files as u64, Ordering::Relaxed);
-                metrics
-                    .flush_micros
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                m.flush_micros.fetch_add(micros, Ordering::Relaxed);
+                m.flush_last_micros.store(micros, Ordering::Relaxed);
                 if r.rows > 0 {
                     info!(
                         rows = r.rows,
                         files = r.files,
-                        ms = started.elapsed().as_millis() as u64,
+                        generation,
+                        ms = micros / 1000,
                         "published Parquet"
                     );
                 }
             }
             Err(e) => {
-                metrics.flush_failures.fetch_add(1, Ordering::Relaxed);
-                error!(error = %e, "flush failed; rows kept in memory and in the WAL");
-                // The rows are still in the WAL (its segments were not deleted); put them back
-                // in memory so the next flush writes them.
-                let mut mem = memtable.lock().unwrap_or_else(|p| p.into_inner());
-                let mut back = std::mem::take(&mut rows);
-                back.append(&mut mem);
-                *mem = back;
-                metrics
-                    .rows_in_memory
-                    .store(mem.len() as u64, Ordering::Relaxed);
+                m.flush_failures.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "flush failed; rows kept in memory and in the WAL, retried with the next flush");
             }
         }
         for w in waiters {
             let _ = w.send(match &result {
-                Ok(r) => Ok(*r),
+                Ok((r, _)) => Ok(*r),
                 Err(e) => Err(StoreError::State {
-                    path: data_dir.clone(),
+                    path: self.data_dir.clone(),
                     message: e.to_string(),
                 }),
             });
@@ -445,46 +613,33 @@ fn flusher_loop(
     }
 }
 
-/// Writes rows as one Parquet file per date partition, each published atomically.
+/// Writes rows as one Parquet file per date partition, each published atomically, all of
+/// generation `generation`; returns what was written and the dates it wrote to.
 fn publish(
     data_dir: &Path,
-    rows: &mut Vec<StoredReading>,
-    counter: &mut u64,
-) -> Result<usize, StoreError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    sort_and_dedupe(rows);
+    sets: &[Arc<Vec<StoredReading>>],
+    generation: u64,
+) -> Result<(FlushReport, BTreeSet<String>), StoreError> {
     let mut by_date: BTreeMap<String, Vec<StoredReading>> = BTreeMap::new();
-    for r in rows.iter() {
+    for r in sets.iter().flat_map(|s| s.iter()) {
         by_date
             .entry(partition_date(r.reading.ts))
             .or_default()
             .push(r.clone());
     }
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
-    let mut files = 0;
-    for (date, part) in by_date {
+    let mut report = FlushReport::default();
+    let mut dates = BTreeSet::new();
+    for (date, mut part) in by_date {
+        sort_and_dedupe(&mut part);
         let dir = partition_dir(data_dir, &date);
-        let perr = |message: String| StoreError::Parquet {
-            path: dir.clone(),
-            message,
-        };
-        fs::create_dir_all(&dir).map_err(|e| perr(e.to_string()))?;
-        *counter += 1;
-        let name = format!("part-{stamp}-{:06}.parquet", *counter);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let file = File::create(&tmp).map_err(|e| perr(e.to_string()))?;
-        let w = write_parquet(BufWriter::new(file), &part).map_err(|e| perr(e.to_string()))?;
-        let file = w.into_inner().map_err(|e| perr(e.to_string()))?;
-        file.sync_all().map_err(|e| perr(e.to_string()))?;
-        fs::rename(&tmp, dir.join(&name)).map_err(|e| perr(e.to_string()))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| perr(e.to_string()))?;
-        files += 1;
+        publish_file(&dir, &file_name(generation, generation), |w| {
+            write_parquet(w, &part, generation as i64)
+        })?;
+        report.rows += part.len();
+        report.files += 1;
+        dates.insert(date);
     }
-    Ok(files)
+    Ok((report, dates))
 }
 
 #[cfg(test)]
@@ -514,17 +669,13 @@ mod tests {
         Batch::new(GatewayId::parse("gw").unwrap(), seq, vec![r])
     }
 
+    /// Rows in the live files (what readers see); compaction may run meanwhile.
     fn parquet_rows(dir: &Path) -> usize {
         let mut n = 0;
-        for part in fs::read_dir(dir.join("readings"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for f in fs::read_dir(part.path()).unwrap().flatten() {
-                let name = f.file_name().to_string_lossy().into_owned();
-                assert!(!name.starts_with('.'), "a temp file is left: {name}");
-                let file = File::open(f.path()).unwrap();
+        for date in query::storage::partitions(&dir.join("readings")).unwrap() {
+            let (live, _) = query::storage::partition_files(&partition_dir(dir, &date)).unwrap();
+            for f in live {
+                let file = File::open(&f.path).unwrap();
                 let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
                 n += parquet::file::reader::FileReader::metadata(&reader)
                     .file_metadata()
@@ -539,7 +690,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t0 = 1_767_225_600_000;
         {
-            let (store, threads) = Store::open(dir.path(), 1_000_000).unwrap();
+            let (store, threads) =
+                Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
             assert_eq!(
                 store.append(batch(1, t0)).await.unwrap(),
                 Appended::Stored { rows: 1 }
@@ -565,7 +717,8 @@ mod tests {
             threads.join();
         }
         assert_eq!(parquet_rows(dir.path()), 2);
-        let (store, threads) = Store::open(dir.path(), 1_000_000).unwrap();
+        let (store, threads) =
+            Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
         // The high-water mark survived: old batches are still recognised as retries.
         assert_eq!(
             store.append(batch(2, t0 + 1000)).await.unwrap(),
@@ -579,6 +732,271 @@ mod tests {
         assert_eq!(parquet_rows(dir.path()), 3);
         // Published segments are gone; only the open one remains.
         assert_eq!(wal::segments(&dir.path().join("wal")).unwrap().len(), 1);
+        drop(store);
+        threads.join();
+    }
+
+    fn reading(meter: &str, ts: i64, value: f64, delta: f64) -> Reading {
+        Reading {
+            meter: MeterId::parse(meter).unwrap(),
+            value,
+            delta: Some(delta),
+            ..batch(0, ts).readings.remove(0)
+        }
+    }
+
+    fn gw_batch(seq: u64, readings: Vec<Reading>) -> Batch {
+        Batch::new(GatewayId::parse("gw").unwrap(), seq, readings)
+    }
+
+    /// (file names, rows) of a date partition.
+    fn partition(dir: &Path, date: &str) -> (Vec<String>, usize) {
+        let mut names: Vec<String> = fs::read_dir(partition_dir(dir, date))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let (live, _) = query::storage::partition_files(&partition_dir(dir, date)).unwrap();
+        let rows = query::storage::read_files(&live).unwrap().num_rows();
+        (names, rows)
+    }
+
+    async fn consumption(q: &query::Query, from: i64, to: i64) -> Vec<(String, f64, i64)> {
+        q.consumption(from, to)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.item, r.consumption, r.intervals))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_keeps_one_row_per_key_the_latest_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let (store, threads) =
+            Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
+        // Three flushes whose batches overlap: the same (meter, ts) comes again in later
+        // batches (new seq numbers, so not retries), the last time with a corrected value.
+        store
+            .append(gw_batch(
+                1,
+                vec![
+                    reading("m1", t0 + 60_000, 10.0, 1.0),
+                    reading("m1", t0 + 120_000, 11.0, 1.0),
+                ],
+            ))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        store
+            .append(gw_batch(
+                2,
+                vec![
+                    reading("m1", t0 + 120_000, 11.0, 1.0),
+                    reading("m2", t0 + 60_000, 5.0, 2.0),
+                ],
+            ))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        store
+            .append(gw_batch(3, vec![reading("m1", t0 + 120_000, 11.5, 1.5)]))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let date = partition_date(t0);
+        let (names, rows) = partition(dir.path(), &date);
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(rows, 5, "before compaction the files hold every copy");
+        // Queries dedupe across files already: the latest copy counts.
+        let q = query::Query::new(dir.path());
+        let before = consumption(&q, t0, t0 + 3_600_000).await;
+        assert_eq!(before, vec![("01000".to_owned(), 4.5, 3)]);
+
+        let report = store.maintain(true).await.unwrap();
+        assert_eq!((report.compacted, report.files_merged), (1, 3));
+        let (names, rows) = partition(dir.path(), &date);
+        assert_eq!(names, vec![query::storage::file_name(1, 3)]);
+        assert_eq!(rows, 3);
+        assert_eq!(consumption(&q, t0, t0 + 3_600_000).await, before);
+        assert_eq!(store.metrics.compactions.load(Ordering::Relaxed), 1);
+
+        // A later flush into the compacted partition is a new, uncovered generation.
+        store
+            .append(gw_batch(4, vec![reading("m2", t0 + 120_000, 6.0, 1.0)]))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let (names, _) = partition(dir.path(), &date);
+        assert_eq!(
+            names,
+            vec![
+                query::storage::file_name(1, 3),
+                query::storage::file_name(4, 4)
+            ]
+        );
+        store.maintain(true).await.unwrap();
+        let (names, rows) = partition(dir.path(), &date);
+        assert_eq!((names, rows), (vec![query::storage::file_name(1, 4)], 4));
+        drop(store);
+        threads.join();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_between_publishing_and_removing_leaves_readers_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600_000;
+        let date = partition_date(t0);
+        let (store, threads) =
+            Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
+        for seq in 1..=3 {
+            store
+                .append(gw_batch(
+                    seq,
+                    vec![reading("m1", t0 + seq as i64 * 60_000, seq as f64, 1.0)],
+                ))
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        drop(store);
+        threads.join();
+        // What a crash right after the compacted file's rename leaves: old and new side by side.
+        let part = partition_dir(dir.path(), &date);
+        let (live, _) = query::storage::partition_files(&part).unwrap();
+        let merged =
+            query::storage::dedupe_batch(&query::storage::read_files(&live).unwrap()).unwrap();
+        publish_file(&part, &query::storage::file_name(1, 3), |w| {
+            query::storage::write_batch(w, &merged)
+        })
+        .unwrap();
+        // And a temp file of a write that never finished.
+        fs::write(
+            part.join(".part-000000000009-000000000009.parquet.tmp"),
+            b"PAR1 torn",
+        )
+        .unwrap();
+        assert_eq!(partition(dir.path(), &date).0.len(), 5);
+        let q = query::Query::new(dir.path());
+        assert_eq!(
+            consumption(&q, t0, t0 + 3_600_000).await,
+            vec![("01000".to_owned(), 3.0, 3)]
+        );
+
+        let config = StorageConfig {
+            compact_grace: 0.0,
+            ..StorageConfig::default()
+        };
+        let (store, threads) = Store::open(dir.path(), 1_000_000, config).unwrap();
+        store.maintain(false).await.unwrap();
+        let (names, rows) = partition(dir.path(), &date);
+        assert_eq!((names, rows), (vec![query::storage::file_name(1, 3)], 3));
+        // The next flush does not reuse a generation the old files had.
+        store
+            .append(gw_batch(4, vec![reading("m1", t0 + 240_000, 4.0, 1.0)]))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        assert!(
+            partition(dir.path(), &date)
+                .0
+                .contains(&query::storage::file_name(4, 4))
+        );
+        drop(store);
+        threads.join();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_rows_are_visible_to_queries_before_any_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600_000;
+        let (store, threads) =
+            Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
+        let q = query::Query::new(dir.path()).with_live(store.live());
+        assert!(consumption(&q, t0, t0 + 3_600_000).await.is_empty());
+        store
+            .append(gw_batch(
+                1,
+                vec![
+                    reading("m1", t0 + 60_000, 1.0, 1.0),
+                    reading("m1", t0 + 120_000, 3.0, 2.0),
+                ],
+            ))
+            .await
+            .unwrap();
+        // No flush: only the memory has these rows.
+        assert!(!partition_dir(dir.path(), &partition_date(t0)).exists());
+        assert_eq!(
+            consumption(&q, t0, t0 + 3_600_000).await,
+            vec![("01000".to_owned(), 3.0, 2)]
+        );
+        store.flush().await.unwrap();
+        // Flushed rows are read from the file, exactly once.
+        assert_eq!(
+            consumption(&q, t0, t0 + 3_600_000).await,
+            vec![("01000".to_owned(), 3.0, 2)]
+        );
+        // A correction not yet flushed replaces the file's row at once.
+        store
+            .append(gw_batch(2, vec![reading("m1", t0 + 120_000, 4.0, 3.0)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            consumption(&q, t0, t0 + 3_600_000).await,
+            vec![("01000".to_owned(), 4.0, 2)]
+        );
+        // Without the live rows, a query sees only the files.
+        assert_eq!(
+            consumption(&query::Query::new(dir.path()), t0, t0 + 3_600_000).await,
+            vec![("01000".to_owned(), 3.0, 2)]
+        );
+        drop(store);
+        threads.join();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_removes_old_raw_dates_and_keeps_their_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400_000;
+        let today = chrono::Utc::now().timestamp_millis() / day * day;
+        let old = today - 10 * day;
+        let old_date = partition_date(old);
+        // A rollup of the old date, made while it was within retention.
+        let rollup = query::rollup::rollup_dir(dir.path(), query::rollup::Period::Daily, &old_date);
+        fs::create_dir_all(&rollup).unwrap();
+        fs::write(rollup.join(query::rollup::FILE), b"kept").unwrap();
+        let config = StorageConfig {
+            retention_days: 3,
+            ..StorageConfig::default()
+        };
+        let (store, threads) = Store::open(dir.path(), 1_000_000, config).unwrap();
+        store
+            .append(gw_batch(
+                1,
+                vec![
+                    reading("m1", old + 3_600_000, 1.0, 1.0),
+                    reading("m1", today + 60_000, 2.0, 1.0),
+                ],
+            ))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        // The flush wrote the old date's partition; the pass after it removed it again.
+        store.maintain(true).await.unwrap();
+        assert!(!partition_dir(dir.path(), &old_date).exists());
+        assert!(partition_dir(dir.path(), &partition_date(today)).exists());
+        assert_eq!(store.metrics.partitions_expired.load(Ordering::Relaxed), 1);
+        // The old rollup was neither recomputed from the late rows nor removed.
+        assert_eq!(fs::read(rollup.join(query::rollup::FILE)).unwrap(), b"kept");
+        // Today's rollups were computed.
+        let today_rollup = query::rollup::rollup_dir(
+            dir.path(),
+            query::rollup::Period::Hourly,
+            &partition_date(today),
+        );
+        assert!(today_rollup.join(query::rollup::FILE).exists());
         drop(store);
         threads.join();
     }

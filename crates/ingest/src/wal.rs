@@ -192,6 +192,16 @@ impl Wal {
     }
 }
 
+/// Bytes of all segments in `dir` (for the WAL size gauge); 0 if it cannot be listed.
+pub fn disk_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|id| fs::metadata(segment_path(dir, id)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Deletes segments with id ≤ `upto` (their rows are published).
 pub fn remove_upto(dir: &Path, upto: u64) -> Result<(), WalError> {
     for id in segments(dir)? {

@@ -240,6 +240,7 @@ pub async fn run(
             accounts: vec![],
             region: None,
         }],
+        storage: Default::default(),
     };
     let server = Server::start(&serve).await?;
 

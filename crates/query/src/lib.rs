@@ -4,10 +4,11 @@
 
 pub mod accounts;
 pub mod report;
+pub mod rollup;
 pub mod sample;
 pub mod savings;
 pub mod storage;
 
 pub use accounts::Account;
-pub use report::{ConsumptionRow, Query, QueryError, Reports};
+pub use report::{ConsumptionRow, LiveReadings, Query, QueryError, Reports};
 pub use storage::{StoredReading, readings_schema};

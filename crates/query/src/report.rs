@@ -6,6 +6,13 @@
 //! unmetered remainder, 同比/环比 and indicators ([`consumption`]), carbon with the factors used
 //! ([`carbon`]), their CSV ([`csv`]), over periods in Beijing time ([`period`]) and account
 //! scopes ([`scope`]).
+//!
+//! Every query reads the `readings` view: the live files of every partition (see
+//! [`crate::storage`]) together with the rows the ingest server has acknowledged but not yet
+//! written to Parquet ([`LiveReadings`]), deduplicated on the key (account, meter, quantity,
+//! ts) so that the highest generation wins — live rows are newer than any file. The live rows
+//! are taken before the files are listed: a row flushed in between is then seen twice (and
+//! deduplicated), never not at all.
 
 pub mod carbon;
 pub mod consumption;
@@ -17,16 +24,34 @@ pub mod source;
 
 pub use source::Reports;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use chrono::{TimeZone, Utc};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
 use reading_model::Quantity;
 
-use crate::storage::{READINGS, readings_schema};
+use crate::storage::{
+    READINGS, StoredReading, partition_files, partitions, readings_schema, sort_and_dedupe,
+    to_record_batch,
+};
+
+/// Acknowledged readings that are not in Parquet yet: the ingest store's memory, which
+/// queries read so that a reading is visible as soon as it is acknowledged.
+pub trait LiveReadings: Send + Sync + std::fmt::Debug {
+    /// The rows in arrival order (a later row with the same key replaces an earlier one).
+    fn snapshot(&self) -> Vec<StoredReading>;
+}
+
+/// The generation live rows carry in queries: newer than any file.
+const LIVE_GEN: i64 = i64::MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -36,6 +61,8 @@ pub enum QueryError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("query: unexpected result column {0}")]
     Shape(&'static str),
+    #[error("query: {0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// Consumption of one (account, category, item) over a period.
@@ -53,10 +80,11 @@ pub struct ConsumptionRow {
     pub intervals: i64,
 }
 
-/// Queries over one data directory.
+/// Queries over one data directory (and, with [`Query::with_live`], a server's memory).
 #[derive(Debug, Clone)]
 pub struct Query {
     data_dir: PathBuf,
+    live: Option<Arc<dyn LiveReadings>>,
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {
@@ -66,44 +94,70 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     )
 }
 
-fn has_parquet(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            has_parquet(&p)
-        } else {
-            p.extension().is_some_and(|x| x == "parquet")
-                && !e.file_name().to_string_lossy().starts_with('.')
-        }
-    })
-}
-
 impl Query {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            live: None,
         }
     }
 
-    /// A session with the readings table registered; `None` before the first file exists.
+    /// Also reads the acknowledged rows not yet in Parquet.
+    pub fn with_live(mut self, live: Arc<dyn LiveReadings>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// A session with the `readings` view registered; `None` while there is no reading at all.
     pub async fn session(&self) -> Result<Option<SessionContext>, QueryError> {
-        let dir = self.data_dir.join(READINGS);
-        if !has_parquet(&dir) {
+        let schema = readings_schema();
+        let mut live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
+        sort_and_dedupe(&mut live);
+        let storage = |e: std::io::Error, path: PathBuf| crate::storage::StorageError {
+            path,
+            message: e.to_string(),
+        };
+        let table_dir = std::path::absolute(self.data_dir.join(READINGS))
+            .map_err(|e| storage(e, self.data_dir.clone()))?;
+        let mut urls = Vec::new();
+        for date in partitions(&table_dir).map_err(|e| storage(e, table_dir.clone()))? {
+            let dir = table_dir.join(format!("date={date}"));
+            let (files, _superseded) =
+                partition_files(&dir).map_err(|e| storage(e, dir.clone()))?;
+            for f in files {
+                urls.push(ListingTableUrl::parse(f.path.to_string_lossy())?);
+            }
+        }
+        if urls.is_empty() && live.is_empty() {
             return Ok(None);
         }
         let ctx = SessionContext::new();
-        let schema = readings_schema();
-        let url = format!("{}/", dir.display());
-        ctx.register_parquet(
-            READINGS,
-            &url,
-            ParquetReadOptions::default()
-                .schema(&schema)
-                .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)]),
-        )
+        let stored: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?)
+        } else {
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(schema.clone());
+            Arc::new(ListingTable::try_new(config)?)
+        };
+        ctx.register_table("readings_stored", stored)?;
+        let live = to_record_batch(&live, LIVE_GEN)?;
+        ctx.register_table(
+            "readings_live",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![live]])?),
+        )?;
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let columns = columns.join(", ");
+        ctx.sql(&format!(
+            "CREATE VIEW {READINGS} AS \
+             SELECT DISTINCT ON (account, meter, quantity, ts) {columns}, \
+                    to_char(ts, '%Y-%m-%d') AS date \
+             FROM (SELECT {columns} FROM readings_stored \
+                   UNION ALL SELECT {columns} FROM readings_live) \
+             ORDER BY account, meter, quantity, ts, gen DESC"
+        ))
         .await?;
         Ok(Some(ctx))
     }
@@ -189,9 +243,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::storage::{
-        StoredReading, partition_date, partition_dir, sort_and_dedupe, write_parquet,
-    };
+    use crate::storage::{file_name, partition_date, partition_dir, write_parquet};
 
     fn row(meter: &str, item: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
         StoredReading {
@@ -231,8 +283,9 @@ mod tests {
         let part = partition_dir(dir.path(), &partition_date(t0));
         std::fs::create_dir_all(&part).unwrap();
         write_parquet(
-            std::fs::File::create(part.join("a.parquet")).unwrap(),
+            std::fs::File::create(part.join(file_name(1, 1))).unwrap(),
             &rows,
+            1,
         )
         .unwrap();
 

@@ -1,19 +1,38 @@
 //! The storage contract: the readings table's Arrow schema, its Hive-style date partitions,
 //! and the Parquet writer settings. Ingest writes with these; query and DuckDB read them.
 //!
-//! Layout: `<data_dir>/readings/date=YYYY-MM-DD/<name>.parquet` (UTC date of `ts`); rows in a
-//! file sorted by (account, meter, quantity, ts); ZSTD; dictionary-encoded strings; statistics
-//! on every column; a bloom filter on `meter`. Files being written are named `.<name>.tmp` and
-//! are invisible to readers until renamed.
+//! Layout: `<data_dir>/readings/date=YYYY-MM-DD/part-<lo>-<hi>.parquet` (UTC date of `ts`);
+//! rows in a file sorted by (account, meter, quantity, ts); ZSTD; dictionary-encoded strings;
+//! statistics on every column; a bloom filter on `meter`. Files being written are named
+//! `.<name>.tmp` and are invisible to readers until renamed.
+//!
+//! # Generations
+//!
+//! Every flush takes the next *generation* number of the data directory and stamps it on its
+//! rows (the `gen` column) and on its file name (`part-<g>-<g>`). When two stored rows share
+//! the key (account, meter, quantity, ts) — batches that overlap, or a corrected reading — the
+//! row with the higher generation arrived later and is the one that counts.
+//!
+//! Compaction merges the files of a partition into one, keeping per key the row of the highest
+//! generation (rows keep their `gen`), and names the result after the range of generations it
+//! covers: `part-<lo>-<hi>`. It publishes the new file first and removes the old ones after, so
+//! for a while (or after a crash in between) both are on disk. Readers therefore take a
+//! partition's files through [`live_files`]: a file whose generation range lies inside another
+//! file's range is *superseded* and skipped. Tools that glob the directory (DuckDB, pyarrow)
+//! see exactly one row per key once superseded files are removed (at the latest when the server
+//! stops); before that they may see a compacted row twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::array::{
+    ArrayRef, Float64Builder, Int64Array, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{TimeZone, Utc};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -64,6 +83,7 @@ pub fn readings_schema() -> SchemaRef {
         Field::new("factor", DataType::Utf8, true),
         s("quality"),
         s("gateway"),
+        Field::new("gen", DataType::Int64, false),
     ]))
 }
 
@@ -93,7 +113,11 @@ pub fn sort_and_dedupe(rows: &mut Vec<StoredReading>) {
     *rows = out;
 }
 
-pub fn to_record_batch(rows: &[StoredReading]) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// Rows as an Arrow batch of [`readings_schema`], every row stamped with generation `generation`.
+pub fn to_record_batch(
+    rows: &[StoredReading],
+    generation: i64,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let n = rows.len();
     let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut strings: Vec<StringBuilder> = (0..7)
@@ -134,6 +158,7 @@ pub fn to_record_batch(rows: &[StoredReading]) -> Result<RecordBatch, arrow::err
     cols.push(Arc::new(factor.finish()));
     cols.push(Arc::new(quality.finish()));
     cols.push(Arc::new(gateway.finish()));
+    cols.push(Arc::new(Int64Array::from(vec![generation; n])));
     RecordBatch::try_new(readings_schema(), cols)
 }
 
@@ -158,13 +183,191 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
-/// Writes rows (already sorted) as one Parquet file to `w`.
+/// Writes rows (already sorted) of generation `generation` as one Parquet file to `w`.
 pub fn write_parquet<W: std::io::Write + Send>(
     w: W,
     rows: &[StoredReading],
+    generation: i64,
 ) -> Result<W, parquet::errors::ParquetError> {
-    let batch = to_record_batch(rows)?;
+    write_batch(w, &to_record_batch(rows, generation)?)
+}
+
+/// Writes a batch of [`readings_schema`] (already sorted) as one Parquet file to `w`.
+pub fn write_batch<W: std::io::Write + Send>(
+    w: W,
+    batch: &RecordBatch,
+) -> Result<W, parquet::errors::ParquetError> {
     let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(writer_properties()))?;
-    writer.write(&batch)?;
+    writer.write(batch)?;
     writer.into_inner()
+}
+
+/// The name of a file holding generations `lo..=hi`.
+pub fn file_name(lo: u64, hi: u64) -> String {
+    format!("part-{lo:012}-{hi:012}.parquet")
+}
+
+/// The generation range of a published file's name; `None` for anything else.
+pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (lo, hi) = rest.split_once('-')?;
+    let (lo, hi) = (lo.parse().ok()?, hi.parse().ok()?);
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// A published Parquet file of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub path: PathBuf,
+    pub lo: u64,
+    pub hi: u64,
+    pub bytes: u64,
+    pub modified: std::time::SystemTime,
+}
+
+/// The published files of a partition directory, split into live and superseded ones (see the
+/// module doc), each sorted by generation. A missing directory has none.
+pub fn partition_files(dir: &Path) -> std::io::Result<(Vec<DataFile>, Vec<DataFile>)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![])),
+        Err(e) => return Err(e),
+    };
+    let mut all = Vec::new();
+    for e in entries {
+        let e = e?;
+        let name = e.file_name();
+        let Some((lo, hi)) = parse_file_name(&name.to_string_lossy()) else {
+            continue;
+        };
+        let meta = match e.metadata() {
+            Ok(m) => m,
+            // Removed by compaction since the listing: it was superseded anyway.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        all.push(DataFile {
+            path: e.path(),
+            lo,
+            hi,
+            bytes: meta.len(),
+            modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+        });
+    }
+    all.sort_by_key(|f| (f.lo, std::cmp::Reverse(f.hi)));
+    let (mut live, mut superseded) = (Vec::<DataFile>::new(), Vec::new());
+    for f in all {
+        // Sorted by lo, widest first: a file is covered iff some earlier-listed file reaches
+        // past its end; the live files' ranges are disjoint, so the last live one decides.
+        match live.last() {
+            Some(l) if l.hi >= f.hi => superseded.push(f),
+            _ => live.push(f),
+        }
+    }
+    Ok((live, superseded))
+}
+
+/// The date partitions under `table_dir` (`date=YYYY-MM-DD`), sorted.
+pub fn partitions(table_dir: &Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(table_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(date) = name.strip_prefix("date=")
+            && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
+        {
+            out.push(date.to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads Parquet files of [`readings_schema`] into one batch (empty if there are none).
+pub fn read_files(files: &[DataFile]) -> Result<RecordBatch, StorageError> {
+    let schema = readings_schema();
+    let mut batches = Vec::new();
+    for f in files {
+        let err = |message: String| StorageError {
+            path: f.path.clone(),
+            message,
+        };
+        let file = std::fs::File::open(&f.path).map_err(|e| err(e.to_string()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(64 * 1024).build())
+            .map_err(|e| err(e.to_string()))?;
+        for b in reader {
+            let b = b.map_err(|e| err(e.to_string()))?;
+            // Files written before a column was added would differ; ours all match.
+            batches.push(
+                RecordBatch::try_new(schema.clone(), b.columns().to_vec())
+                    .map_err(|e| err(e.to_string()))?,
+            );
+        }
+    }
+    arrow::compute::concat_batches(&schema, &batches).map_err(|e| StorageError {
+        path: PathBuf::new(),
+        message: e.to_string(),
+    })
+}
+
+/// Sorts a batch of [`readings_schema`] by the key and keeps, per key, the row of the highest
+/// generation: the storage rule "exactly one row per key, the latest arrival wins".
+pub fn dedupe_batch(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
+    if batch.num_rows() == 0 {
+        return Ok(batch.clone());
+    }
+    let col = |name: &str| -> Result<ArrayRef, arrow::error::ArrowError> {
+        Ok(batch.column(batch.schema().index_of(name)?).clone())
+    };
+    let asc = SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let desc = SortOptions {
+        descending: true,
+        nulls_first: false,
+    };
+    let keys = ["account", "meter", "quantity", "ts"];
+    let mut sort: Vec<SortColumn> = keys
+        .iter()
+        .map(|k| {
+            Ok(SortColumn {
+                values: col(k)?,
+                options: Some(asc),
+            })
+        })
+        .collect::<Result<_, arrow::error::ArrowError>>()?;
+    sort.push(SortColumn {
+        values: col("gen")?,
+        options: Some(desc),
+    });
+    let order = lexsort_to_indices(&sort, None)?;
+    let sorted = take_record_batch(batch, &order)?;
+    let key_cols: Vec<ArrayRef> = keys
+        .iter()
+        .map(|k| Ok(sorted.column(sorted.schema().index_of(k)?).clone()))
+        .collect::<Result<_, arrow::error::ArrowError>>()?;
+    let firsts: Vec<u32> = arrow::compute::partition(&key_cols)?
+        .ranges()
+        .into_iter()
+        .map(|r| r.start as u32)
+        .collect();
+    if firsts.len() == sorted.num_rows() {
+        return Ok(sorted);
+    }
+    take_record_batch(&sorted, &arrow::array::UInt32Array::from(firsts))
+}
+
+/// A storage file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct StorageError {
+    pub path: PathBuf,
+    pub message: String,
 }

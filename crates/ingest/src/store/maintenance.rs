@@ -1,0 +1,371 @@
+//! The store's background upkeep, run on the flusher thread between flushes: compaction of a
+//! date partition's files into one, the hourly and daily rollups of the dates it touched, and
+//! retention.
+//!
+//! **Compaction** reads a partition's live files, keeps one row per key (the highest
+//! generation), writes one file named after the generation range it covers (temp file, fsync,
+//! rename, fsync directory) and only then lets the old files go. Readers skip a file whose
+//! range lies inside another's (`query::storage::partition_files`), so from the rename on they
+//! read the new file only; the old ones are removed after `compact_grace` seconds, so a query
+//! that listed them just before can still open them. A crash before the rename leaves a hidden
+//! temp file (removed at the next start) and the old files; after it, both, and the old ones
+//! are removed at the next start. Running on the flusher thread means no flush publishes into
+//! a partition while it is being compacted, which is what makes "covers every generation in
+//! its range" true.
+//!
+//! **Rollups** of a date are computed from the raw readings of that date and the first instant
+//! of the next (periods are `(start, end]`), so a partition that changed dirties its own date
+//! and the one before. They are recomputed when the partition is compacted or, with a single
+//! file, when it is due; at start every date whose rollup is older than its raw files is due.
+//! Late data (a gateway catching up) lands in its own date's partition and so recomputes the
+//! old date's rollups.
+//!
+//! **Retention** removes raw partitions older than `retention_days` and rollups older than
+//! `rollup_retention_days` (by UTC date). A partition is first renamed to a hidden name, so a
+//! crash mid-removal never leaves a half-removed date visible. Rollups of dates past the raw
+//! retention are never recomputed: there is no raw data left to recompute them from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use query::rollup::{FILE as ROLLUP_FILE, Period, ROLLUPS, rollup, rollup_dir, write_rollup};
+use query::storage::{
+    DataFile, READINGS, dedupe_batch, file_name, partition_dir, partition_files, partitions,
+    read_files, write_batch,
+};
+use tracing::{info, warn};
+
+use super::{StoreError, StoreMetrics};
+use crate::config::StorageConfig;
+
+/// What a maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Partitions compacted.
+    pub compacted: usize,
+    /// Files merged away by those compactions.
+    pub files_merged: usize,
+    /// Dates whose rollups were recomputed.
+    pub rollups: usize,
+    /// Date partitions removed by retention (raw and rollups).
+    pub expired: usize,
+}
+
+#[derive(Debug)]
+pub(super) struct Maintenance {
+    data_dir: PathBuf,
+    config: StorageConfig,
+    /// Partitions written to since their last compaction/rollup, and since when (`None`:
+    /// found so at start, due at once).
+    dirty: BTreeMap<String, Option<Instant>>,
+    /// Compacted-away files and when they were replaced.
+    doomed: Vec<(PathBuf, Instant)>,
+    metrics: Arc<StoreMetrics>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes a file into `dir` as `name` atomically: temp file, fsync, rename, fsync directory.
+pub(super) fn publish_file(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(BufWriter<File>) -> Result<BufWriter<File>, parquet::errors::ParquetError>,
+) -> Result<(), StoreError> {
+    let perr = |message: String| StoreError::Parquet {
+        path: dir.join(name),
+        message,
+    };
+    fs::create_dir_all(dir).map_err(|e| perr(e.to_string()))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let file = File::create(&tmp).map_err(|e| perr(e.to_string()))?;
+    let w = write(BufWriter::new(file)).map_err(|e| perr(e.to_string()))?;
+    let file = w.into_inner().map_err(|e| perr(e.to_string()))?;
+    file.sync_all().map_err(|e| perr(e.to_string()))?;
+    fs::rename(&tmp, dir.join(name)).map_err(|e| perr(e.to_string()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| perr(e.to_string()))
+}
+
+fn date_add(date: &str, days: i64) -> Option<String> {
+    let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    Some(
+        (d + chrono::Duration::days(days))
+            .format("%Y-%m-%d")
+            .to_string(),
+    )
+}
+
+fn day_start_ms(date: &str) -> Option<i64> {
+    let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Removes the hidden temp files a crash mid-write left in `dir`.
+fn remove_temp_files(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            && name.ends_with(".tmp")
+            && let Err(err) = fs::remove_file(e.path())
+        {
+            warn!(file = %e.path().display(), error = %err, "cannot remove a temp file");
+        }
+    }
+}
+
+impl Maintenance {
+    /// Looks at what is on disk: leftovers of a crash, partitions due for compaction, stale
+    /// rollups. Returns the next free generation too.
+    pub(super) fn open(
+        data_dir: &Path,
+        config: StorageConfig,
+        metrics: Arc<StoreMetrics>,
+    ) -> Result<(Self, u64), StoreError> {
+        let table = data_dir.join(READINGS);
+        let now = Instant::now();
+        let mut m = Self {
+            data_dir: data_dir.to_path_buf(),
+            config,
+            dirty: BTreeMap::new(),
+            doomed: Vec::new(),
+            metrics,
+        };
+        for period in Period::ALL {
+            let table = data_dir.join(ROLLUPS).join(period.name());
+            for date in partitions(&table).map_err(io_err(&table))? {
+                remove_temp_files(&rollup_dir(data_dir, period, &date));
+            }
+        }
+        let mut next_gen = 1;
+        for date in partitions(&table).map_err(io_err(&table))? {
+            let dir = partition_dir(data_dir, &date);
+            remove_temp_files(&dir);
+            let (live, superseded) = partition_files(&dir).map_err(io_err(&dir))?;
+            for f in live.iter().chain(&superseded) {
+                next_gen = next_gen.max(f.hi + 1);
+            }
+            // Nobody can be reading them yet: this process has only just started.
+            m.doomed
+                .extend(superseded.into_iter().map(|f| (f.path, now)));
+            let newest = live.iter().map(|f| f.modified).max();
+            let rollup = modified(&rollup_dir(data_dir, Period::Daily, &date).join(ROLLUP_FILE));
+            if live.len() > 1 || newest > rollup {
+                m.dirty.insert(date, None);
+            }
+        }
+        Ok((m, next_gen))
+    }
+
+    /// Partitions a flush just wrote to.
+    pub(super) fn touched(&mut self, dates: impl IntoIterator<Item = String>) {
+        let now = Instant::now();
+        for d in dates {
+            self.dirty.entry(d).or_insert(Some(now));
+        }
+    }
+
+    /// One pass: compacts and rolls up the partitions that are due (all dirty ones if
+    /// `force`), removes compacted-away files past their grace (all if `force`), applies
+    /// retention.
+    pub(super) fn run(&mut self, force: bool) -> Result<MaintenanceReport, StoreError> {
+        let mut report = MaintenanceReport::default();
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        report.expired = self.expire(&today)?;
+        let raw_cutoff = self.cutoff(&today, self.config.retention_days);
+        let after = Duration::from_secs_f64(self.config.compact_after);
+        let mut rollup_dates = BTreeSet::new();
+        let dirty: Vec<(String, Option<Instant>)> =
+            self.dirty.iter().map(|(d, t)| (d.clone(), *t)).collect();
+        for (date, since) in dirty {
+            let dir = partition_dir(&self.data_dir, &date);
+            let (live, _) = partition_files(&dir).map_err(io_err(&dir))?;
+            let due = force
+                || since.is_none_or(|t| t.elapsed() >= after)
+                || live.len() >= self.config.compact_files;
+            if !due {
+                continue;
+            }
+            if live.len() > 1 {
+                let merged = self.compact(&dir, &live)?;
+                report.compacted += 1;
+                report.files_merged += merged;
+            }
+            self.dirty.remove(&date);
+            rollup_dates.insert(date.clone());
+            if let Some(before) = date_add(&date, -1) {
+                rollup_dates.insert(before);
+            }
+        }
+        for date in rollup_dates {
+            if raw_cutoff.as_deref().is_some_and(|c| date.as_str() < c) {
+                warn!(
+                    date,
+                    "readings arrived for a date past the retention; its rollups are kept as they were and the readings are removed"
+                );
+                continue;
+            }
+            self.rollup(&date)?;
+            report.rollups += 1;
+        }
+        let grace = Duration::from_secs_f64(self.config.compact_grace);
+        let mut kept = Vec::new();
+        for (path, since) in std::mem::take(&mut self.doomed) {
+            if !force && since.elapsed() < grace {
+                kept.push((path, since));
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "cannot remove a compacted-away file; retrying later");
+                    kept.push((path, since));
+                }
+            }
+        }
+        self.doomed = kept;
+        Ok(report)
+    }
+
+    /// Merges `live` (at least two files) into one; returns how many files it replaced.
+    fn compact(&mut self, dir: &Path, live: &[DataFile]) -> Result<usize, StoreError> {
+        let started = Instant::now();
+        let result = (|| {
+            let all = read_files(live).map_err(|e| StoreError::Parquet {
+                path: e.path,
+                message: e.message,
+            })?;
+            let rows_in = all.num_rows();
+            let merged = dedupe_batch(&all).map_err(|e| StoreError::Parquet {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let lo = live.iter().map(|f| f.lo).min().unwrap_or(0);
+            let hi = live.iter().map(|f| f.hi).max().unwrap_or(0);
+            publish_file(dir, &file_name(lo, hi), |w| write_batch(w, &merged))?;
+            Ok::<_, StoreError>((rows_in, merged.num_rows()))
+        })();
+        let micros = started.elapsed().as_micros() as u64;
+        let m = &self.metrics;
+        match result {
+            Ok((rows_in, rows_out)) => {
+                m.compactions.fetch_add(1, Ordering::Relaxed);
+                m.compaction_files
+                    .fetch_add(live.len() as u64, Ordering::Relaxed);
+                m.compaction_micros.fetch_add(micros, Ordering::Relaxed);
+                m.compaction_last_micros.store(micros, Ordering::Relaxed);
+                info!(
+                    partition = %dir.display(),
+                    files = live.len(),
+                    rows_in,
+                    rows_out,
+                    ms = micros / 1000,
+                    "compacted"
+                );
+                let now = Instant::now();
+                self.doomed
+                    .extend(live.iter().map(|f| (f.path.clone(), now)));
+                Ok(live.len())
+            }
+            Err(e) => {
+                m.compaction_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Recomputes the hourly and daily rollups of `date` from the raw readings.
+    fn rollup(&self, date: &str) -> Result<(), StoreError> {
+        let (Some(from), Some(next)) = (day_start_ms(date), date_add(date, 1)) else {
+            return Ok(());
+        };
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        for d in [date, next.as_str()] {
+            let dir = partition_dir(&self.data_dir, d);
+            let (live, _) = partition_files(&dir).map_err(io_err(&dir))?;
+            let all = read_files(&live).map_err(|e| StoreError::Parquet {
+                path: e.path,
+                message: e.message,
+            })?;
+            batches.push(dedupe_batch(&all).map_err(|e| StoreError::Parquet {
+                path: dir.clone(),
+                message: e.to_string(),
+            })?);
+        }
+        for period in Period::ALL {
+            let dir = rollup_dir(&self.data_dir, period, date);
+            let rows = rollup(&batches, from, period).map_err(|e| StoreError::Parquet {
+                path: dir.clone(),
+                message: e.to_string(),
+            })?;
+            if rows.num_rows() == 0 && !dir.join(ROLLUP_FILE).exists() {
+                continue;
+            }
+            publish_file(&dir, ROLLUP_FILE, |w| write_rollup(w, &rows))?;
+        }
+        self.metrics.rollups.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn cutoff(&self, today: &str, days: u32) -> Option<String> {
+        (days > 0)
+            .then(|| date_add(today, -i64::from(days) + 1))
+            .flatten()
+    }
+
+    /// Removes raw partitions and rollups past their retention; returns how many.
+    fn expire(&mut self, today: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let rollups = self.data_dir.join(ROLLUPS);
+        let mut tables = vec![(self.data_dir.join(READINGS), self.config.retention_days)];
+        for p in Period::ALL {
+            tables.push((rollups.join(p.name()), self.config.rollup_retention_days));
+        }
+        for (table, days) in tables {
+            let Some(cutoff) = self.cutoff(today, days) else {
+                continue;
+            };
+            for date in partitions(&table).map_err(io_err(&table))? {
+                if date.as_str() >= cutoff.as_str() {
+                    break;
+                }
+                let dir = table.join(format!("date={date}"));
+                let hidden = table.join(format!(".expired-date={date}"));
+                // Renamed first: a crash halfway through the removal leaves no half of a date
+                // visible to readers.
+                fs::rename(&dir, &hidden).map_err(io_err(&dir))?;
+                fs::remove_dir_all(&hidden).map_err(io_err(&hidden))?;
+                self.dirty.remove(&date);
+                removed += 1;
+                info!(partition = %dir.display(), "removed by retention");
+            }
+            // Leftovers of a removal a crash interrupted.
+            for e in fs::read_dir(&table).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(".expired-") {
+                    fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
+                }
+            }
+        }
+        self.metrics
+            .partitions_expired
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        Ok(removed)
+    }
+}
