@@ -200,6 +200,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_shows_no_partial_file
     let config = dir.path().join("serve.toml");
     let mut toml = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nflush_interval = 0.2\nflush_rows = 3000\n\n\
+         [mqtt]\nenabled = false\n\n\
          [storage]\ncompact_files = 3\ncompact_after = 0.5\ncompact_grace = 0\n\n",
         data.display()
     );
