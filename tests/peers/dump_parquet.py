@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints every stored reading of a jieneng data directory as JSON rows (pyarrow, files as they
-are), sorted by (account, meter, quantity, ts), with ts as integer ms since the epoch.
+are), sorted by (account, meter, quantity, ts), with ts as integer ms since the epoch. The
+storage's own `gen` column (which flush wrote the row) is not part of a reading and is left out.
 
 Usage: dump_parquet.py DATA_DIR
 """
@@ -17,6 +18,8 @@ tables = [pq.read_table(f) for f in files]
 rows = []
 for t in tables:
     t = t.set_column(t.schema.get_field_index("ts"), "ts", t.column("ts").cast(pa.int64()))
+    if "gen" in t.column_names:
+        t = t.drop_columns(["gen"])
     rows += t.to_pylist()
 rows.sort(key=lambda r: (r["account"], r["meter"], r["quantity"], r["ts"]))
 print(json.dumps({"files": len(files), "rows": rows}))

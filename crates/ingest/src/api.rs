@@ -89,7 +89,8 @@ impl Api {
     ) -> Result<Self, reading_model::FactorError> {
         Ok(Self {
             reports: Reports::new(
-                query::Query::new(&config.data_dir),
+                // Rows acknowledged but not yet flushed count too: live views never wait.
+                query::Query::new(&config.data_dir).with_live(app.store.live()),
                 config.account.clone(),
                 reading_model::FactorTables::builtin()?,
             ),

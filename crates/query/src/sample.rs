@@ -14,7 +14,7 @@ use reading_model::{
 
 use crate::accounts::{Account, ClimateZone, InstitutionType, OfficeClass};
 use crate::report::period::local_midnight_ms;
-use crate::storage::{StoredReading, partition_dir, sort_and_dedupe, write_parquet};
+use crate::storage::{StoredReading, file_name, partition_dir, sort_and_dedupe, write_parquet};
 
 /// One generated meter: account, meter, item, and quarter-units per interval by (day, slot).
 #[derive(Debug, Clone, Copy)]
@@ -294,8 +294,9 @@ pub fn write_days(data_dir: &Path, from: NaiveDate, to: NaiveDate) -> Result<usi
         sort_and_dedupe(&mut rows);
         let dir = partition_dir(data_dir, &date);
         std::fs::create_dir_all(&dir).map_err(err)?;
-        let f = std::fs::File::create(dir.join("sample.parquet")).map_err(err)?;
-        write_parquet(f, &rows).map_err(err)?;
+        // Generation 1: the first (and only) flush of a fresh data directory.
+        let f = std::fs::File::create(dir.join(file_name(1, 1))).map_err(err)?;
+        write_parquet(f, &rows, 1).map_err(err)?;
         n += rows.len();
     }
     Ok(n)
