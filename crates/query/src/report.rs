@@ -110,6 +110,16 @@ impl Query {
 
     /// A session with the `readings` view registered; `None` while there is no reading at all.
     pub async fn session(&self) -> Result<Option<SessionContext>, QueryError> {
+        self.session_within(None).await
+    }
+
+    /// Like [`Query::session`], but lists only the date partitions `from..=to` (UTC dates, as
+    /// `partition_date` names them). The view computes `date` from `ts`, so a filter on it
+    /// cannot prune files; a period's queries say which partitions they need here instead.
+    pub async fn session_within(
+        &self,
+        dates: Option<(&str, &str)>,
+    ) -> Result<Option<SessionContext>, QueryError> {
         let schema = readings_schema();
         let mut live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
         sort_and_dedupe(&mut live);
@@ -121,6 +131,9 @@ impl Query {
             .map_err(|e| storage(e, self.data_dir.clone()))?;
         let mut urls = Vec::new();
         for date in partitions(&table_dir).map_err(|e| storage(e, table_dir.clone()))? {
+            if dates.is_some_and(|(from, to)| date.as_str() < from || date.as_str() > to) {
+                continue;
+            }
             let dir = table_dir.join(format!("date={date}"));
             let (files, _superseded) =
                 partition_files(&dir).map_err(|e| storage(e, dir.clone()))?;

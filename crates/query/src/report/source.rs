@@ -63,7 +63,16 @@ impl Reports {
 
     /// A session with `readings` (once a file exists) and `accounts` registered.
     pub async fn session(&self) -> Result<(SessionContext, bool), QueryError> {
-        let (ctx, has_readings) = match self.query.session().await? {
+        self.session_within(None).await
+    }
+
+    /// A session whose `readings` hold only the date partitions `from..=to` (see
+    /// [`Query::session_within`]).
+    pub async fn session_within(
+        &self,
+        dates: Option<(&str, &str)>,
+    ) -> Result<(SessionContext, bool), QueryError> {
+        let (ctx, has_readings) = match self.query.session_within(dates).await? {
             Some(ctx) => (ctx, true),
             None => (SessionContext::new(), false),
         };
@@ -80,7 +89,11 @@ impl Reports {
         granularity: Granularity,
         filters: &[Filter],
     ) -> Result<Vec<MeterSum>, QueryError> {
-        let (ctx, has_readings) = self.session().await?;
+        // The UTC-date partitions that can hold (from, to]: only their files are read.
+        let (from_date, to_date) = (partition_date(from_ms), partition_date(to_ms));
+        let (ctx, has_readings) = self
+            .session_within(Some((from_date.as_str(), to_date.as_str())))
+            .await?;
         if !has_readings {
             return Ok(vec![]);
         }
@@ -100,16 +113,12 @@ impl Reports {
              FROM {READINGS} \
              WHERE quantity IN ({q}) AND delta IS NOT NULL \
                AND ts > '{from}' AND ts <= '{to}' AND {scope} \
-               AND date >= '{from_date}' AND date <= '{to_date}' \
              GROUP BY account, meter, category, item, unit, factor, period",
             g = granularity.name(),
             q = consumption.join(", "),
             from = rfc3339(from_ms),
             to = rfc3339(to_ms),
             scope = sql_all(filters),
-            // The UTC-date partitions that can hold (from, to]: only their files are read.
-            from_date = partition_date(from_ms),
-            to_date = partition_date(to_ms),
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
         let mut out = Vec::new();
