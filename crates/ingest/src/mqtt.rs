@@ -200,32 +200,26 @@ pub async fn start(
             }
         })
         .map_err(|e| broker_error(format!("spawn: {e}")))?;
-    wait_listening(inner).await?;
-
+    // The subscriber's first CONNACK says rumqttd is up. (A bare TCP probe closed before CONNECT
+    // would make rumqttd log an ERROR at every start.)
+    let (ready, connected) = tokio::sync::oneshot::channel();
+    let subscriber = tokio::spawn(subscribe(inner, password, app, max_body, stopped, ready));
+    match tokio::time::timeout(Duration::from_secs(5), connected).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => {
+            subscriber.abort();
+            return Err(MqttError::Broker(format!(
+                "not accepting MQTT connections on {inner} after 5 s"
+            )));
+        }
+    }
     let front = tokio::spawn(relay(front, inner, tls.map(TlsAcceptor::from)));
-    let subscriber = tokio::spawn(subscribe(inner, password, app, max_body, stopped));
     info!(%addr, "MQTT broker listening");
     Ok(MqttHandle {
         addr,
         front,
         subscriber,
     })
-}
-
-/// Waits until rumqttd accepts connections, or says why it will not.
-async fn wait_listening(inner: SocketAddr) -> Result<(), MqttError> {
-    let mut last = None;
-    for _ in 0..100 {
-        match TcpStream::connect(inner).await {
-            Ok(_) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(MqttError::Broker(format!(
-        "not listening on {inner} after 5 s: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )))
 }
 
 /// Accepts gateway connections (ending TLS if configured) and relays them to rumqttd. Aborting
@@ -283,7 +277,9 @@ async fn subscribe(
     app: Arc<App>,
     max_body: usize,
     mut stopped: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut ready = Some(ready);
     let mut options = MqttOptions::new("jieneng-ingest", inner.ip().to_string(), inner.port());
     options
         .set_credentials(INGEST_USER, password)
@@ -302,6 +298,9 @@ async fn subscribe(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
                 // try_: this loop drives the client, it cannot wait on itself.
                 if let Err(e) = client.try_subscribe(BATCHES_FILTER, QoS::AtLeastOnce) {
                     error!(error = %e, "cannot subscribe to {BATCHES_FILTER}");
@@ -319,6 +318,11 @@ async fn subscribe(
                 while tasks.try_join_next().is_some() {}
             }
             Ok(_) => {}
+            Err(e) if ready.is_some() => {
+                // rumqttd's thread is still starting its listener.
+                debug!(error = %e, "embedded MQTT broker not listening yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Err(e) => {
                 warn!(error = %e, "ingest's MQTT subscriber lost the broker; reconnecting");
                 tokio::time::sleep(Duration::from_millis(500)).await;
