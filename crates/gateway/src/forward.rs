@@ -204,9 +204,9 @@ impl Forwarder {
                 continue;
             };
             let spool = self.spool.clone();
-            let read = tokio::task::spawn_blocking(move || spool.read(seq)).await;
-            let batch = match read {
-                Ok(Ok(b)) => b,
+            let read = tokio::task::spawn_blocking(move || spool.read_with_payload(seq)).await;
+            let (batch, body) = match read {
+                Ok(Ok(read)) => read,
                 Ok(Err(e)) => {
                     error!(seq, error = %e, "spooled batch is corrupt; quarantined");
                     self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
@@ -216,7 +216,7 @@ impl Forwarder {
                 Err(_) => continue,
             };
             let n = batch.readings.len() as u64;
-            let body = serde_json::to_vec(&batch).unwrap_or_default();
+            drop(batch);
             match self.send(seq, body).await {
                 Outcome::Acknowledged => {
                     if attempt > 0 {

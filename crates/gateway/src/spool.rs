@@ -337,7 +337,12 @@ fn check_record(bytes: &[u8]) -> Result<RecordHead<'_>, (usize, String)> {
 }
 
 /// Decodes a whole record read from `path` at `offset`.
-fn decode_record(path: &Path, offset: u64, bytes: &[u8]) -> Result<Batch, SpoolError> {
+/// The record's batch, checked against its header, and its payload (the wire JSON) as stored.
+fn decode_record<'a>(
+    path: &Path,
+    offset: u64,
+    bytes: &'a [u8],
+) -> Result<(Batch, &'a [u8]), SpoolError> {
     let corrupt = |at: usize, reason: String| SpoolError::Corrupt {
         path: path.to_path_buf(),
         offset: offset + at as u64,
@@ -359,7 +364,7 @@ fn decode_record(path: &Path, offset: u64, bytes: &[u8]) -> Result<Batch, SpoolE
             ),
         ));
     }
-    Ok(batch)
+    Ok((batch, head.payload))
 }
 
 /// The next offset at or after `from` where a valid record starts.
@@ -846,9 +851,16 @@ impl Spool {
 
     /// Reads a pending batch (blocking I/O).
     pub fn read(&self, seq: u64) -> Result<Batch, SpoolError> {
+        self.read_with_payload(seq).map(|(batch, _)| batch)
+    }
+
+    /// The batch (checked like [`Spool::read`]) and its wire JSON exactly as spooled, so the
+    /// forwarder sends those bytes instead of serialising the batch again.
+    pub fn read_with_payload(&self, seq: u64) -> Result<(Batch, Vec<u8>), SpoolError> {
         let loc = self.locate(seq)?;
         let bytes = self.read_record(loc)?;
-        decode_record(&self.segment_path(loc.segment), loc.offset, &bytes)
+        let (batch, payload) = decode_record(&self.segment_path(loc.segment), loc.offset, &bytes)?;
+        Ok((batch, payload.to_vec()))
     }
 
     /// Marks a batch ingest has acknowledged; its segment is deleted with its last batch.

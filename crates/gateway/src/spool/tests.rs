@@ -91,6 +91,10 @@ fn append_read_ack_and_reopen() {
         })
         .unwrap();
     assert_eq!(spool.read(1).unwrap(), batch(1));
+    // The forwarder sends the spooled bytes as they are: they are the batch's wire JSON.
+    let (read, payload) = spool.read_with_payload(1).unwrap();
+    assert_eq!(read, batch(1));
+    assert_eq!(payload, serde_json::to_vec(&batch(1)).unwrap());
     drop(spool);
     // Batch 1 is newer than the state file: it is replayed and next_seq moves past it.
     let mut replayed = vec![];
