@@ -27,7 +27,7 @@ pub use source::Reports;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use chrono::{TimeZone, Utc};
 use datafusion::datasource::MemTable;
@@ -92,6 +92,48 @@ pub(crate) fn rfc3339(ms: i64) -> String {
         || "1970-01-01T00:00:00Z".into(),
         |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     )
+}
+
+/// The consumption quantities as an SQL list: `'energy_import', 'water', …`.
+pub(crate) fn consumption_quantities_sql() -> String {
+    Quantity::all()
+        .filter(|q| q.is_consumption())
+        .map(|q| format!("'{}'", q.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Column `i` of a query result as strings; another type is a [`QueryError::Shape`] naming it.
+pub(crate) fn column_strings<'a>(
+    b: &'a RecordBatch,
+    i: usize,
+    name: &'static str,
+) -> Result<&'a StringArray, QueryError> {
+    b.column(i)
+        .as_string_opt::<i32>()
+        .ok_or(QueryError::Shape(name))
+}
+
+/// Column `i` of a query result as f64s.
+pub(crate) fn column_floats<'a>(
+    b: &'a RecordBatch,
+    i: usize,
+    name: &'static str,
+) -> Result<&'a Float64Array, QueryError> {
+    b.column(i)
+        .as_primitive_opt::<Float64Type>()
+        .ok_or(QueryError::Shape(name))
+}
+
+/// Column `i` of a query result as i64s.
+pub(crate) fn column_ints<'a>(
+    b: &'a RecordBatch,
+    i: usize,
+    name: &'static str,
+) -> Result<&'a Int64Array, QueryError> {
+    b.column(i)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or(QueryError::Shape(name))
 }
 
 impl Query {
@@ -184,10 +226,7 @@ impl Query {
         let Some(ctx) = self.session().await? else {
             return Ok(vec![]);
         };
-        let consumption: Vec<String> = Quantity::all()
-            .filter(|q| q.is_consumption())
-            .map(|q| format!("'{}'", q.name()))
-            .collect();
+        let consumption = consumption_quantities_sql();
         let sql = format!(
             "SELECT account, category, item, unit, \
                     sum(delta) AS consumption, \
@@ -199,23 +238,15 @@ impl Query {
                AND ts > '{}' AND ts <= '{}' \
              GROUP BY account, category, item, unit \
              ORDER BY account, category, item",
-            consumption.join(", "),
+            consumption,
             rfc3339(from_ms),
             rfc3339(to_ms),
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
         let mut out = Vec::new();
         for b in batches {
-            let s = |i: usize, name: &'static str| {
-                b.column(i)
-                    .as_string_opt::<i32>()
-                    .ok_or(QueryError::Shape(name))
-            };
-            let f = |i: usize, name: &'static str| {
-                b.column(i)
-                    .as_primitive_opt::<Float64Type>()
-                    .ok_or(QueryError::Shape(name))
-            };
+            let s = |i, name| column_strings(&b, i, name);
+            let f = |i, name| column_floats(&b, i, name);
             let (account, category, item, unit) = (
                 s(0, "account")?,
                 s(1, "category")?,
@@ -224,10 +255,7 @@ impl Query {
             );
             let (consumption, kgce, kgco2e) =
                 (f(4, "consumption")?, f(5, "kgce")?, f(6, "kgco2e")?);
-            let intervals = b
-                .column(7)
-                .as_primitive_opt::<Int64Type>()
-                .ok_or(QueryError::Shape("intervals"))?;
+            let intervals = column_ints(&b, 7, "intervals")?;
             for i in 0..b.num_rows() {
                 out.push(ConsumptionRow {
                     account: account.value(i).to_owned(),

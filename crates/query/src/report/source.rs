@@ -7,15 +7,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::array::Array;
 use datafusion::prelude::SessionContext;
-use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId, Quantity};
+use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId};
 
 use super::period::{Granularity, OFFSET_HOURS, local_date_of_shifted_secs};
 use super::scope::{Filter, sql_all};
 use crate::accounts::{ACCOUNTS, Account, accounts_batch};
-use crate::report::{Query, QueryError, rfc3339};
+use crate::report::{
+    Query, QueryError, column_floats, column_ints, column_strings, consumption_quantities_sql,
+    rfc3339,
+};
 use crate::storage::{READINGS, partition_date};
 
 /// Consumption of one meter in one period (and under one carbon factor).
@@ -97,10 +99,6 @@ impl Reports {
         if !has_readings {
             return Ok(vec![]);
         }
-        let consumption: Vec<String> = Quantity::all()
-            .filter(|q| q.is_consumption())
-            .map(|q| format!("'{}'", q.name()))
-            .collect();
         // Shift to local time, step back 1 ms for (from, to] and truncate: the bucket's local
         // start as seconds since the epoch.
         let sql = format!(
@@ -115,7 +113,7 @@ impl Reports {
                AND ts > '{from}' AND ts <= '{to}' AND {scope} \
              GROUP BY account, meter, category, item, unit, factor, period",
             g = granularity.name(),
-            q = consumption.join(", "),
+            q = consumption_quantities_sql(),
             from = rfc3339(from_ms),
             to = rfc3339(to_ms),
             scope = sql_all(filters),
@@ -123,21 +121,9 @@ impl Reports {
         let batches = ctx.sql(&sql).await?.collect().await?;
         let mut out = Vec::new();
         for b in batches {
-            let s = |i: usize, name: &'static str| {
-                b.column(i)
-                    .as_string_opt::<i32>()
-                    .ok_or(QueryError::Shape(name))
-            };
-            let f = |i: usize, name: &'static str| {
-                b.column(i)
-                    .as_primitive_opt::<Float64Type>()
-                    .ok_or(QueryError::Shape(name))
-            };
-            let i64s = |i: usize, name: &'static str| {
-                b.column(i)
-                    .as_primitive_opt::<Int64Type>()
-                    .ok_or(QueryError::Shape(name))
-            };
+            let s = |i, name| column_strings(&b, i, name);
+            let f = |i, name| column_floats(&b, i, name);
+            let i64s = |i, name| column_ints(&b, i, name);
             let (account, meter, category, item, unit, factor) = (
                 s(0, "account")?,
                 s(1, "meter")?,
