@@ -39,6 +39,7 @@ async fn pyarrow_client_batches_round_trip_and_bad_bodies_are_refused() -> anyho
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     let base = format!("http://{}", server.addr);

@@ -143,6 +143,7 @@ async fn exceptions_silence_and_dropped_connections() -> anyhow::Result<()> {
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     // max_gap = 0 keeps energy (0x0048) and power (0x0034) in separate requests, so the

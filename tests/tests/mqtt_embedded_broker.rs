@@ -34,6 +34,7 @@ async fn plugs_publish_to_the_embedded_broker_and_reach_parquet() -> anyhow::Res
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     let port = free_port()?;

@@ -75,6 +75,7 @@ fn serve_config(data_dir: &Path, mqtt_listen: std::net::SocketAddr) -> anyhow::R
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     })
 }
 

@@ -244,6 +244,7 @@ async fn mqtt_firmwares_to_parquet_with_bad_payloads_quarantined() -> anyhow::Re
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     let site = site(dir.path(), &broker, server.addr);

@@ -79,6 +79,7 @@ async fn ingest_down_and_gateway_restarted_nothing_lost_nothing_doubled() -> any
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -211,6 +212,7 @@ async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     // The spool drains; then the first batch spooled after it has room carries a delta that

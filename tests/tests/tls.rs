@@ -114,6 +114,7 @@ async fn forwarder_verifies_the_server_and_a_wrong_ca_never_gets_the_token() -> 
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     let url = format!("https://localhost:{}/api/v1/batches", server.addr.port());
@@ -213,6 +214,7 @@ async fn mqtt_over_tls_with_the_servers_ca_only() -> anyhow::Result<()> {
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
     let port = server.mqtt_addr.map(|a| a.port()).unwrap_or(0);

@@ -72,6 +72,7 @@ async fn meters_to_parquet_energy_is_exact() -> anyhow::Result<()> {
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
 

@@ -130,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         account: vec![],
         api_key: vec![],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&config).await?;
     let url = format!("http://{}/api/v1/batches", server.addr);

@@ -1,7 +1,8 @@
 //! The read API for people and the statistics system: `GET /api/v1/consumption` (the item tree
 //! with the unmetered remainder, 同比/环比 and indicators), `GET /api/v1/carbon` (energy, kgce and
-//! kgCO2e with the factors used, paged), `GET /api/v1/accounts`, and `GET /api/v1/openapi.json`
-//! which documents every route (a test keeps it complete).
+//! kgCO2e with the factors used, paged), `GET /api/v1/savings` (ranked savings opportunities
+//! with the baseline's fit and the benchmarks used), `GET /api/v1/accounts`, and
+//! `GET /api/v1/openapi.json` which documents every route (a test keeps it complete).
 //!
 //! Callers authenticate with an API key (`Authorization: Bearer <key>`, [`access`]); gateway
 //! batch tokens are not API keys and API keys cannot post batches. Answers are JSON, or CSV with
@@ -26,7 +27,8 @@ use query::Reports;
 use query::report::carbon::CarbonRequest;
 use query::report::consumption::ConsumptionRequest;
 use query::report::csv;
-use query::report::period::Granularity;
+use query::report::period::{Granularity, OFFSET_HOURS};
+use query::report::savings::{SavingsRequest, TemperatureSource};
 use query::report::scope::{Filter, Region};
 use reading_model::{AccountCode, Category};
 use serde::Deserialize;
@@ -58,6 +60,7 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/api/v1/consumption", get(consumption))
         .route("/api/v1/carbon", get(carbon))
+        .route("/api/v1/savings", get(savings))
         .route("/api/v1/accounts", get(accounts))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(api)
@@ -83,17 +86,22 @@ impl IntoResponse for Refusal {
 
 impl Api {
     /// The read API of a server config: its accounts, its API keys, the built-in factor tables.
-    pub fn from_config(
-        config: &crate::config::ServeConfig,
-        app: Arc<App>,
-    ) -> Result<Self, reading_model::FactorError> {
+    pub fn from_config(config: &crate::config::ServeConfig, app: Arc<App>) -> anyhow::Result<Self> {
+        let mut reports = Reports::new(
+            // Rows acknowledged but not yet flushed count too: live views never wait.
+            query::Query::new(&config.data_dir).with_live(app.store.live()),
+            config.account.clone(),
+            reading_model::FactorTables::builtin()?,
+        );
+        if let Some(path) = &config.savings.temperature_csv {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("savings.temperature_csv {}: {e}", path.display()))?;
+            reports = reports
+                .with_temperature_csv(&text)
+                .map_err(|e| anyhow::anyhow!("savings.temperature_csv {}: {e}", path.display()))?;
+        }
         Ok(Self {
-            reports: Reports::new(
-                // Rows acknowledged but not yet flushed count too: live views never wait.
-                query::Query::new(&config.data_dir).with_live(app.store.live()),
-                config.account.clone(),
-                reading_model::FactorTables::builtin()?,
-            ),
+            reports,
             keys: Keys::new(&config.api_key),
             app,
         })
@@ -206,6 +214,11 @@ impl Api {
             )));
         }
         Ok((f, t))
+    }
+
+    fn date(&self, key: &str, value: &str) -> Result<NaiveDate, Refusal> {
+        NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map_err(|e| self.bad(format!("{key}={value:?}: expected YYYY-MM-DD ({e})")))
     }
 
     fn granularity(&self, g: Option<&str>) -> Result<Granularity, Refusal> {
@@ -422,6 +435,84 @@ async fn carbon(
         }))
         .into_response())
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavingsParams {
+    /// Reporting period, local dates `[from, to)`; default the 365 days before today.
+    from: Option<String>,
+    to: Option<String>,
+    /// Baseline period; default the 365 days before `from`.
+    baseline_from: Option<String>,
+    baseline_to: Option<String>,
+    account: Option<String>,
+    region: Option<String>,
+    /// `auto` (default), `readings`, `csv` or `none`.
+    temperature: Option<String>,
+    format: Option<String>,
+}
+
+async fn savings(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    params: Result<Query<SavingsParams>, QueryRejection>,
+) -> Result<Response, Refusal> {
+    let caller = api.authorize(&headers, Action::ReadSavings)?;
+    let p = api.params(params)?;
+    let opt = |k: &str, v: &Option<String>| v.as_deref().map(|v| api.date(k, v)).transpose();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(OFFSET_HOURS)).date_naive();
+    let to = opt("to", &p.to)?.unwrap_or(today);
+    let from = opt("from", &p.from)?.unwrap_or(to - chrono::Duration::days(365));
+    let baseline_to = opt("baseline_to", &p.baseline_to)?.unwrap_or(from);
+    let baseline_from = opt("baseline_from", &p.baseline_from)?
+        .unwrap_or(baseline_to - chrono::Duration::days(365));
+    for (what, f, t) in [
+        ("from/to", from, to),
+        ("baseline_from/baseline_to", baseline_from, baseline_to),
+    ] {
+        if f >= t || (t - f).num_days() > MAX_DAYS {
+            return Err(api.bad(format!(
+                "{what} = {f}/{t}: the end must be after the start and at most {MAX_DAYS} days later"
+            )));
+        }
+    }
+    if baseline_to > from {
+        return Err(api.bad(format!(
+            "baseline_to={baseline_to} is after from={from}: the baseline must end before the \
+             reporting period starts"
+        )));
+    }
+    let temperature = match p.temperature.as_deref() {
+        None => TemperatureSource::Auto,
+        Some(t) => TemperatureSource::parse(t).ok_or_else(|| {
+            api.bad(format!(
+                "temperature={t:?}: expected auto, readings, csv or none"
+            ))
+        })?,
+    };
+    if temperature == TemperatureSource::Csv && api.reports.temperature_csv.is_none() {
+        return Err(api.bad(
+            "temperature=csv: the server has no [savings] temperature_csv configured".into(),
+        ));
+    }
+    let req = SavingsRequest {
+        baseline_from,
+        baseline_to,
+        from,
+        to,
+        filters: api.filters(&caller, p.account.as_deref(), p.region.as_deref())?,
+        temperature,
+    };
+    let as_csv = api.wants_csv(&headers, p.format.as_deref())?;
+    let report = api
+        .run(move |r| async move { r.savings(&req).await })
+        .await?;
+    Ok(if as_csv {
+        csv_response(csv::savings(&report.opportunities))
+    } else {
+        axum::Json(report).into_response()
+    })
 }
 
 async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, Refusal> {

@@ -97,6 +97,19 @@ pub struct ServeConfig {
     /// Compaction, rollups and retention.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Inputs of the savings analysis (`GET /api/v1/savings`).
+    #[serde(default)]
+    pub savings: SavingsSettings,
+}
+
+/// `[savings]`: inputs of the savings analysis.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavingsSettings {
+    /// Outdoor temperature for accounts without temperature readings: a CSV of
+    /// `date,temperature_c` daily means (or `time,temperature_c` samples), relative to the
+    /// config file. Without it, and without readings, the baseline is day-type-only.
+    pub temperature_csv: Option<PathBuf>,
 }
 
 /// How the store keeps its files: compaction, rollups and retention (see `store::maintenance`).
@@ -229,6 +242,11 @@ impl ServeConfig {
             }
             if let Some(tls) = c.tls.as_mut() {
                 tls.resolve(base);
+            }
+            if let Some(csv) = c.savings.temperature_csv.as_mut()
+                && csv.is_relative()
+            {
+                *csv = base.join(&*csv);
             }
         }
         Ok(c)

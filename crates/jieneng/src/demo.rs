@@ -241,6 +241,7 @@ pub async fn run(
             region: None,
         }],
         storage: Default::default(),
+        savings: Default::default(),
     };
     let server = Server::start(&serve).await?;
 

@@ -19,6 +19,7 @@ pub mod consumption;
 pub mod csv;
 pub mod forms;
 pub mod period;
+pub mod savings;
 pub mod scope;
 pub mod source;
 
@@ -63,6 +64,9 @@ pub enum QueryError {
     Shape(&'static str),
     #[error("query: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    /// The savings analyses' own data (calendar, benchmark sets) or a bad savings request.
+    #[error("{0}")]
+    Savings(String),
 }
 
 /// Consumption of one (account, category, item) over a period.

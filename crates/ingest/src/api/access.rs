@@ -2,11 +2,14 @@
 //! and, for officers (and optionally the statistics system), a scope of account codes or one
 //! region prefix. The server stores only the key's sha256.
 //!
-//! | role | consumption | carbon | accounts |
-//! |---|---|---|---|
-//! | admin | all accounts | all | all |
-//! | officer | its scope | its scope | its scope |
-//! | statistics | its scope (all when unscoped) | same | refused |
+//! | role | consumption | carbon | savings | accounts |
+//! |---|---|---|---|---|
+//! | admin | all accounts | all | all | all |
+//! | officer | its scope | its scope | its scope | its scope |
+//! | statistics | its scope (all when unscoped) | same | refused | refused |
+//!
+//! The statistics system reads figures for the statistics forms; savings analysis is advice to
+//! the institutions' energy officers, not part of that reporting.
 //!
 //! A request that names an account outside the scope is refused (403); a region is intersected
 //! with the scope, so no row outside it is ever returned.
@@ -40,6 +43,7 @@ impl Role {
 pub enum Action {
     ReadConsumption,
     ReadCarbon,
+    ReadSavings,
     ReadAccounts,
 }
 
@@ -123,7 +127,7 @@ impl Caller {
     pub fn may(&self, action: Action) -> bool {
         !matches!(
             (self.role, action),
-            (Role::Statistics, Action::ReadAccounts)
+            (Role::Statistics, Action::ReadAccounts | Action::ReadSavings)
         )
     }
 }

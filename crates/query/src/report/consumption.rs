@@ -220,6 +220,22 @@ fn tree(
     out
 }
 
+/// The category total of one (account, period, category) — the `Total` row, or the level-0
+/// subtotal where no main meter exists — as (consumption, kgce, kgCO2e): the same figure the
+/// consumption report shows, for analyses that need a total per day or hour.
+pub(crate) fn category_total(
+    category: Category,
+    sums: &[&MeterSum],
+    rel: &Relations,
+) -> Option<(f64, f64, f64)> {
+    tree(category, sums, rel)
+        .into_iter()
+        .find(|(item, kind, _)| {
+            *kind == RowKind::Total || (*kind == RowKind::Subtotal && item.level() == 0)
+        })
+        .map(|(_, _, a)| (a.consumption, a.kgce, a.kgco2e))
+}
+
 impl Reports {
     pub async fn consumption_report(
         &self,

@@ -4,6 +4,7 @@
 use super::carbon::{CarbonRow, FactorUsed};
 use super::consumption::{IndicatorRow, ItemRow};
 use super::forms::FormRow;
+use super::savings::{FactorRow, OpportunityRow};
 
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -135,6 +136,47 @@ pub fn forms(rows: &[FormRow]) -> String {
                 r.unit.clone().unwrap_or_default(),
                 r.value.clone().unwrap_or_default(),
                 r.verified.to_string(),
+            ],
+        );
+    }
+    out
+}
+
+pub const SAVINGS_HEADER: &str = "rank,account,name_zh,kind,kind_zh,kind_en,year,kwh_per_year,kgce_per_year,kgco2e_per_year,energy_per_year,coal_factors,carbon_factors,confidence,verified,unverified_reasons,explanation_zh,explanation_en";
+
+/// The ranked savings opportunities, one a line; several energies or factors in one field are
+/// `;`-separated (`01=1234.5`, `01=<factor id>`).
+pub fn savings(rows: &[OpportunityRow]) -> String {
+    let mut out = format!("{SAVINGS_HEADER}\n");
+    for r in rows {
+        let joined = |f: &dyn Fn(&FactorRow) -> String| {
+            r.factors.iter().map(f).collect::<Vec<_>>().join(";")
+        };
+        line(
+            &mut out,
+            &[
+                r.rank.to_string(),
+                r.account.clone(),
+                r.name_zh.clone(),
+                r.kind.to_owned(),
+                r.kind_zh.to_owned(),
+                r.kind_en.to_owned(),
+                r.year.to_string(),
+                r.kwh_per_year.to_string(),
+                r.kgce_per_year.to_string(),
+                r.kgco2e_per_year.to_string(),
+                r.energy_per_year
+                    .iter()
+                    .map(|(c, v)| format!("{c}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                joined(&|f| format!("{}={}", f.category, f.coal_factor)),
+                joined(&|f| format!("{}={}", f.category, f.carbon_factor)),
+                r.confidence.to_owned(),
+                r.verified.to_string(),
+                r.unverified_reasons.join("; "),
+                r.explanation_zh.clone(),
+                r.explanation_en.clone(),
             ],
         );
     }

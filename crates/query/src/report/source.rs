@@ -18,6 +18,7 @@ use crate::report::{
     Query, QueryError, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
 };
+use crate::savings::weather::{self, DailyTemperature, WeatherError};
 use crate::storage::{READINGS, partition_date};
 
 /// Consumption of one meter in one period (and under one carbon factor).
@@ -44,6 +45,9 @@ pub struct Reports {
     pub query: Query,
     accounts: Arc<BTreeMap<AccountCode, Account>>,
     pub factors: Arc<FactorTables>,
+    /// Daily mean outdoor temperatures from the server's CSV, for the savings baseline of
+    /// accounts without temperature readings.
+    pub temperature_csv: Option<Arc<[DailyTemperature]>>,
 }
 
 impl Reports {
@@ -52,7 +56,19 @@ impl Reports {
             query,
             accounts: Arc::new(accounts.into_iter().map(|a| (a.code.clone(), a)).collect()),
             factors: Arc::new(factors),
+            temperature_csv: None,
         }
+    }
+
+    /// Uses the daily means of a temperature CSV (`date,temperature_c` daily means, or
+    /// `time,temperature_c` samples averaged per day; see [`crate::savings::weather`]).
+    pub fn with_temperature_csv(mut self, text: &str) -> Result<Self, WeatherError> {
+        let days = match weather::parse_csv(text)? {
+            weather::TemperatureCsv::Daily(d) => d,
+            weather::TemperatureCsv::Samples(s) => weather::daily_means(&s)?.days,
+        };
+        self.temperature_csv = Some(days.into());
+        Ok(self)
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
@@ -91,6 +107,25 @@ impl Reports {
         granularity: Granularity,
         filters: &[Filter],
     ) -> Result<Vec<MeterSum>, QueryError> {
+        Ok(self
+            .bucket_sums(from_ms, to_ms, granularity.name(), filters, None)
+            .await?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    /// Consumption per meter and local-time bucket (`trunc`: a `date_trunc` unit such as `hour`
+    /// or `day`) in `(from_ms, to_ms]`, optionally of one category; each sum comes with its
+    /// bucket's local start as seconds since the epoch (the local time read as if it were UTC).
+    pub(crate) async fn bucket_sums(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        trunc: &str,
+        filters: &[Filter],
+        category: Option<Category>,
+    ) -> Result<Vec<(i64, MeterSum)>, QueryError> {
         // The UTC-date partitions that can hold (from, to]: only their files are read.
         let (from_date, to_date) = (partition_date(from_ms), partition_date(to_ms));
         let (ctx, has_readings) = self
@@ -110,9 +145,10 @@ impl Reports {
                     count(delta) AS intervals \
              FROM {READINGS} \
              WHERE quantity IN ({q}) AND delta IS NOT NULL \
-               AND ts > '{from}' AND ts <= '{to}' AND {scope} \
+               AND ts > '{from}' AND ts <= '{to}' AND {scope}{only} \
              GROUP BY account, meter, category, item, unit, factor, period",
-            g = granularity.name(),
+            g = trunc,
+            only = category.map_or_else(String::new, |c| format!(" AND category = '{}'", c.code())),
             q = consumption_quantities_sql(),
             from = rfc3339(from_ms),
             to = rfc3339(to_ms),
@@ -146,6 +182,7 @@ impl Reports {
                     EnergyCode::parse(item.value(i)),
                     local_date_of_shifted_secs(period.value(i)),
                 );
+                let secs = period.value(i);
                 let (Ok(account), Ok(meter), Ok(category), Ok(item), Some(period)) = parsed else {
                     tracing::warn!(
                         account = account.value(i),
@@ -154,32 +191,31 @@ impl Reports {
                     );
                     continue;
                 };
-                out.push(MeterSum {
-                    account,
-                    meter,
-                    category,
-                    item,
-                    unit: unit.value(i).to_owned(),
-                    factor: (!factor.is_null(i)).then(|| factor.value(i).to_owned()),
-                    period,
-                    consumption: if consumption.is_null(i) {
-                        0.0
-                    } else {
-                        consumption.value(i)
+                out.push((
+                    secs,
+                    MeterSum {
+                        account,
+                        meter,
+                        category,
+                        item,
+                        unit: unit.value(i).to_owned(),
+                        factor: (!factor.is_null(i)).then(|| factor.value(i).to_owned()),
+                        period,
+                        consumption: if consumption.is_null(i) {
+                            0.0
+                        } else {
+                            consumption.value(i)
+                        },
+                        kgce: kgce.value(i),
+                        kgco2e: kgco2e.value(i),
+                        intervals: intervals.value(i),
                     },
-                    kgce: kgce.value(i),
-                    kgco2e: kgco2e.value(i),
-                    intervals: intervals.value(i),
-                });
+                ));
             }
         }
-        out.sort_by(|a, b| {
-            (
-                &a.account, a.period, a.category, &a.item, &a.meter, &a.factor,
-            )
-                .cmp(&(
-                    &b.account, b.period, b.category, &b.item, &b.meter, &b.factor,
-                ))
+        out.sort_by(|(ta, a), (tb, b)| {
+            (&a.account, ta, a.category, &a.item, &a.meter, &a.factor)
+                .cmp(&(&b.account, tb, b.category, &b.item, &b.meter, &b.factor))
         });
         Ok(out)
     }

@@ -382,7 +382,9 @@ impl Baseline {
     ) -> Result<Self, BaselineError> {
         check(data)?;
         let t0 = data[0].temperature_c;
-        if data.iter().all(|d| d.temperature_c == t0) {
+        // Without degree-day terms (a day-type-only model) temperature is not used at all.
+        if (config.fit_heating || config.fit_cooling) && data.iter().all(|d| d.temperature_c == t0)
+        {
             return Err(BaselineError::ConstantTemperature { value: t0 });
         }
         let heating_points = if config.fit_heating {
