@@ -489,6 +489,10 @@ impl WalError {
                 path: path.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
+            WalError::Version { path, version } => WalError::Version {
+                path: path.clone(),
+                version: *version,
+            },
         }
     }
 }
