@@ -146,42 +146,49 @@ async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<
     first.stop().await;
 
     // Then the spool fills past its 1 MiB limit, as if ingest had been unreachable for long:
-    // a batch of another meter's readings, numbered as the gateway's next batch.
+    // batches of another meter's readings, numbered as the gateway's next batches. (Values
+    // vary so the Arrow streams the spool stores do not compress to nothing.)
     let (spool, mut state) = gateway::spool::Spool::open(
         &spool_dir,
         gateway::spool::SpoolLimits::for_max(1 << 20),
         gateway::normalize::replay,
     )?;
     let t0 = 1_767_225_600_000i64;
-    let filler: Vec<Reading> = (0..8000)
-        .map(|i| Reading {
-            ts: t0 + i * 60_000,
-            account: AccountCode::parse("110102E003").unwrap(),
-            meter: MeterId::parse("filler").unwrap(),
-            category: Category::Electricity,
-            item: EnergyCode::parse("01000").unwrap(),
-            quantity: Quantity::PowerActive,
-            unit: Unit::Kilowatt,
-            value: 12.5,
-            delta: None,
-            kgce: None,
-            kgco2e: None,
-            factor: None,
-            quality: Quality::Good,
-        })
-        .collect();
-    spool.append(&Batch::new(
-        GatewayId::parse("gw-full")?,
-        state.next_seq,
-        filler,
-    ))?;
-    state.next_seq += 1;
+    let mut i = 0i64;
+    while spool.bytes() < 1 << 20 {
+        let filler: Vec<Reading> = (0..8000)
+            .map(|_| {
+                i += 1;
+                Reading {
+                    ts: t0 + i * 60_000,
+                    account: AccountCode::parse("110102E003").unwrap(),
+                    meter: MeterId::parse("filler").unwrap(),
+                    category: Category::Electricity,
+                    item: EnergyCode::parse("01000").unwrap(),
+                    quantity: Quantity::PowerActive,
+                    unit: Unit::Kilowatt,
+                    value: (i as f64 * 0.618_034).fract() * 1000.0,
+                    delta: None,
+                    kgce: None,
+                    kgco2e: None,
+                    factor: None,
+                    quality: Quality::Good,
+                }
+            })
+            .collect();
+        spool.append(&Batch::new(
+            GatewayId::parse("gw-full")?,
+            state.next_seq,
+            filler,
+        ))?;
+        state.next_seq += 1;
+        anyhow::ensure!(
+            i < 2_000_000,
+            "the spool does not fill: {} bytes",
+            spool.bytes()
+        );
+    }
     spool.save_state(&state)?;
-    assert!(
-        spool.bytes() >= 1 << 20,
-        "filler is {} bytes",
-        spool.bytes()
-    );
     drop(spool);
 
     // Second life: the spool is full, so counters are held back while the meter counts on.

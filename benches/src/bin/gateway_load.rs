@@ -171,7 +171,7 @@ struct SinkStats {
     batches: AtomicU64,
     readings: AtomicU64,
     bytes: AtomicU64,
-    /// Bodies that were not a JSON batch (compressed or otherwise): counted, not parsed.
+    /// Bodies that were neither a JSON batch nor an Arrow stream: counted, not parsed.
     opaque: AtomicU64,
 }
 
@@ -183,12 +183,16 @@ async fn start_sink() -> anyhow::Result<(std::net::SocketAddr, Arc<SinkStats>)> 
     async fn accept(State(s): State<Arc<SinkStats>>, body: Bytes) -> &'static str {
         s.batches.fetch_add(1, Ordering::Relaxed);
         s.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-        match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(v) => {
-                let n = v["readings"].as_array().map_or(0, Vec::len);
+        // The gateway sends large batches as Arrow IPC streams, small ones as JSON.
+        let readings = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) => v["readings"].as_array().map(Vec::len),
+            Err(_) => gateway::wire::decode(&body).ok().map(|b| b.readings.len()),
+        };
+        match readings {
+            Some(n) => {
                 s.readings.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(_) => {
+            None => {
                 s.opaque.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -469,7 +473,7 @@ fn run(gateway: &Path, n: usize, seconds: u64, warmup: u64, skip_bare: bool) -> 
     let gw_window = result?;
     gw_window.print(n);
     println!(
-        "  sink: {} batches, {} readings, {:.1} MB, {} not parsed as JSON",
+        "  sink: {} batches, {} readings, {:.1} MB, {} neither JSON nor Arrow",
         sink.batches.load(Ordering::Relaxed),
         sink.readings.load(Ordering::Relaxed),
         sink.bytes.load(Ordering::Relaxed) as f64 / 1e6,

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::config::ForwardSection;
-use crate::spool::Spool;
+use crate::spool::{EncodedBatch, Spool};
 
 pub mod mqtt;
 
@@ -138,16 +138,18 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 }
 
 impl Forwarder {
-    async fn send(&self, seq: u64, body: Vec<u8>) -> Outcome {
+    /// Sends the spooled payload as it is: the spool stored the request body.
+    async fn send(&self, batch: EncodedBatch) -> Outcome {
         if let Some(link) = &self.mqtt {
-            return link.send(seq, body, self.timeout).await;
+            // MQTT has no content type: ingest tells JSON from Arrow by the first byte.
+            return link.send(batch.seq, batch.payload, self.timeout).await;
         }
         let res = self
             .client
             .post(&self.url)
             .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+            .header(reqwest::header::CONTENT_TYPE, batch.encoding.content_type())
+            .body(batch.payload)
             .send()
             .await;
         match res {
@@ -204,8 +206,8 @@ impl Forwarder {
                 continue;
             };
             let spool = self.spool.clone();
-            let read = tokio::task::spawn_blocking(move || spool.read_with_payload(seq)).await;
-            let (batch, body) = match read {
+            let read = tokio::task::spawn_blocking(move || spool.read_encoded(seq)).await;
+            let batch = match read {
                 Ok(Ok(read)) => read,
                 Ok(Err(e)) => {
                     error!(seq, error = %e, "spooled batch is corrupt; quarantined");
@@ -215,9 +217,8 @@ impl Forwarder {
                 }
                 Err(_) => continue,
             };
-            let n = batch.readings.len() as u64;
-            drop(batch);
-            match self.send(seq, body).await {
+            let n = u64::from(batch.readings);
+            match self.send(batch).await {
                 Outcome::Acknowledged => {
                     if attempt > 0 {
                         info!(seq, attempts = attempt + 1, "ingest reachable again");

@@ -15,6 +15,7 @@ pub mod normalize;
 pub mod run;
 pub mod source;
 pub mod spool;
+pub mod wire;
 
 pub use config::{ConfigError, GatewayConfig, SiteConfig};
 pub use run::{Gateway, GatewayHandle};

@@ -29,9 +29,15 @@ pub fn counter_key(r: &Reading) -> String {
     format!("{}/{}/{}", r.account, r.meter, r.quantity)
 }
 
-/// Brings counters up to date with a batch that was spooled but not yet in the state file.
+/// Brings counters up to date with a batch that was spooled but is not in the state snapshot.
 pub fn replay(state: &mut SpoolState, batch: &Batch) {
-    for r in &batch.readings {
+    replay_readings(state, &batch.readings);
+}
+
+/// Advances counters to the cumulative readings of a spooled batch: a counter's last value is
+/// its newest spooled reading.
+pub fn replay_readings(state: &mut SpoolState, readings: &[Reading]) {
+    for r in readings {
         if r.quantity.is_cumulative() {
             state.counters.insert(
                 counter_key(r),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use reading_model::{Batch, Reading};
+use reading_model::{Reading, WIRE_VERSION};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -17,12 +17,12 @@ use crate::config::{ForwardMode, GatewayConfig};
 use crate::forward::mqtt::MqttLink;
 use crate::forward::{ForwardError, ForwardStats, Forwarder, http_client, tls_client_config};
 use crate::normalize::normalize_mqtt;
-use crate::normalize::{normalize, replay};
+use crate::normalize::{normalize, replay, replay_readings};
 use crate::source::bus::{Bus, BusKey};
 use crate::source::modbus::{device_plan, poll_device};
-use crate::source::mqtt::{MqttConnection, MqttSample, MqttSourceHandle};
+use crate::source::mqtt::{MessageAck, MqttConnection, MqttMessage, MqttSourceHandle};
 use crate::source::{DeviceStats, Sample};
-use crate::spool::{Spool, SpoolError, SpoolLimits, SpoolState};
+use crate::spool::{EncodedBatch, Spool, SpoolError, SpoolLimits, SpoolState};
 
 /// A gateway built from a validated config: spool opened, state recovered.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ impl Gateway {
         drop(tx);
         // MQTT sources send to the normalizer on their own channel, so Modbus polling and its
         // sample type stay as they are.
-        let (mqtt_tx, mqtt_rx) = mpsc::channel::<MqttSample>(1024);
+        let (mqtt_tx, mqtt_rx) = mpsc::channel::<MqttMessage>(1024);
         let mut mqtt = Vec::new();
         let dead_letters = self.config.gateway.spool_dir.join("dead-letters");
         for i in 0..self.config.mqtt.sources.len() {
@@ -188,6 +188,8 @@ pub struct NormalizerStats {
     pub readings_held_back: AtomicU64,
     /// Instantaneous readings dropped while the spool was full.
     pub readings_dropped: AtomicU64,
+    /// Attempts to spool a batch that failed on the disk (not a full spool); retried.
+    pub spool_errors: AtomicU64,
     pub spool_full: AtomicBool,
 }
 
@@ -195,7 +197,7 @@ pub struct NormalizerStats {
 /// sample has arrived for a moment (the end of a poll cycle).
 ///
 /// Two states are kept: `working` advances with every sample; `committed` only with what is
-/// durably in the spool, and is what `state.json` holds. If the spool is full, pending readings
+/// durably in the spool (what the spool's records and state snapshot say at the next open). If the spool is full, pending readings
 /// are let go and `working` falls back to `committed`: the meters keep counting, so the first
 /// delta after the spool has room again spans the whole wait and no energy is lost.
 struct Normalizer {
@@ -212,7 +214,7 @@ async fn run_normalizer(
     spool: Arc<Spool>,
     state: SpoolState,
     mut rx: mpsc::Receiver<Sample>,
-    mut mqtt_rx: mpsc::Receiver<MqttSample>,
+    mut mqtt_rx: mpsc::Receiver<MqttMessage>,
     notify: Arc<Notify>,
     stats: Arc<NormalizerStats>,
 ) {
@@ -225,6 +227,8 @@ async fn run_normalizer(
         stats,
     };
     let mut pending: Vec<Reading> = Vec::new();
+    // PUBACKs owed for MQTT messages whose readings are in `pending`, oldest first.
+    let mut acks: Vec<MessageAck> = Vec::new();
     let linger = Duration::from_millis(200);
     loop {
         let next = if pending.is_empty() {
@@ -241,8 +245,11 @@ async fn run_normalizer(
                     Input::Modbus(sample) => {
                         pending.extend(normalize(&n.config, &mut n.working, &sample));
                     }
-                    Input::Mqtt(sample) => {
-                        pending.extend(normalize_mqtt(&n.config, &mut n.working, &sample));
+                    Input::Mqtt(message) => {
+                        for sample in &message.samples {
+                            pending.extend(normalize_mqtt(&n.config, &mut n.working, sample));
+                        }
+                        acks.extend(message.ack);
                     }
                 }
                 if pending.len() >= n.config.forward.max_batch_readings {
@@ -252,21 +259,34 @@ async fn run_normalizer(
             Some(None) => n.spool_pending(&mut pending).await,
             None => {
                 n.spool_pending(&mut pending).await;
+                settle(&mut acks);
                 return;
             }
         }
+        // Everything received so far is spooled (or let go under the full-spool policy):
+        // the messages it came in are settled.
+        if pending.is_empty() {
+            settle(&mut acks);
+        }
+    }
+}
+
+/// Sends the PUBACKs of settled MQTT messages, in the order the messages came.
+fn settle(acks: &mut Vec<MessageAck>) {
+    for ack in acks.drain(..) {
+        ack.send();
     }
 }
 
 enum Input {
     Modbus(Sample),
-    Mqtt(MqttSample),
+    Mqtt(MqttMessage),
 }
 
 /// The next sample of either source kind; `None` once both channels are closed.
 async fn recv_either(
     rx: &mut mpsc::Receiver<Sample>,
-    mqtt: &mut mpsc::Receiver<MqttSample>,
+    mqtt: &mut mpsc::Receiver<MqttMessage>,
 ) -> Option<Input> {
     tokio::select! {
         Some(s) = rx.recv() => Some(Input::Modbus(s)),
@@ -306,41 +326,59 @@ impl Normalizer {
     }
 
     /// Spools one batch; gives the readings back if the spool is full.
+    ///
+    /// The batch is encoded here, once, as the body the forwarder will send. Its fsync also
+    /// makes the counters it advances durable (the spool replays them at open), so no state
+    /// file is written per batch: only when the spool asks for a snapshot before it deletes a
+    /// segment ([`Spool::state_due`]), which is also checked while the spool is full, since that
+    /// is when the space is wanted.
     async fn spool_batch(&mut self, readings: Vec<Reading>) -> Result<(), Vec<Reading>> {
         if readings.is_empty() {
             return Ok(());
         }
-        let batch = Batch::new(
-            self.config.gateway.id.clone(),
-            self.committed.next_seq,
-            readings,
-        );
-        // The state saved with a batch is the committed state advanced by exactly that batch,
-        // never by readings still waiting in memory.
-        let mut next = self.committed.clone();
-        replay(&mut next, &batch);
-        next.next_seq = batch.seq + 1;
+        let seq = self.committed.next_seq;
+        let mut readings = readings;
         let mut delay = Duration::from_millis(100);
         loop {
+            // The committed state covers every batch appended so far, which is what a snapshot
+            // must cover.
+            let snapshot = self.spool.state_due().then(|| self.committed.clone());
             let sp = self.spool.clone();
-            let b = batch.clone();
-            let st = next.clone();
+            let gateway = self.config.gateway.id.clone();
+            let batch = std::mem::take(&mut readings);
             let res = tokio::task::spawn_blocking(move || {
-                if !sp.has_room() {
-                    return Ok(false);
-                }
-                sp.append(&b)?;
-                sp.save_state(&st)?;
-                Ok::<_, SpoolError>(true)
+                let stored = (|| {
+                    if let Some(state) = &snapshot {
+                        sp.save_state(state)?;
+                    }
+                    if !sp.has_room() {
+                        return Ok(false);
+                    }
+                    let encoded = EncodedBatch::new(&gateway, seq, WIRE_VERSION, &batch)?;
+                    sp.append_encoded(&encoded)?;
+                    Ok::<_, SpoolError>(true)
+                })();
+                (stored, batch)
             })
             .await;
-            match res {
-                Ok(Ok(true)) => {
-                    self.committed = next;
+            let (stored, batch) = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    // The readings went with the task: let them go as a full spool does, so
+                    // counters fall back to what is spooled and lose no energy.
+                    error!(seq, error = %e, "spool task failed");
+                    return Err(Vec::new());
+                }
+            };
+            readings = batch;
+            match stored {
+                Ok(true) => {
+                    replay_readings(&mut self.committed, &readings);
+                    self.committed.next_seq = seq + 1;
                     self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .readings_spooled
-                        .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
+                        .fetch_add(readings.len() as u64, Ordering::Relaxed);
                     if self.stats.spool_full.swap(false, Ordering::Relaxed) {
                         info!(
                             "spool has room again; counters resume from their last spooled values"
@@ -349,13 +387,13 @@ impl Normalizer {
                     self.notify.notify_one();
                     return Ok(());
                 }
-                Ok(Ok(false)) => return Err(batch.readings),
+                Ok(false) => return Err(readings),
                 // A failing disk (not a full spool): keep the batch and try again; pollers keep
                 // their pace and the sample channel applies back-pressure if this lasts.
-                Ok(Err(e)) => {
-                    error!(seq = batch.seq, error = %e, retry_in = ?delay, "cannot spool batch");
+                Err(e) => {
+                    self.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    error!(seq, error = %e, retry_in = ?delay, "cannot spool batch");
                 }
-                Err(e) => error!(error = %e, "spool task failed"),
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));

@@ -1,6 +1,6 @@
 //! The on-disk spool: batches wait here until ingest has acknowledged them.
 //!
-//! # Format (version 2): segments
+//! # Format (version 3): segments
 //!
 //! The spool directory holds append-only **segment files** `<id, 20 digits>.seg`, each with
 //! many batches, and beside each one an **ack file** `<id>.ack`. A segment file is:
@@ -8,7 +8,7 @@
 //! | bytes | field |
 //! |---|---|
 //! | 8 | magic `JNSPSEG\0` |
-//! | 2 | format version, little-endian (2) |
+//! | 2 | format version, little-endian (3; 2 is still read) |
 //! | … | records, back to back |
 //!
 //! and one record is:
@@ -21,10 +21,18 @@
 //! | 1 | body: gateway id length `g` |
 //! | g | body: gateway id, UTF-8 |
 //! | 8 | body: batch sequence number, little-endian |
-//! | n − 9 − g | body: the batch as wire JSON (`reading_model::Batch`) |
+//! | 1 | body: payload encoding: 1 = wire JSON, 2 = Arrow IPC stream (see [`crate::wire`]; small batches are JSON, see [`ARROW_MIN_READINGS`]) |
+//! | 4 | body: number of readings, little-endian |
+//! | n − 14 − g | body: the payload, exactly the request body ingest is sent |
 //!
-//! (gateway, seq) sit outside the JSON so the index is built without parsing payloads; they must
-//! agree with the payload's own, which a read checks.
+//! (gateway, seq) and the reading count sit outside the payload so that neither the index nor
+//! the forwarder parses payloads: the forwarder sends the stored bytes with the content type
+//! their encoding names.
+//!
+//! **Version 2** records (segments with version 2 in their header, left by an earlier gateway)
+//! have neither the encoding byte nor the count: their payload is wire JSON, which is parsed
+//! (and checked against the header's gateway and seq) before it is sent. New records always go
+//! to a new version 3 segment, so a segment never mixes the two.
 //!
 //! An ack file is a list of 12-byte entries: the acknowledged batch's seq (8 bytes LE) and the
 //! CRC-32 of those 8 bytes. Acks are written without fsync: an ack lost in a crash only means
@@ -37,9 +45,9 @@
 //! segment is created (header written, file and directory fsynced) at the first append after
 //! open and whenever the next record would take the active one past `segment_bytes`. A batch
 //! larger than that gets a segment of its own. A segment whose batches are all acknowledged (or
-//! quarantined) is deleted with its ack file; the active one only once it is full (or at the
-//! next open), so a spool keeping up with ingest appends to one file instead of creating one
-//! per batch.
+//! quarantined) is deleted with its ack file once the state file covers it (below); the active
+//! one only once it is full (or at the next open), so a spool keeping up with ingest appends to
+//! one file instead of creating one per batch.
 //!
 //! ## Opening after a crash
 //!
@@ -64,10 +72,20 @@
 //!
 //! ## State
 //!
-//! `state.json` holds the next sequence number and the last value of every counter, written
-//! atomically (temp file, fsync, rename, directory fsync) after each batch. Batches newer than
-//! the state file are replayed at open, so a crash between the two writes neither repeats nor
-//! loses a delta.
+//! The normalizer's state — the next sequence number and the last value of every counter — is
+//! what its spooled readings say: a counter's last value is its newest cumulative reading. So
+//! a record's fsync makes the state it leads to durable too, and `state.json` is only a
+//! **snapshot** that lets records go: it says "everything below `next_seq` is in here". It is
+//! written atomically (temp file, fsync, rename, directory fsync) when a segment whose batches
+//! are all settled still holds a record the snapshot does not cover ([`Spool::state_due`]):
+//! such a segment is kept until [`Spool::save_state`] has run, so no record is deleted before
+//! the snapshot covers it. That is one snapshot per segment, not one per batch.
+//!
+//! At open, every record still on disk whose seq is at or past the snapshot's `next_seq` —
+//! pending or already acknowledged — is replayed over it in seq order, and the result is saved
+//! before any settled segment is deleted. A crash at any point therefore neither repeats nor
+//! loses a delta, and never reuses a sequence number. A record that cannot be replayed
+//! (damaged) only makes the next delta of its counters span its interval as well.
 //!
 //! ## Version 1 (file per batch)
 //!
@@ -84,19 +102,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use reading_model::Batch;
+use reading_model::{Batch, GatewayId, Reading};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::counter::Counter;
 
 const MAGIC: &[u8; 8] = b"JNSPSEG\0";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
+/// Segments of this version are still read: records without encoding byte or count, JSON.
+const VERSION_JSON_ONLY: u16 = 2;
 const SEGMENT_HEADER: u64 = 8 + 2;
 const RECORD_MARKER: &[u8; 4] = b"JNRC";
 const RECORD_HEADER: usize = 4 + 4 + 4;
-/// The smallest body: an empty gateway id and a seq.
-const MIN_BODY: usize = 1 + 8;
 /// No batch comes near this; a length beyond it is damage, not a record.
 const MAX_BODY: usize = 1 << 30;
 const ACK_ENTRY: usize = 8 + 4;
@@ -116,6 +134,120 @@ pub enum SpoolError {
     Duplicate { seq: u64 },
     #[error("spool: batch {seq} is not pending")]
     NotPending { seq: u64 },
+    #[error("spool: cannot encode batch {seq}: {reason}")]
+    Encode { seq: u64, reason: String },
+}
+
+/// [`Batch`]'s wire JSON, serialized from borrowed readings.
+#[derive(Serialize)]
+struct BatchRef<'a> {
+    version: u16,
+    gateway: &'a GatewayId,
+    seq: u64,
+    readings: &'a [Reading],
+}
+
+/// How a record's payload is encoded; each is a body ingest accepts as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Wire JSON (`reading_model::Batch`): what version 2 segments hold.
+    Json,
+    /// An Arrow IPC stream ([`crate::wire`]): what the gateway writes.
+    Arrow,
+}
+
+impl Encoding {
+    fn byte(self) -> u8 {
+        match self {
+            Self::Json => 1,
+            Self::Arrow => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Json),
+            2 => Some(Self::Arrow),
+            _ => None,
+        }
+    }
+
+    /// The `Content-Type` the payload is sent with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Arrow => crate::wire::ARROW_STREAM,
+        }
+    }
+}
+
+/// A batch as the spool stores it and the forwarder sends it: the payload is the request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub gateway: GatewayId,
+    pub seq: u64,
+    pub encoding: Encoding,
+    /// Readings in the payload (for counters; the payload is not parsed to count them).
+    pub readings: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Batches of fewer readings are stored and sent as JSON: an Arrow stream starts with its
+/// schema and dictionaries (about 3.5 KB), which JSON only outgrows at about 30 readings.
+pub const ARROW_MIN_READINGS: usize = 32;
+
+impl EncodedBatch {
+    /// Encodes readings once, as the body the forwarder will send: an Arrow IPC stream, or
+    /// JSON for a batch of fewer than [`ARROW_MIN_READINGS`].
+    pub fn new(
+        gateway: &GatewayId,
+        seq: u64,
+        version: u16,
+        readings: &[Reading],
+    ) -> Result<Self, SpoolError> {
+        if readings.len() >= ARROW_MIN_READINGS {
+            return Self::arrow(gateway, seq, version, readings);
+        }
+        let batch = BatchRef {
+            version,
+            gateway,
+            seq,
+            readings,
+        };
+        let payload = serde_json::to_vec(&batch).map_err(|e| SpoolError::Encode {
+            seq,
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            gateway: gateway.clone(),
+            seq,
+            encoding: Encoding::Json,
+            readings: readings.len() as u32,
+            payload,
+        })
+    }
+
+    /// Encodes readings as an Arrow IPC stream.
+    pub fn arrow(
+        gateway: &GatewayId,
+        seq: u64,
+        version: u16,
+        readings: &[Reading],
+    ) -> Result<Self, SpoolError> {
+        let payload = crate::wire::encode(gateway, seq, version, readings).map_err(|e| {
+            SpoolError::Encode {
+                seq,
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Self {
+            gateway: gateway.clone(),
+            seq,
+            encoding: Encoding::Arrow,
+            readings: u32::try_from(readings.len()).unwrap_or(u32::MAX),
+            payload,
+        })
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -190,8 +322,13 @@ struct Loc {
 #[derive(Debug)]
 struct Segment {
     bytes: u64,
+    /// The segment's format version (its records' layout).
+    version: u16,
     /// Pending batches whose record is in this segment.
     live: usize,
+    /// The highest seq of a record in it: the segment may go only once the state snapshot
+    /// covers it.
+    max_seq: Option<u64>,
     ack: Option<File>,
 }
 
@@ -204,6 +341,8 @@ struct Index {
     next_segment: u64,
     /// The segment appends go to, if one is open.
     active: Option<u64>,
+    /// `next_seq` of the last state snapshot saved: records below it may be deleted.
+    state_covers: u64,
     stats: SpoolStats,
     last_full_warning: Option<Instant>,
 }
@@ -259,24 +398,35 @@ fn segment_header() -> [u8; SEGMENT_HEADER as usize] {
     h
 }
 
-/// Encodes one batch as a segment record.
-fn encode_record(batch: &Batch) -> Vec<u8> {
-    // Serializing our own types cannot fail (no maps with non-string keys, no custom errors).
-    let payload = serde_json::to_vec(batch).unwrap_or_default();
+/// Encodes one batch as a (version 3) segment record.
+fn encode_record(batch: &EncodedBatch) -> Vec<u8> {
     let gateway = batch.gateway.as_str().as_bytes();
     // Gateway ids are short by validation; a longer one is cut rather than overflow the byte.
     let gateway = &gateway[..gateway.len().min(255)];
-    let mut body = Vec::with_capacity(MIN_BODY + gateway.len() + payload.len());
-    body.push(gateway.len() as u8);
-    body.extend_from_slice(gateway);
-    body.extend_from_slice(&batch.seq.to_le_bytes());
-    body.extend_from_slice(&payload);
-    let mut out = Vec::with_capacity(RECORD_HEADER + body.len());
+    let body_len = 1 + gateway.len() + 8 + 1 + 4 + batch.payload.len();
+    let mut out = Vec::with_capacity(RECORD_HEADER + body_len);
     out.extend_from_slice(RECORD_MARKER);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // the CRC, once the body is in place
+    out.push(gateway.len() as u8);
+    out.extend_from_slice(gateway);
+    out.extend_from_slice(&batch.seq.to_le_bytes());
+    out.push(batch.encoding.byte());
+    out.extend_from_slice(&batch.readings.to_le_bytes());
+    out.extend_from_slice(&batch.payload);
+    let crc = crc32fast::hash(&out[RECORD_HEADER..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// The smallest record body of a segment version: an empty gateway id, a seq, and (version 3)
+/// the encoding byte and the reading count.
+fn min_body(version: u16) -> usize {
+    if version == VERSION_JSON_ONLY {
+        1 + 8
+    } else {
+        1 + 8 + 1 + 4
+    }
 }
 
 /// A record's header fields, checked.
@@ -284,14 +434,17 @@ fn encode_record(batch: &Batch) -> Vec<u8> {
 struct RecordHead<'a> {
     gateway: &'a [u8],
     seq: u64,
+    encoding: Encoding,
+    /// Readings in the payload (version 3 records say; version 2 ones do not).
+    readings: Option<u32>,
     payload: &'a [u8],
     /// Bytes of the whole record.
     len: usize,
 }
 
-/// Checks the record starting at `bytes[0]`; the error says what is wrong and at which byte
-/// (relative to `bytes`).
-fn check_record(bytes: &[u8]) -> Result<RecordHead<'_>, (usize, String)> {
+/// Checks the record of a `version` segment starting at `bytes[0]`; the error says what is
+/// wrong and at which byte (relative to `bytes`).
+fn check_record(bytes: &[u8], version: u16) -> Result<RecordHead<'_>, (usize, String)> {
     if bytes.len() < RECORD_HEADER {
         return Err((
             0,
@@ -302,7 +455,7 @@ fn check_record(bytes: &[u8]) -> Result<RecordHead<'_>, (usize, String)> {
         return Err((0, "no record marker".into()));
     }
     let n = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-    if !(MIN_BODY..=MAX_BODY).contains(&n) {
+    if !(min_body(version)..=MAX_BODY).contains(&n) {
         return Err((4, format!("implausible record length {n}")));
     }
     let Some(body) = bytes.get(RECORD_HEADER..RECORD_HEADER + n) else {
@@ -319,7 +472,8 @@ fn check_record(bytes: &[u8]) -> Result<RecordHead<'_>, (usize, String)> {
         return Err((8, "CRC mismatch".into()));
     }
     let g = usize::from(body[0]);
-    if 1 + g + 8 > n {
+    let fixed = min_body(version) - 1;
+    if 1 + g + fixed > n {
         return Err((
             RECORD_HEADER,
             format!("gateway id of {g} bytes overruns the record"),
@@ -328,30 +482,51 @@ fn check_record(bytes: &[u8]) -> Result<RecordHead<'_>, (usize, String)> {
     let gateway = &body[1..1 + g];
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&body[1 + g..1 + g + 8]);
+    let (encoding, readings) = if version == VERSION_JSON_ONLY {
+        (Encoding::Json, None)
+    } else {
+        let at = 1 + g + 8;
+        let encoding = Encoding::from_byte(body[at]).ok_or_else(|| {
+            (
+                RECORD_HEADER + at,
+                format!("unknown payload encoding {}", body[at]),
+            )
+        })?;
+        let count = u32::from_le_bytes([body[at + 1], body[at + 2], body[at + 3], body[at + 4]]);
+        (encoding, Some(count))
+    };
     Ok(RecordHead {
         gateway,
         seq: u64::from_le_bytes(seq),
-        payload: &body[1 + g + 8..],
+        encoding,
+        readings,
+        payload: &body[1 + g + fixed..],
         len: RECORD_HEADER + n,
     })
 }
 
-/// Decodes a whole record read from `path` at `offset`.
-/// The record's batch, checked against its header, and its payload (the wire JSON) as stored.
-fn decode_record<'a>(
+/// Decodes a whole record of a `version` segment read from `path` at `offset`: its batch,
+/// checked against its header.
+fn decode_record(
     path: &Path,
     offset: u64,
-    bytes: &'a [u8],
-) -> Result<(Batch, &'a [u8]), SpoolError> {
+    bytes: &[u8],
+    version: u16,
+) -> Result<Batch, SpoolError> {
     let corrupt = |at: usize, reason: String| SpoolError::Corrupt {
         path: path.to_path_buf(),
         offset: offset + at as u64,
         reason,
     };
-    let head = check_record(bytes).map_err(|(at, reason)| corrupt(at, reason))?;
+    let head = check_record(bytes, version).map_err(|(at, reason)| corrupt(at, reason))?;
     let payload_at = head.len - head.payload.len();
-    let batch: Batch = serde_json::from_slice(head.payload)
-        .map_err(|e| corrupt(payload_at + e.column(), e.to_string()))?;
+    let batch: Batch = match head.encoding {
+        Encoding::Json => serde_json::from_slice(head.payload)
+            .map_err(|e| corrupt(payload_at + e.column(), e.to_string()))?,
+        Encoding::Arrow => {
+            crate::wire::decode(head.payload).map_err(|reason| corrupt(payload_at, reason))?
+        }
+    };
     if batch.seq != head.seq || batch.gateway.as_str().as_bytes() != head.gateway {
         return Err(corrupt(
             RECORD_HEADER,
@@ -364,18 +539,18 @@ fn decode_record<'a>(
             ),
         ));
     }
-    Ok((batch, head.payload))
+    Ok(batch)
 }
 
 /// The next offset at or after `from` where a valid record starts.
-fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+fn resync(bytes: &[u8], from: usize, version: u16) -> Option<usize> {
     let mut at = from;
     while at + RECORD_HEADER <= bytes.len() {
         let found = bytes[at..]
             .windows(RECORD_MARKER.len())
             .position(|w| w == RECORD_MARKER)?;
         at += found;
-        if check_record(&bytes[at..]).is_ok() {
+        if check_record(&bytes[at..], version).is_ok() {
             return Some(at);
         }
         at += 1;
@@ -443,8 +618,8 @@ fn list(dir: &Path) -> Result<Listing, SpoolError> {
 
 impl Spool {
     /// Opens (creating) the spool: checks every segment, cuts torn tails, quarantines damage,
-    /// converts version-1 batch files, and returns the state with batches newer than it
-    /// replayed through `replay`.
+    /// converts version-1 batch files, and returns the state with every record newer than
+    /// its snapshot (pending or acknowledged) replayed through `replay`, oldest first.
     pub fn open(
         dir: &Path,
         limits: SpoolLimits,
@@ -467,6 +642,7 @@ impl Spool {
                     .max()
                     .map_or(0, |m| m + 1),
                 active: None,
+                state_covers: 0,
                 stats: SpoolStats {
                     max_bytes: limits.max_bytes,
                     ..SpoolStats::default()
@@ -474,8 +650,10 @@ impl Spool {
                 last_full_warning: None,
             }),
         };
+        // Records already acknowledged but still on disk: the snapshot may not cover them.
+        let mut settled = BTreeMap::new();
         for &id in &listing.segments {
-            spool.load_segment(id)?;
+            spool.load_segment(id, &mut settled)?;
         }
         for &id in listing.acks.difference(&listing.segments) {
             let p = spool.ack_path(id);
@@ -495,15 +673,30 @@ impl Spool {
             Err(e) if e.kind() == io::ErrorKind::NotFound => SpoolState::default(),
             Err(e) => return Err(io_err(&state_path)(e)),
         };
-        for seq in spool.pending()? {
-            if seq >= state.next_seq {
-                match spool.read(seq) {
-                    Ok(batch) => replay(&mut state, &batch),
-                    // The forwarder will find it damaged too and quarantine it.
-                    Err(e) => warn!(seq, error = %e, "cannot replay spooled batch"),
-                }
-                state.next_seq = seq + 1;
+        lock(&spool.index).state_covers = state.next_seq;
+        let mut on_disk = settled;
+        on_disk.extend(
+            lock(&spool.index)
+                .queue
+                .iter()
+                .map(|(&seq, &loc)| (seq, loc)),
+        );
+        let mut replayed = 0;
+        for (&seq, &loc) in on_disk.range(state.next_seq..) {
+            match spool.read_at(loc) {
+                Ok(batch) => replay(&mut state, &batch),
+                // A pending one is found damaged by the forwarder too and quarantined; either
+                // way the next delta of its counters spans its interval as well.
+                Err(e) => warn!(seq, error = %e, "cannot replay spooled batch"),
             }
+            state.next_seq = seq + 1;
+            replayed += 1;
+        }
+        if replayed > 0 {
+            // Settled segments go only once the snapshot covers them.
+            spool.save_state(&state)?;
+        } else {
+            spool.delete_settled()?;
         }
         let s = spool.stats();
         if s.pending_batches > 0 || s.quarantined > 0 || s.torn_bytes_cut > 0 {
@@ -542,8 +735,9 @@ impl Spool {
         Ok(())
     }
 
-    /// Checks one segment at open and adds its pending batches to the index.
-    fn load_segment(&self, id: u64) -> Result<(), SpoolError> {
+    /// Checks one segment at open and adds its pending batches to the index, and its
+    /// acknowledged ones to `settled` (for the replay of counters).
+    fn load_segment(&self, id: u64, settled: &mut BTreeMap<u64, Loc>) -> Result<(), SpoolError> {
         let path = self.segment_path(id);
         let mut bytes = fs::read(&path).map_err(io_err(&path))?;
         if bytes.len() < SEGMENT_HEADER as usize && segment_header().starts_with(&bytes) {
@@ -551,11 +745,13 @@ impl Spool {
             fs::remove_file(&path).map_err(io_err(&path))?;
             return Ok(());
         }
+        let mut version = VERSION;
         let header_problem = if bytes.len() < SEGMENT_HEADER as usize || &bytes[..8] != MAGIC {
             Some("bad magic at byte 0".to_owned())
         } else {
-            let v = u16::from_le_bytes([bytes[8], bytes[9]]);
-            (v != VERSION).then(|| format!("unsupported version {v} at byte 8"))
+            version = u16::from_le_bytes([bytes[8], bytes[9]]);
+            (version != VERSION && version != VERSION_JSON_ONLY)
+                .then(|| format!("unsupported version {version} at byte 8"))
         };
         if let Some(problem) = header_problem {
             warn!(path = %path.display(), problem, "segment quarantined whole");
@@ -570,12 +766,12 @@ impl Spool {
         let mut records = Vec::new();
         let mut at = SEGMENT_HEADER as usize;
         while at < bytes.len() {
-            match check_record(&bytes[at..]) {
+            match check_record(&bytes[at..], version) {
                 Ok(head) => {
                     records.push((head.seq, at as u64, head.len as u64));
                     at += head.len;
                 }
-                Err((_, reason)) => match resync(&bytes, at + 1) {
+                Err((_, reason)) => match resync(&bytes, at + 1, version) {
                     Some(next) => {
                         let reason = format!(
                             "{}: corrupt at byte {at} ({reason}); {} bytes up to the next good record at byte {next} set aside",
@@ -612,39 +808,32 @@ impl Spool {
 
         let mut index = lock(&self.index);
         let mut live = 0;
+        let max_seq = records.iter().map(|r| r.0).max();
         for (seq, offset, len) in records {
+            let loc = Loc {
+                segment: id,
+                offset,
+                len,
+            };
             // A seq seen before (an interrupted migration) keeps its first record.
             if acked.contains(&seq) || index.queue.contains_key(&seq) {
+                settled.entry(seq).or_insert(loc);
                 continue;
             }
-            index.queue.insert(
-                seq,
-                Loc {
-                    segment: id,
-                    offset,
-                    len,
-                },
-            );
+            index.queue.insert(seq, loc);
             live += 1;
         }
-        if live == 0 {
-            drop(index);
-            fs::remove_file(&path).map_err(io_err(&path))?;
-            let ack = self.ack_path(id);
-            if let Err(e) = fs::remove_file(&ack)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                return Err(io_err(&ack)(e));
-            }
-            return Ok(());
-        }
+        // A segment with nothing pending stays until `open` has replayed it and saved the
+        // state (`delete_settled`).
         let n = bytes.len() as u64;
         index.bytes += n;
         index.segments.insert(
             id,
             Segment {
                 bytes: n,
+                version,
                 live,
+                max_seq,
                 ack: None,
             },
         );
@@ -702,7 +891,9 @@ impl Spool {
             id,
             Segment {
                 bytes: SEGMENT_HEADER,
+                version: VERSION,
                 live: 0,
+                max_seq: None,
                 ack: None,
             },
         );
@@ -713,9 +904,20 @@ impl Spool {
         })
     }
 
-    /// Durably stores a batch (returns after fsync). Appends regardless of the bound: callers
-    /// that must respect it ask [`Spool::has_room`] first.
+    /// Durably stores a batch (returns after fsync), encoded as [`EncodedBatch::new`] does.
+    /// Appends regardless of the bound: callers that must respect it ask
+    /// [`Spool::has_room`] first.
     pub fn append(&self, batch: &Batch) -> Result<(), SpoolError> {
+        self.append_encoded(&EncodedBatch::new(
+            &batch.gateway,
+            batch.seq,
+            batch.version,
+            &batch.readings,
+        )?)
+    }
+
+    /// Durably stores an encoded batch (returns after fsync), like [`Spool::append`].
+    pub fn append_encoded(&self, batch: &EncodedBatch) -> Result<(), SpoolError> {
         let mut writer = lock(&self.writer);
         if lock(&self.index).queue.contains_key(&batch.seq) {
             return Err(SpoolError::Duplicate { seq: batch.seq });
@@ -756,15 +958,26 @@ impl Spool {
         if let Some(s) = index.segments.get_mut(&loc.segment) {
             s.bytes += n;
             s.live += 1;
+            s.max_seq = s.max_seq.max(Some(batch.seq));
         }
         Ok(())
     }
 
-    /// Deletes a segment none of whose batches is pending, unless appends go to it: a spool
-    /// that keeps up with ingest then appends to one file rather than creating (and fsyncing)
-    /// one per batch. The active segment goes when it is full or at the next open.
+    /// Whether a segment may go: none of its batches is pending, the state snapshot covers
+    /// all of its records, and appends do not go to it (a spool that keeps up with ingest then
+    /// appends to one file rather than creating and fsyncing one per batch; the active
+    /// segment goes when it is full or at the next open).
+    fn deletable(index: &Index, id: u64) -> bool {
+        index.active != Some(id)
+            && index
+                .segments
+                .get(&id)
+                .is_some_and(|s| s.live == 0 && s.max_seq.is_none_or(|m| m < index.state_covers))
+    }
+
+    /// Deletes a segment if it may go (see [`Spool::deletable`]).
     fn delete_locked(&self, index: &mut Index, id: u64) -> Result<(), SpoolError> {
-        if index.active == Some(id) || index.segments.get(&id).is_none_or(|s| s.live > 0) {
+        if !Self::deletable(index, id) {
             return Ok(());
         }
         if let Some(s) = index.segments.remove(&id) {
@@ -810,10 +1023,38 @@ impl Spool {
         Ok(())
     }
 
+    /// Whether a settled segment waits for a state snapshot before it can be deleted: the
+    /// normalizer then calls [`Spool::save_state`] with its committed state.
+    pub fn state_due(&self) -> bool {
+        let index = lock(&self.index);
+        index.segments.iter().any(|(&id, s)| {
+            index.active != Some(id)
+                && s.live == 0
+                && s.max_seq.is_some_and(|m| m >= index.state_covers)
+        })
+    }
+
+    /// Saves the state snapshot (atomically, fsynced) and deletes the settled segments it now
+    /// covers. `state` must be the state after every batch appended so far.
     pub fn save_state(&self, state: &SpoolState) -> Result<(), SpoolError> {
         let path = self.dir.join("state.json");
         let bytes = serde_json::to_vec(state).unwrap_or_default();
-        write_atomic(&path, &bytes).map_err(io_err(&path))
+        write_atomic(&path, &bytes).map_err(io_err(&path))?;
+        {
+            let mut index = lock(&self.index);
+            index.state_covers = index.state_covers.max(state.next_seq);
+        }
+        self.delete_settled()
+    }
+
+    /// Deletes every segment that may go.
+    fn delete_settled(&self) -> Result<(), SpoolError> {
+        let mut index = lock(&self.index);
+        let ids: Vec<u64> = index.segments.keys().copied().collect();
+        for id in ids {
+            self.delete_locked(&mut index, id)?;
+        }
+        Ok(())
     }
 
     /// Sequence numbers of spooled batches, oldest first, from memory. (A `Result` since the
@@ -840,6 +1081,20 @@ impl Spool {
             .ok_or(SpoolError::NotPending { seq })
     }
 
+    fn segment_version(&self, segment: u64) -> u16 {
+        lock(&self.index)
+            .segments
+            .get(&segment)
+            .map_or(VERSION, |s| s.version)
+    }
+
+    /// The batch of the record at `loc`, checked.
+    fn read_at(&self, loc: Loc) -> Result<Batch, SpoolError> {
+        let bytes = self.read_record(loc)?;
+        let version = self.segment_version(loc.segment);
+        decode_record(&self.segment_path(loc.segment), loc.offset, &bytes, version)
+    }
+
     fn read_record(&self, loc: Loc) -> Result<Vec<u8>, SpoolError> {
         let path = self.segment_path(loc.segment);
         let mut f = File::open(&path).map_err(io_err(&path))?;
@@ -851,16 +1106,48 @@ impl Spool {
 
     /// Reads a pending batch (blocking I/O).
     pub fn read(&self, seq: u64) -> Result<Batch, SpoolError> {
-        self.read_with_payload(seq).map(|(batch, _)| batch)
+        self.read_at(self.locate(seq)?)
     }
 
-    /// The batch (checked like [`Spool::read`]) and its wire JSON exactly as spooled, so the
-    /// forwarder sends those bytes instead of serialising the batch again.
-    pub fn read_with_payload(&self, seq: u64) -> Result<(Batch, Vec<u8>), SpoolError> {
+    /// A pending batch as stored, for sending: its payload is the request body. Only the
+    /// record's CRC and header are checked; a version 2 (JSON) payload is parsed as well, to
+    /// check it against the header and count its readings.
+    pub fn read_encoded(&self, seq: u64) -> Result<EncodedBatch, SpoolError> {
         let loc = self.locate(seq)?;
-        let bytes = self.read_record(loc)?;
-        let (batch, payload) = decode_record(&self.segment_path(loc.segment), loc.offset, &bytes)?;
-        Ok((batch, payload.to_vec()))
+        let mut bytes = self.read_record(loc)?;
+        let path = self.segment_path(loc.segment);
+        let version = self.segment_version(loc.segment);
+        let head = check_record(&bytes, version).map_err(|(at, reason)| SpoolError::Corrupt {
+            path: path.clone(),
+            offset: loc.offset + at as u64,
+            reason,
+        })?;
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            path: path.clone(),
+            offset: loc.offset + RECORD_HEADER as u64,
+            reason,
+        };
+        let gateway = std::str::from_utf8(head.gateway)
+            .ok()
+            .and_then(|g| GatewayId::parse(g).ok())
+            .ok_or_else(|| corrupt("the gateway id is not one".into()))?;
+        let (seq, encoding, payload_len) = (head.seq, head.encoding, head.payload.len());
+        let readings = match head.readings {
+            Some(n) => n,
+            None => {
+                let batch = decode_record(&path, loc.offset, &bytes, version)?;
+                u32::try_from(batch.readings.len()).unwrap_or(u32::MAX)
+            }
+        };
+        // The payload is the record's tail: keep the buffer, drop the header in front.
+        bytes.drain(..bytes.len() - payload_len);
+        Ok(EncodedBatch {
+            gateway,
+            seq,
+            encoding,
+            readings,
+            payload: bytes,
+        })
     }
 
     /// Marks a batch ingest has acknowledged; its segment is deleted with its last batch.

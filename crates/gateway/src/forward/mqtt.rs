@@ -1,8 +1,9 @@
 //! Forwarding over MQTT to ingest's embedded broker.
 //!
-//! A batch is published with QoS 1 to `jieneng/v1/<gateway>/batches` (the JSON of wire version
-//! 1, as over HTTP). The broker's PUBACK only says the *broker* has the message, in memory; it
-//! says nothing about ingest's WAL. So the spool does not trust it: ingest answers on
+//! A batch is published with QoS 1 to `jieneng/v1/<gateway>/batches`: the spooled body of wire
+//! version 1, as over HTTP (an Arrow IPC stream or, for a small batch, JSON; ingest tells them
+//! apart by the first byte, MQTT 3.1.1 having no content type). The broker's PUBACK only says
+//! the *broker* has the message, in memory; it says nothing about ingest's WAL. So the spool does not trust it: ingest answers on
 //! `jieneng/v1/<gateway>/acks` once the batch is fsynced (or refused), with the JSON
 //! `{"seq": N, "stored": n, "duplicate": bool}` or `{"seq": N | null, "reason": "…", "error":
 //! "…"}`, and only an answer naming the batch's seq lets the forwarder delete it. No answer

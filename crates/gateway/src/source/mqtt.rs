@@ -14,9 +14,15 @@
 //! status is asked for it (`Shelly.GetStatus`, answered on `<client_id>/rpc`); a Sparkplug node
 //! whose BIRTH was missed is asked to rebirth (NCMD). Both requests are rate-limited per device.
 //!
-//! The broker acknowledges a QoS 1 message when the connection task has taken it, before it is
-//! in the spool. A crash in between loses at most the messages in flight; energy is not lost with
-//! them, because counters are cumulative and the next `Total` spans the gap.
+//! A QoS 1 message is acknowledged (PUBACK, manual acks) only once what it carried is settled:
+//! its readings appended to the spool and fsynced, or let go under the full-spool policy
+//! (counters held back, so their energy is in the next delta; instantaneous values dropped and
+//! counted), or it carried none (ignored by design, no device, or undecodable and handed to the
+//! dead-letter file, which is for diagnosis: the same bytes would fail again). Each message goes
+//! to the normalizer as one [`MqttMessage`] with its acknowledgement, and the normalizer sends
+//! the PUBACKs in the order the messages came. A gateway that crashes (or a spool that cannot
+//! be written) before that leaves the message unacknowledged in its persistent session, and the
+//! broker delivers it again when the gateway reconnects.
 
 pub mod dead_letter;
 
@@ -48,6 +54,34 @@ const MAX_PENDING: usize = 1024;
 
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One MQTT message for the normalizer: the samples decoded from it (none if it carried no
+/// readings) and how to acknowledge it once they are settled.
+#[derive(Debug)]
+pub struct MqttMessage {
+    pub samples: Vec<MqttSample>,
+    /// `None` for QoS 0 messages (nothing to acknowledge).
+    pub ack: Option<MessageAck>,
+}
+
+/// The PUBACK a QoS 1 message is owed.
+#[derive(Debug)]
+pub struct MessageAck {
+    client: AsyncClient,
+    publish: rumqttc::Publish,
+}
+
+impl MessageAck {
+    /// Queues the PUBACK. Without waiting: the connection task, which sends it, may itself be
+    /// waiting for the normalizer. If its queue is full the PUBACK is lost and the broker
+    /// delivers the message again at the next session, which the normalizer takes as a
+    /// duplicate.
+    pub fn send(self) {
+        if let Err(e) = self.client.try_ack(&self.publish) {
+            debug!(topic = %self.publish.topic, pkid = self.publish.pkid, error = %e, "cannot queue PUBACK");
+        }
+    }
+}
 
 /// Values decoded from one MQTT message of one device.
 #[derive(Debug, Clone)]
@@ -555,6 +589,8 @@ fn sample(route: &Route, mut values: Vec<FirmwareValue>, received: i64) -> Optio
 pub fn options(source: &MqttSource) -> Result<MqttOptions, std::io::Error> {
     let mut o = MqttOptions::new(&source.client_id, &source.host, source.port);
     o.set_clean_session(false);
+    // PUBACK only once the message is settled (see the module doc), not on arrival.
+    o.set_manual_acks(true);
     o.set_keep_alive(source.keep_alive);
     o.set_max_packet_size(1 << 20, 1 << 20);
     if let Some((u, p)) = &source.credentials {
@@ -598,7 +634,7 @@ impl MqttConnection {
 
     /// Runs until `shutdown`: connects, subscribes on every (re)connection, decodes and sends
     /// samples (waiting when the normalizer is behind), reconnects with exponential backoff.
-    pub async fn run(self, tx: mpsc::Sender<MqttSample>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, tx: mpsc::Sender<MqttMessage>, mut shutdown: watch::Receiver<bool>) {
         let mut router = self.router;
         let name = router.source.name.clone();
         let stats = router.stats.clone();
@@ -654,10 +690,16 @@ impl MqttConnection {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let handled = router.handle(&p.topic, &p.payload, super::now_ms());
-                    for s in handled.samples {
-                        if tx.send(s).await.is_err() {
-                            return;
-                        }
+                    let ack = (p.qos != QoS::AtMostOnce).then(|| MessageAck {
+                        client: client.clone(),
+                        publish: p,
+                    });
+                    let message = MqttMessage {
+                        samples: handled.samples,
+                        ack,
+                    };
+                    if tx.send(message).await.is_err() {
+                        return;
                     }
                     for o in handled.publish {
                         if let Err(e) = client.try_publish(o.topic, o.qos, false, o.payload) {

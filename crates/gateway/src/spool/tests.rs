@@ -31,6 +31,10 @@ fn batch_of(seq: u64, readings: usize) -> Batch {
     )
 }
 
+fn encoded(b: &Batch) -> EncodedBatch {
+    EncodedBatch::new(&b.gateway, b.seq, b.version, &b.readings).unwrap()
+}
+
 fn batch(seq: u64) -> Batch {
     batch_of(seq, 1)
 }
@@ -91,10 +95,14 @@ fn append_read_ack_and_reopen() {
         })
         .unwrap();
     assert_eq!(spool.read(1).unwrap(), batch(1));
-    // The forwarder sends the spooled bytes as they are: they are the batch's wire JSON.
-    let (read, payload) = spool.read_with_payload(1).unwrap();
-    assert_eq!(read, batch(1));
-    assert_eq!(payload, serde_json::to_vec(&batch(1)).unwrap());
+    // The forwarder sends the spooled bytes as they are, with the reading count from the
+    // record header: a small batch as its wire JSON, a large one as an Arrow IPC stream.
+    let sent = spool.read_encoded(1).unwrap();
+    assert_eq!(
+        (sent.seq, sent.encoding, sent.readings),
+        (1, Encoding::Json, 1)
+    );
+    assert_eq!(sent.payload, serde_json::to_vec(&batch(1)).unwrap());
     drop(spool);
     // Batch 1 is newer than the state file: it is replayed and next_seq moves past it.
     let mut replayed = vec![];
@@ -127,6 +135,72 @@ fn append_read_ack_and_reopen() {
 }
 
 #[test]
+fn large_batches_are_arrow_streams_sent_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), SMALL);
+    let large = batch_of(3, 4 * ARROW_MIN_READINGS);
+    spool.append(&large).unwrap();
+    let sent = spool.read_encoded(3).unwrap();
+    assert_eq!(
+        (sent.seq, sent.encoding, sent.readings),
+        (3, Encoding::Arrow, 4 * ARROW_MIN_READINGS as u32)
+    );
+    assert_eq!(
+        sent.encoding.content_type(),
+        "application/vnd.apache.arrow.stream"
+    );
+    assert_eq!(crate::wire::decode(&sent.payload).unwrap(), large);
+    assert_eq!(spool.read(3).unwrap(), large);
+    // Smaller than its JSON by far (the JSON is about 150 bytes a reading).
+    assert!(
+        sent.payload.len() < serde_json::to_vec(&large).unwrap().len() / 2,
+        "{} bytes",
+        sent.payload.len()
+    );
+}
+
+/// A version 2 segment (JSON records, no encoding byte or count) left by an earlier gateway,
+/// with its ack file and state snapshot: the pending batch is sent as its JSON, and the
+/// counters come back as the newest record says.
+#[test]
+fn the_version_2_fixture_is_read_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spool-v2");
+    for name in [
+        "00000000000000000000.seg",
+        "00000000000000000000.ack",
+        "state.json",
+    ] {
+        fs::copy(fixture.join(name), dir.path().join(name)).unwrap();
+    }
+    let (spool, state) = Spool::open(dir.path(), SMALL, crate::normalize::replay).unwrap();
+    // Batch 7 was acknowledged; 8 is pending and newer than the snapshot.
+    assert_eq!(spool.pending().unwrap(), vec![8]);
+    assert_eq!(state.next_seq, 9);
+    let energy = &state.counters["110108A001/main/energy_import"];
+    assert_eq!(
+        (energy.value, energy.ts),
+        (104.0, 1_767_225_600_000 + 8 * 60_000)
+    );
+    let sent = spool.read_encoded(8).unwrap();
+    assert_eq!((sent.encoding, sent.readings), (Encoding::Json, 2));
+    let batch: Batch = serde_json::from_slice(&sent.payload).unwrap();
+    assert_eq!(batch, spool.read(8).unwrap());
+    assert_eq!(batch.readings[0].delta, Some(1.5));
+    // New batches go to a version 3 segment of their own.
+    spool.append(&batch_of(9, ARROW_MIN_READINGS)).unwrap();
+    assert_eq!(files(dir.path(), "seg").len(), 2);
+    spool.remove(8).unwrap();
+    spool
+        .save_state(&SpoolState {
+            next_seq: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(files(dir.path(), "seg").len(), 1);
+}
+
+#[test]
 fn segments_rotate_at_the_limit_and_go_when_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path(), SMALL);
@@ -149,7 +223,18 @@ fn segments_rotate_at_the_limit_and_go_when_acknowledged() {
         spool.remove(s).unwrap();
     }
     assert!(spool.ack_path(first).exists());
+    assert!(!spool.state_due());
     spool.remove(in_first[in_first.len() - 1]).unwrap();
+    // Settled, but its records are what the counters' state rests on until a snapshot covers
+    // them: the segment waits for one.
+    assert!(spool.segment_path(first).exists() && spool.state_due());
+    spool
+        .save_state(&SpoolState {
+            next_seq: 12,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(!spool.state_due());
     assert!(!spool.segment_path(first).exists() && !spool.ack_path(first).exists());
     assert_eq!(spool.bytes(), disk_bytes(dir.path()));
     // A batch larger than a segment gets one of its own.
@@ -167,7 +252,7 @@ fn a_torn_tail_is_cut_and_appends_go_on() {
     let good = fs::metadata(&seg).unwrap().len();
     drop(spool);
     // The crash: half of batch 2's record reached the disk.
-    let rec = encode_record(&batch(2));
+    let rec = encode_record(&encoded(&batch(2)));
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&rec[..rec.len() / 2]).unwrap();
     drop(f);
@@ -351,6 +436,16 @@ fn the_bound_raises_the_full_gauge_once_per_episode() {
     for s in 0..seq {
         spool.remove(s).unwrap();
     }
+    assert!(
+        !spool.has_room(),
+        "settled segments wait for the state snapshot"
+    );
+    spool
+        .save_state(&SpoolState {
+            next_seq: seq,
+            ..Default::default()
+        })
+        .unwrap();
     assert!(spool.has_room());
     assert!(!spool.stats().full);
     while spool.has_room() {
@@ -376,17 +471,22 @@ enum Op {
     Reopen,
     /// The gateway crashes while appending: this fraction (in 1/256) of the record is written.
     Torn(u8),
+    /// The normalizer saves a state snapshot (it does when the spool asks, and may at any time).
+    Snapshot,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0usize..6).prop_map(Op::Append),
+        5 => (0usize..6).prop_map(Op::Append),
+        // Arrow records, each larger than a SMALL segment.
+        1 => (ARROW_MIN_READINGS..ARROW_MIN_READINGS + 8).prop_map(Op::Append),
         2 => Just(Op::TakeNext),
         4 => Just(Op::AckNext),
         1 => any::<usize>().prop_map(Op::Ack),
         1 => any::<usize>().prop_map(Op::Quarantine),
         1 => Just(Op::Reopen),
         1 => any::<u8>().prop_map(Op::Torn),
+        1 => Just(Op::Snapshot),
     ]
 }
 
@@ -394,8 +494,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// The spool against a map of pending batches: nothing acknowledged comes back, nothing
-    /// pending is lost (across restarts and torn appends), batches come out oldest first, and
-    /// the byte count matches the files.
+    /// pending is lost (across restarts and torn appends), batches come out oldest first, the
+    /// byte count matches the files, and the state a restart recovers (the snapshot with the
+    /// records after it replayed) is the state after the last batch spooled: the next seq, and
+    /// a counter that each batch with readings sets to its seq.
     #[test]
     fn behaves_like_a_map_of_pending_batches(ops in prop::collection::vec(op(), 1..80)) {
         let dir = tempfile::tempdir().unwrap();
@@ -404,14 +506,36 @@ proptest! {
         let mut gone: BTreeSet<u64> = BTreeSet::new();
         let mut next_seq = 0u64;
         let mut quarantines = 0u64;
+        // What the normalizer's committed state is: the seq of the last batch with readings.
+        let mut last: Option<u64> = None;
+        let state_of = |next_seq: u64, last: Option<u64>| SpoolState {
+            next_seq,
+            counters: last
+                .map(|l| ("last".to_owned(), Counter { value: l as f64, ts: 0 }))
+                .into_iter()
+                .collect(),
+        };
+        let replay = |state: &mut SpoolState, b: &Batch| {
+            if !b.readings.is_empty() {
+                state.counters.insert("last".into(), Counter { value: b.seq as f64, ts: 0 });
+            }
+        };
         for op in ops {
             match op {
                 Op::Append(n) => {
+                    // As the normalizer does before each append.
+                    if spool.state_due() {
+                        spool.save_state(&state_of(next_seq, last)).unwrap();
+                    }
                     let b = batch_of(next_seq, n);
                     spool.append(&b).unwrap();
                     model.insert(next_seq, b);
+                    if n > 0 {
+                        last = Some(next_seq);
+                    }
                     next_seq += 1;
                 }
+                Op::Snapshot => spool.save_state(&state_of(next_seq, last)).unwrap(),
                 Op::TakeNext => {
                     let first = model.first_key_value();
                     prop_assert_eq!(spool.first_pending(), first.map(|(s, _)| *s));
@@ -439,17 +563,21 @@ proptest! {
                 Op::Ack(_) | Op::Quarantine(_) => {}
                 Op::Reopen => {
                     drop(spool);
-                    spool = open(dir.path(), SMALL);
+                    let (reopened, state) = Spool::open(dir.path(), SMALL, replay).unwrap();
+                    spool = reopened;
                     for (seq, b) in &model {
                         prop_assert_eq!(&spool.read(*seq).unwrap(), b);
                     }
+                    // Counters come back as the last spooled batch left them, and no seq is
+                    // used twice (ingest would drop the second as a duplicate).
+                    prop_assert_eq!(&state, &state_of(next_seq, last));
                     quarantines = spool.stats().quarantined;
                 }
                 Op::Torn(frac) => {
                     let active = lock(&spool.index).active;
                     drop(spool);
                     if let Some(id) = active {
-                        let rec = encode_record(&batch_of(next_seq, 3));
+                        let rec = encode_record(&encoded(&batch_of(next_seq, 3)));
                         let cut = (rec.len() * usize::from(frac) / 256).max(1);
                         let mut f = OpenOptions::new()
                             .append(true)
@@ -457,8 +585,10 @@ proptest! {
                             .unwrap();
                         f.write_all(&rec[..cut]).unwrap();
                     }
-                    spool = open(dir.path(), SMALL);
+                    let (reopened, state) = Spool::open(dir.path(), SMALL, replay).unwrap();
+                    spool = reopened;
                     // The torn batch was never spooled; its number is used again.
+                    prop_assert_eq!(&state, &state_of(next_seq, last));
                     quarantines = spool.stats().quarantined;
                 }
             }
@@ -469,7 +599,12 @@ proptest! {
             prop_assert_eq!(spool.stats().segments, files(dir.path(), "seg").len() as u64);
             prop_assert_eq!(spool.stats().quarantined, quarantines);
             if model.is_empty() {
-                // Only the segment appends go to may outlive its batches.
+                // Only the segment appends go to may outlive its batches, once the state
+                // snapshot the spool asks for is saved.
+                if spool.state_due() {
+                    spool.save_state(&state_of(next_seq, last)).unwrap();
+                }
+                prop_assert!(!spool.state_due());
                 let active = lock(&spool.index).active;
                 let kept: Vec<PathBuf> = active.map(|id| spool.segment_path(id)).into_iter().collect();
                 prop_assert!(files(dir.path(), "seg").iter().all(|p| kept.contains(p)));
