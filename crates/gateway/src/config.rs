@@ -44,9 +44,10 @@
 //! new_start = 0.0             # the new meter's reading when installed
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use device_profiles::{Library, Profile};
@@ -97,6 +98,15 @@ pub struct GatewaySection {
     /// are dropped and counted; an error is logged until there is room again.
     #[serde(default = "default_spool_max")]
     pub spool_max_bytes: u64,
+    /// Threads of the async runtime that polls meters and forwards batches (spool writes run
+    /// on tokio's blocking pool besides). One keeps a thousand meters polled every second at a
+    /// few percent of a core with the least memory; more only help with many more devices.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
+}
+
+fn default_worker_threads() -> usize {
+    1
 }
 
 fn default_spool_max() -> u64 {
@@ -371,7 +381,8 @@ pub struct Device {
     pub account: AccountCode,
     pub category: Category,
     pub item: EnergyCode,
-    pub profile: Profile,
+    /// Shared by every device of the same profile.
+    pub profile: Arc<Profile>,
     /// Indices into `profile.registers`.
     pub registers: Vec<usize>,
     pub quantities: Vec<Quantity>,
@@ -461,6 +472,12 @@ impl GatewayConfig {
                 format!("{} s is outside 0.1 s ..= 1 day", gateway.poll_interval),
             ));
         }
+        if !(1..=64).contains(&gateway.worker_threads) {
+            return Err(at_top(
+                "worker_threads",
+                format!("{} is outside 1 ..= 64", gateway.worker_threads),
+            ));
+        }
         if gateway.spool_max_bytes < 1 << 20 {
             return Err(at_top(
                 "spool_max_bytes",
@@ -542,6 +559,7 @@ impl GatewayConfig {
         }
 
         let mut devices = Vec::new();
+        let mut shared_profiles: HashMap<String, Arc<Profile>> = HashMap::new();
         let mut seen = HashSet::new();
         // Serial port → (first device on it, its line settings).
         let mut serial_lines: BTreeMap<PathBuf, (usize, SerialLine)> = BTreeMap::new();
@@ -558,10 +576,21 @@ impl GatewayConfig {
             }
             let item = EnergyCode::parse_in(&d.item, d.category)
                 .map_err(|e| bad("item", e.to_string()))?;
-            let profile = library
-                .get(&d.profile)
-                .map_err(|e| bad("profile", e.to_string()))?
-                .clone();
+            // One copy of a profile however many devices use it (a site may have a thousand
+            // meters of one model).
+            let profile = match shared_profiles.get(&d.profile) {
+                Some(p) => Arc::clone(p),
+                None => {
+                    let p = Arc::new(
+                        library
+                            .get(&d.profile)
+                            .map_err(|e| bad("profile", e.to_string()))?
+                            .clone(),
+                    );
+                    shared_profiles.insert(d.profile.clone(), Arc::clone(&p));
+                    p
+                }
+            };
             let registers: Vec<usize> = match &d.registers {
                 None => (0..profile.registers.len()).collect(),
                 Some(names) => names

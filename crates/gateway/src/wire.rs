@@ -61,8 +61,10 @@ impl<'a> Dict<'a> {
             self.keys.push(None);
             return;
         };
+        // Ids are shared `Arc<str>`s and codes `&'static str`s, so a repeat is usually the very
+        // same pointer: compared before the bytes.
         let key = match self.last {
-            Some((l, k)) if l == v => k,
+            Some((l, k)) if std::ptr::eq(l, v) || l == v => k,
             _ => {
                 let next = self.values.len() as i32;
                 let k = *self.index.entry(v).or_insert(next);

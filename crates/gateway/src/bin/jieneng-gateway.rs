@@ -70,8 +70,7 @@ enum ScanParity {
     Odd,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             // rumqttd logs every connection at INFO.
@@ -79,9 +78,31 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,rumqttd=warn".into()),
         )
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // `run` sizes the runtime from the site config; the other commands need one thread.
+    let (config, workers) = match &command {
         Command::Run { config } => {
-            let config = GatewayConfig::load(&config)?;
+            let c = GatewayConfig::load(config)?;
+            let workers = c.gateway.worker_threads;
+            (Some(c), workers)
+        }
+        _ => (None, 1),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(command, config))
+}
+
+async fn run(command: Command, loaded: Option<GatewayConfig>) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = match loaded {
+                Some(c) => c,
+                None => GatewayConfig::load(&config)?,
+            };
             // The embedded broker lives as long as the process (rumqttd cannot be stopped).
             if let Some(b) = &config.mqtt.broker {
                 gateway::broker::start(b)?;

@@ -270,3 +270,25 @@ fn forward_urls_keep_tokens_off_the_network_in_clear_text() {
         .to_string();
     assert!(e.contains("port"), "{e}");
 }
+
+#[test]
+fn devices_of_one_model_share_its_profile_and_threads_are_bounded() {
+    let second = "\n[[device]]\nmeter = \"sub\"\naccount = \"110108A001\"\ncategory = \"01\"\n\
+                  item = \"01000\"\nprofile = \"eastron/sdm630\"\n\
+                  source = { type = \"modbus-tcp\", host = \"127.0.0.1\", port = 1503, unit = 1 }\n";
+    let c = parse(&format!("{SITE}{second}")).unwrap();
+    assert!(Arc::ptr_eq(&c.devices[0].profile, &c.devices[1].profile));
+    assert_eq!(c.gateway.worker_threads, 1);
+    let threads = |n: &str| {
+        SITE.replace(
+            "poll_interval = 5",
+            &format!("poll_interval = 5\nworker_threads = {n}"),
+        )
+    };
+    assert_eq!(parse(&threads("4")).unwrap().gateway.worker_threads, 4);
+    let e = parse(&threads("0")).unwrap_err().to_string();
+    assert!(
+        e.contains("worker_threads") && e.contains("1 ..= 64"),
+        "{e}"
+    );
+}
