@@ -461,7 +461,7 @@ fn poll_config(config: GatewayConfig) -> anyhow::Result<RtuPoll> {
             i,
             Arc::new(d.clone()),
             device_plan(d, config.gateway.max_gap),
-            bus.clone(),
+            bus.bus(),
             s,
             tx.clone(),
             shutdown_rx.clone(),

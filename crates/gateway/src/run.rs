@@ -18,7 +18,7 @@ use crate::forward::mqtt::MqttLink;
 use crate::forward::{ForwardError, ForwardStats, Forwarder, http_client, tls_client_config};
 use crate::normalize::normalize_mqtt;
 use crate::normalize::{normalize, replay, replay_readings};
-use crate::source::bus::{Bus, BusKey};
+use crate::source::bus::{Bus, BusKey, SharedBus};
 use crate::source::modbus::{device_plan, poll_device};
 use crate::source::mqtt::{MessageAck, MqttConnection, MqttMessage, MqttSourceHandle};
 use crate::source::{DeviceStats, Sample};
@@ -74,20 +74,30 @@ impl Gateway {
         let mut tasks = Vec::new();
         let mut device_stats = Vec::new();
         let mut pollers = Vec::new();
-        // One owner task per bus (TCP host:port or serial port): devices behind one converter
-        // or on one RS-485 line share its connection. A bus task ends when its last poller
-        // drops its handle.
-        let mut buses: BTreeMap<BusKey, Bus> = BTreeMap::new();
+        // One owner task per shared bus (TCP host:port or serial port): devices behind one
+        // converter or on one RS-485 line share its connection. A bus task ends when its last
+        // poller drops its handle.
+        // A device alone on its bus (a meter with its own address) owns the line instead.
+        let mut on_bus: BTreeMap<BusKey, usize> = BTreeMap::new();
+        for d in &self.config.devices {
+            *on_bus.entry(BusKey::of(&d.source)).or_default() += 1;
+        }
+        let mut buses: BTreeMap<BusKey, SharedBus> = BTreeMap::new();
         for (i, d) in self.config.devices.iter().enumerate() {
             let stats = Arc::new(DeviceStats::default());
             device_stats.push(stats.clone());
             let plan = device_plan(d, self.config.gateway.max_gap);
-            let bus = match buses.entry(BusKey::of(&d.source)) {
-                Entry::Occupied(e) => e.get().clone(),
-                Entry::Vacant(e) => {
-                    let (bus, task) = Bus::spawn(&d.source, timeout);
-                    pollers.push(task);
-                    e.insert(bus).clone()
+            let key = BusKey::of(&d.source);
+            let bus = if on_bus.get(&key).copied().unwrap_or(0) <= 1 {
+                Bus::owned(&d.source, timeout)
+            } else {
+                match buses.entry(key) {
+                    Entry::Occupied(e) => e.get().bus(),
+                    Entry::Vacant(e) => {
+                        let (shared, task) = Bus::spawn(&d.source, timeout);
+                        pollers.push(task);
+                        e.insert(shared).bus()
+                    }
                 }
             };
             info!(device = %d.name(), profile = %d.profile.id, bus = %bus.key(), requests = plan.requests.len(), "polling");

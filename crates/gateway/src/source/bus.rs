@@ -22,6 +22,10 @@
 //! Counters go to the device whose request caused them: `requests` (sent on the line),
 //! `timeouts`, `exceptions`, `reconnects` (opens after the bus's first one), and `late_answers`
 //! (to the device whose request was given up).
+//!
+//! A bus with a single device (a meter with its own TCP address, the usual case) has no task:
+//! its poller owns the [`Line`] and performs its requests itself, by the same rules. That
+//! saves a task, a channel and two wake-ups per request for each such meter.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -102,13 +106,38 @@ struct ReadRequest {
     reply: oneshot::Sender<Result<Vec<u16>, ReadError>>,
 }
 
-/// A handle to a bus's owner task. Cloned into every device poller of the bus; the task ends
-/// when the last handle is dropped.
-#[derive(Debug, Clone)]
+/// A device poller's way to its bus: to the owner task of a shared bus (the task ends when
+/// the last handle is dropped), or the line itself when the device is alone on it.
+#[derive(Debug)]
 pub struct Bus {
+    key: Arc<BusKey>,
+    units: Arc<UnitSet>,
+    way: Way,
+}
+
+#[derive(Debug)]
+enum Way {
+    Shared(mpsc::Sender<ReadRequest>),
+    Owned(Box<Line>),
+}
+
+/// A handle to a shared bus's owner task, from which each of its devices' [`Bus`] is made.
+#[derive(Debug, Clone)]
+pub struct SharedBus {
     key: Arc<BusKey>,
     tx: mpsc::Sender<ReadRequest>,
     units: Arc<UnitSet>,
+}
+
+impl SharedBus {
+    /// A handle for one more device of the bus.
+    pub fn bus(&self) -> Bus {
+        Bus {
+            key: self.key.clone(),
+            units: self.units.clone(),
+            way: Way::Shared(self.tx.clone()),
+        }
+    }
 }
 
 /// The unit ids the bus's devices use, announced by their pollers before the first poll, so
@@ -142,14 +171,35 @@ impl std::fmt::Debug for ReadRequest {
 }
 
 impl Bus {
-    /// Starts the owner task of the bus `source` is on. `source` gives the connection
-    /// settings (all devices of a serial line share them: validation checks it).
-    pub fn spawn(source: &SourceConfig, timeout: Duration) -> (Self, JoinHandle<()>) {
+    /// Starts the owner task of the bus `source` is on, for several devices. `source` gives
+    /// the connection settings (all devices of a serial line share them: validation checks
+    /// it).
+    pub fn spawn(source: &SourceConfig, timeout: Duration) -> (SharedBus, JoinHandle<()>) {
         let key = Arc::new(BusKey::of(source));
         let (tx, rx) = mpsc::channel(64);
         let units = Arc::new(UnitSet::default());
-        let task = tokio::spawn(run(key.clone(), source.clone(), timeout, rx, units.clone()));
-        (Self { key, tx, units }, task)
+        let line = Line::new(key.clone(), source.clone(), timeout, units.clone());
+        let task = tokio::spawn(run(line, rx));
+        (SharedBus { key, tx, units }, task)
+    }
+
+    /// The bus of a device alone on it: no task, the poller performs its requests.
+    pub fn owned(source: &SourceConfig, timeout: Duration) -> Self {
+        let key = Arc::new(BusKey::of(source));
+        let units = Arc::new(UnitSet::default());
+        let line = Line::new(key.clone(), source.clone(), timeout, units.clone());
+        Self {
+            key,
+            units,
+            way: Way::Owned(Box::new(line)),
+        }
+    }
+
+    /// Closes an owned line politely (a shared one closes when its task ends).
+    pub async fn close(&mut self) {
+        if let Way::Owned(line) = &mut self.way {
+            line.close().await;
+        }
     }
 
     /// Tells the bus a device on it uses `unit` (pollers call it once, before polling).
@@ -161,9 +211,9 @@ impl Bus {
         &self.key
     }
 
-    /// One request, performed by the bus task in its turn.
+    /// One request, performed by the bus task in its turn (or here, on an owned line).
     pub async fn read(
-        &self,
+        &mut self,
         device: &str,
         unit: u8,
         stats: &Arc<DeviceStats>,
@@ -171,23 +221,30 @@ impl Bus {
         start: u16,
         count: u16,
     ) -> Result<Vec<u16>, ReadError> {
+        let tx = match &mut self.way {
+            Way::Owned(line) => {
+                return line
+                    .perform(device, unit, stats, function, start, count)
+                    .await;
+            }
+            Way::Shared(tx) => tx,
+        };
         let (reply, answer) = oneshot::channel();
         let closed = || ReadError::Connection {
             device: device.to_owned(),
             message: format!("bus {} has stopped", self.key),
         };
-        self.tx
-            .send(ReadRequest {
-                device: device.to_owned(),
-                unit,
-                function,
-                start,
-                count,
-                stats: stats.clone(),
-                reply,
-            })
-            .await
-            .map_err(|_| closed())?;
+        tx.send(ReadRequest {
+            device: device.to_owned(),
+            unit,
+            function,
+            start,
+            count,
+            stats: stats.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 }
@@ -198,133 +255,184 @@ const GIVEN_UP_MEMORY: usize = 64;
 /// connection itself dead (fewer if the bus has fewer units).
 const SILENT_UNITS_DEAD: usize = 3;
 
-async fn run(
-    key: Arc<BusKey>,
+/// One bus line and what its owner knows about it: the connection (opened on demand), the
+/// failures since the last answer, when a reopen is due, the units that went silent, and the
+/// requests given up (to attribute late answers).
+#[derive(Debug)]
+pub struct Line {
+    name: String,
     source: SourceConfig,
     timeout: Duration,
-    mut rx: mpsc::Receiver<ReadRequest>,
     units: Arc<UnitSet>,
-) {
-    let name = key.to_string();
-    let mut conn: Option<Connection> = None;
-    let mut opened_before = false;
-    // Consecutive failures without any answer in between.
-    let mut failures: u32 = 0;
-    let mut next_open = Instant::now();
-    // Units that timed out on this connection since its last answer.
-    let mut silent_units: BTreeSet<u8> = BTreeSet::new();
-    // Requests given up on this connection: transaction id and the device that sent it.
-    let mut given_up: VecDeque<(u16, Arc<DeviceStats>)> = VecDeque::new();
-    while let Some(req) = rx.recv().await {
-        // The poller gave up waiting (shutdown): do not put a frame on the line for nobody.
-        if req.reply.is_closed() {
-            continue;
+    conn: Option<Connection>,
+    opened_before: bool,
+    /// Consecutive failures without any answer in between.
+    failures: u32,
+    next_open: Instant,
+    /// Units that timed out on this connection since its last answer.
+    silent_units: BTreeSet<u8>,
+    /// Requests given up on this connection: transaction id and the device that sent it.
+    given_up: VecDeque<(u16, Arc<DeviceStats>)>,
+}
+
+impl Line {
+    fn new(key: Arc<BusKey>, source: SourceConfig, timeout: Duration, units: Arc<UnitSet>) -> Self {
+        Self {
+            name: key.to_string(),
+            source,
+            timeout,
+            units,
+            conn: None,
+            opened_before: false,
+            failures: 0,
+            next_open: Instant::now(),
+            silent_units: BTreeSet::new(),
+            given_up: VecDeque::new(),
         }
-        if conn.is_none() {
+    }
+
+    /// Performs one request: opens the connection if it is due, reads, and decides from the
+    /// outcome whether the connection stays (see the module doc).
+    async fn perform(
+        &mut self,
+        device: &str,
+        unit: u8,
+        stats: &Arc<DeviceStats>,
+        function: FunctionCode,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, ReadError> {
+        let name = &self.name;
+        if self.conn.is_none() {
             let now = Instant::now();
-            if now < next_open {
-                let _ = req.reply.send(Err(ReadError::Connection {
-                    device: req.device,
+            if now < self.next_open {
+                return Err(ReadError::Connection {
+                    device: device.to_owned(),
                     message: format!(
-                        "{name}: reconnecting in {:?} after {failures} failures",
-                        next_open - now
+                        "{name}: reconnecting in {:?} after {} failures",
+                        self.next_open - now,
+                        self.failures
                     ),
-                }));
-                continue;
+                });
             }
-            if opened_before {
-                DeviceStats::inc(&req.stats.reconnects);
+            if self.opened_before {
+                DeviceStats::inc(&stats.reconnects);
             }
-            opened_before = true;
-            silent_units.clear();
-            given_up.clear();
-            match Connection::open(&name, &source, timeout).await {
+            self.opened_before = true;
+            self.silent_units.clear();
+            self.given_up.clear();
+            match Connection::open(name, &self.source, self.timeout).await {
                 Ok(c) => {
                     debug!(bus = %name, "connected");
-                    conn = Some(c);
+                    self.conn = Some(c);
                 }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    next_open = Instant::now() + reopen_delay(failures);
-                    let _ = req.reply.send(Err(match e {
+                    self.failures = self.failures.saturating_add(1);
+                    self.next_open = Instant::now() + reopen_delay(self.failures);
+                    return Err(match e {
                         ReadError::Connection { message, .. } => ReadError::Connection {
-                            device: req.device,
+                            device: device.to_owned(),
                             message,
                         },
                         other => other,
-                    }));
-                    continue;
+                    });
                 }
             }
         }
-        let Some(c) = conn.as_mut() else {
-            continue;
+        let Some(c) = self.conn.as_mut() else {
+            return Err(ReadError::Connection {
+                device: device.to_owned(),
+                message: format!("{name}: not connected"),
+            });
         };
-        DeviceStats::inc(&req.stats.requests);
-        let result = c
-            .read_unit(&req.device, req.unit, req.function, req.start, req.count)
-            .await;
+        DeviceStats::inc(&stats.requests);
+        let result = c.read_unit(device, unit, function, start, count).await;
         for late in c.take_late_answers() {
-            match given_up.iter().find(|(t, _)| *t == late) {
+            match self.given_up.iter().find(|(t, _)| *t == late) {
                 Some((_, stats)) => DeviceStats::inc(&stats.late_answers),
                 None => debug!(bus = %name, transaction = late, "answer to no request of ours"),
             }
         }
         let drop_connection = match &result {
             Err(e @ ReadError::Timeout { .. }) => {
-                DeviceStats::inc(&req.stats.timeouts);
-                failures = failures.saturating_add(1);
+                DeviceStats::inc(&stats.timeouts);
+                self.failures = self.failures.saturating_add(1);
                 if let Some(t) = c.last_transaction() {
-                    if given_up.len() == GIVEN_UP_MEMORY {
-                        given_up.pop_front();
+                    if self.given_up.len() == GIVEN_UP_MEMORY {
+                        self.given_up.pop_front();
                     }
-                    given_up.push_back((t, req.stats.clone()));
+                    self.given_up.push_back((t, stats.clone()));
                 }
-                silent_units.insert(req.unit);
-                let units = units.len().max(1);
+                self.silent_units.insert(unit);
+                let units = self.units.len().max(1);
                 let dead = !c.survives_timeout()
                     || units == 1
-                    || silent_units.len() >= units.min(SILENT_UNITS_DEAD);
-                if !dead && failures.is_power_of_two() {
-                    debug!(bus = %name, unit = req.unit, error = %e, "timeout; the connection stays");
+                    || self.silent_units.len() >= units.min(SILENT_UNITS_DEAD);
+                if !dead && self.failures.is_power_of_two() {
+                    debug!(bus = %name, unit, error = %e, "timeout; the connection stays");
                 }
                 dead
             }
             Err(e) if !e.keeps_connection() => {
-                failures = failures.saturating_add(1);
+                self.failures = self.failures.saturating_add(1);
                 true
             }
             Err(e) => {
                 if matches!(e, ReadError::Exception { .. }) {
-                    DeviceStats::inc(&req.stats.exceptions);
+                    DeviceStats::inc(&stats.exceptions);
                 }
-                failures = 0;
-                silent_units.clear();
+                self.failures = 0;
+                self.silent_units.clear();
                 false
             }
             Ok(_) => {
-                if failures > 0 {
-                    info!(bus = %name, after_failures = failures, "bus answers again");
+                if self.failures > 0 {
+                    info!(bus = %name, after_failures = self.failures, "bus answers again");
                 }
-                failures = 0;
-                silent_units.clear();
+                self.failures = 0;
+                self.silent_units.clear();
                 false
             }
         };
         if drop_connection {
-            conn = None;
-            next_open = Instant::now() + reopen_delay(failures);
-            if failures.is_power_of_two()
+            self.conn = None;
+            self.next_open = Instant::now() + reopen_delay(self.failures);
+            if self.failures.is_power_of_two()
                 && let Err(e) = &result
             {
-                warn!(bus = %name, failures, error = %e, "connection dropped");
+                warn!(bus = %name, failures = self.failures, error = %e, "connection dropped");
             }
         }
+        result
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            c.close().await;
+        }
+    }
+}
+
+/// The owner task of a shared bus: performs its devices' requests in turn.
+async fn run(mut line: Line, mut rx: mpsc::Receiver<ReadRequest>) {
+    while let Some(req) = rx.recv().await {
+        // The poller gave up waiting (shutdown): do not put a frame on the line for nobody.
+        if req.reply.is_closed() {
+            continue;
+        }
+        let result = line
+            .perform(
+                &req.device,
+                req.unit,
+                &req.stats,
+                req.function,
+                req.start,
+                req.count,
+            )
+            .await;
         let _ = req.reply.send(result);
     }
-    if let Some(mut c) = conn {
-        c.close().await;
-    }
+    line.close().await;
 }
 
 /// The first failure reopens at once (a converter closing idle sockets is normal); after

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
-
-use device_profiles::{FunctionCode, PlanLimits, ReadPlan, RegisterDef, decode_total, plan_reads};
+use device_profiles::{
+    FunctionCode, PlanLimits, ReadPlan, RegisterDef, decode_register, decode_total, plan_reads,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_modbus::client::{Client as _, Context, Reader};
 use tokio_modbus::prelude::SlaveContext as _;
@@ -415,12 +415,26 @@ pub async fn poll_device(
     index: usize,
     device: Arc<Device>,
     plan: ReadPlan,
-    bus: Bus,
+    mut bus: Bus,
     stats: Arc<DeviceStats>,
+    samples: mpsc::Sender<Sample>,
+    shutdown: watch::Receiver<bool>,
+) {
+    poll_until_shutdown(index, &device, &plan, &mut bus, &stats, samples, shutdown).await;
+    bus.close().await;
+}
+
+async fn poll_until_shutdown(
+    index: usize,
+    device: &Device,
+    plan: &ReadPlan,
+    bus: &mut Bus,
+    stats: &Arc<DeviceStats>,
     samples: mpsc::Sender<Sample>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = device.name();
+    let slots = register_slots(device, plan);
     let mut failures: u64 = 0;
     bus.announce(device.source.unit());
     loop {
@@ -435,7 +449,7 @@ pub async fn poll_device(
         }
         DeviceStats::inc(&stats.polls);
         let polled = tokio::select! {
-            r = poll_once(&name, &device, &plan, &bus, &stats, failures > 0) => r,
+            r = poll_once(&name, device, plan, &slots, bus, stats, failures > 0) => r,
             _ = shutdown.changed() => return,
         };
         match polled {
@@ -480,7 +494,7 @@ pub async fn poll_device(
 async fn read_with_retries(
     name: &str,
     device: &Device,
-    bus: &Bus,
+    bus: &mut Bus,
     stats: &Arc<DeviceStats>,
     q: &device_profiles::ReadRequest,
     offline: bool,
@@ -507,31 +521,40 @@ async fn read_with_retries(
     }
 }
 
+/// Where each register's words are in a plan's answers: per index into `profile.registers`,
+/// (request, offset in its answer) for the registers the plan reads.
+fn register_slots(device: &Device, plan: &ReadPlan) -> Vec<Option<(usize, usize)>> {
+    let mut slots = vec![None; device.profile.registers.len()];
+    for (r, q) in plan.requests.iter().enumerate() {
+        for &i in &q.registers {
+            if let (Some(slot), Some(reg)) = (slots.get_mut(i), device.profile.registers.get(i)) {
+                *slot = Some((r, usize::from(reg.address - q.start)));
+            }
+        }
+    }
+    slots
+}
+
 async fn poll_once(
     name: &str,
     device: &Device,
     plan: &ReadPlan,
-    bus: &Bus,
+    slots: &[Option<(usize, usize)>],
+    bus: &mut Bus,
     stats: &Arc<DeviceStats>,
     offline: bool,
 ) -> Result<Vec<(usize, device_profiles::DecodedValue)>, ReadError> {
-    // First the words of every register that answered, then the values: an accumulator and
-    // the registers declared `fraction_of` it decode together as one value.
-    let mut words_of: HashMap<usize, Vec<u16>> = HashMap::new();
+    // First the words of every request that answered, then the values: an accumulator and
+    // the registers declared `fraction_of` it decode together as one value. A register's words
+    // are found by where they sit in its request's answer (no copy, no map).
+    let profile = &device.profile;
+    let mut answers: Vec<Option<Vec<u16>>> = Vec::with_capacity(plan.requests.len());
     let mut first_error = None;
     for q in &plan.requests {
         match read_with_retries(name, device, bus, stats, q, offline).await {
-            Ok(words) => {
-                for &i in &q.registers {
-                    let reg = &device.profile.registers[i];
-                    let off = usize::from(reg.address - q.start);
-                    let n = usize::from(reg.data_type.words());
-                    if let Some(w) = words.get(off..off + n) {
-                        words_of.insert(i, w.to_vec());
-                    }
-                }
-            }
+            Ok(words) => answers.push(Some(words)),
             Err(e) => {
+                answers.push(None);
                 let lost_line = !e.keeps_connection();
                 if let ReadError::Exception { .. } = &e {
                     // The meter answered, by name, that it will not give these registers; the
@@ -551,16 +574,31 @@ async fn poll_once(
             }
         }
     }
-    let profile = &device.profile;
+    let words_of = |i: usize| -> Option<&[u16]> {
+        let (req, off) = slots.get(i).copied().flatten()?;
+        let reg = profile.registers.get(i)?;
+        let words = answers.get(req)?.as_deref()?;
+        words.get(off..off + usize::from(reg.data_type.words()))
+    };
+    // Most profiles have no fractional registers: their values decode one register at a time.
+    let has_fractions = profile.registers.iter().any(RegisterDef::is_fraction);
     let index_of = |reg: &RegisterDef| profile.registers.iter().position(|r| std::ptr::eq(r, reg));
-    let mut values = Vec::new();
+    let mut values = Vec::with_capacity(device.registers.len());
     for &i in &device.registers {
         let reg = &profile.registers[i];
-        if reg.is_fraction() || !words_of.contains_key(&i) {
+        if reg.is_fraction() {
             continue;
         }
-        let words = |r: &RegisterDef| index_of(r).and_then(|j| words_of.get(&j));
-        match decode_total(profile, &reg.name, words, device.ratios) {
+        let Some(w) = words_of(i) else {
+            continue;
+        };
+        let decoded = if has_fractions {
+            let words = |r: &RegisterDef| index_of(r).and_then(words_of);
+            decode_total(profile, &reg.name, words, device.ratios)
+        } else {
+            decode_register(reg, profile.word_order_of(reg), w, device.ratios)
+        };
+        match decoded {
             Ok(v) => values.push((i, v)),
             Err(e) => {
                 DeviceStats::inc(&stats.decode_errors);
