@@ -16,6 +16,7 @@
 //! their file is published: first in the writer's buffer, then in the flusher's queue.
 //! Between flushes the flusher runs the [`maintenance`]: compaction, rollups, retention.
 
+mod columns;
 mod maintenance;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -29,9 +30,7 @@ use std::time::{Duration, Instant};
 pub use maintenance::MaintenanceReport;
 use maintenance::{Maintenance, publish_file};
 use query::LiveReadings;
-use query::storage::{
-    StoredReading, file_name, partition_date, partition_dir, sort_and_dedupe, write_parquet,
-};
+use query::storage::{StoredReading, file_name, partition_dir, write_batch};
 use reading_model::{Batch, GatewayId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +38,7 @@ use tracing::{error, info, warn};
 
 use crate::config::StorageConfig;
 use crate::wal::{self, Wal, WalError};
+use columns::Rows;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -111,9 +111,9 @@ enum Command {
 #[derive(Debug, Default)]
 struct Memory {
     /// Not yet handed to the flusher, in arrival order.
-    active: Vec<StoredReading>,
+    active: Rows,
     /// Handed to the flusher and not yet published, oldest first, by flush job.
-    flushing: VecDeque<(u64, Arc<Vec<StoredReading>>)>,
+    flushing: VecDeque<(u64, Arc<Rows>)>,
 }
 
 type Shared = Arc<Mutex<Memory>>;
@@ -131,10 +131,9 @@ impl LiveReadings for LiveMemory {
         let m = lock(&self.0);
         let n = m.active.len() + m.flushing.iter().map(|(_, r)| r.len()).sum::<usize>();
         let mut out = Vec::with_capacity(n);
-        for (_, rows) in &m.flushing {
-            out.extend(rows.iter().cloned());
+        for rows in m.flushing.iter().map(|(_, r)| &**r).chain([&m.active]) {
+            out.extend((0..rows.len()).map(|i| rows.stored(i)));
         }
-        out.extend(m.active.iter().cloned());
         out
     }
 }
@@ -149,7 +148,7 @@ enum ToFlusher {
 
 struct FlushJob {
     id: u64,
-    rows: Arc<Vec<StoredReading>>,
+    rows: Arc<Rows>,
     high_water: HashMap<GatewayId, u64>,
     /// WAL segments up to this one hold only rows of this job (or of earlier ones); `None`:
     /// no segment was closed for it.
@@ -240,7 +239,7 @@ impl Store {
         for (path, offset) in &replay.truncated {
             warn!(segment = %path.display(), kept_bytes = offset, "WAL segment had a torn tail (an unacknowledged write); cut");
         }
-        let mut rows = Vec::new();
+        let mut rows = Rows::default();
         let mut replayed = 0usize;
         for b in replay.batches {
             if high_water.get(&b.gateway).is_some_and(|&hw| b.seq <= hw) {
@@ -248,10 +247,7 @@ impl Store {
             }
             high_water.insert(b.gateway.clone(), b.seq);
             replayed += 1;
-            rows.extend(b.readings.into_iter().map(|reading| StoredReading {
-                gateway: b.gateway.clone(),
-                reading,
-            }));
+            rows.push_batch(b);
         }
         if replayed > 0 {
             info!(batches = replayed, rows = rows.len(), "replayed WAL");
@@ -409,11 +405,7 @@ fn writer_loop(
                         high_water.insert(b.gateway.clone(), b.seq);
                         let n = b.readings.len();
                         // Into memory before the answer: a query right after the 2xx sees it.
-                        mem.active
-                            .extend(b.readings.into_iter().map(|reading| StoredReading {
-                                gateway: b.gateway.clone(),
-                                reading,
-                            }));
+                        mem.active.push_batch(b);
                         metrics.batches.fetch_add(1, Ordering::Relaxed);
                         metrics.rows.fetch_add(n as u64, Ordering::Relaxed);
                         let _ = reply.send(Ok(Appended::Stored { rows: n }));
@@ -507,7 +499,7 @@ struct Flusher {
     next_gen: u64,
     /// Rows of failed flushes, published with the next job: their WAL segments are deleted
     /// only once a later flush, which covers them, succeeds.
-    carry: Vec<Arc<Vec<StoredReading>>>,
+    carry: Vec<Arc<Rows>>,
 }
 
 /// How often the flusher looks for due maintenance when no flush comes.
@@ -628,27 +620,32 @@ impl Flusher {
 /// generation `generation`; returns what was written and the dates it wrote to.
 fn publish(
     data_dir: &Path,
-    sets: &[Arc<Vec<StoredReading>>],
+    sets: &[Arc<Rows>],
     generation: u64,
 ) -> Result<(FlushReport, BTreeSet<String>), StoreError> {
-    let mut by_date: BTreeMap<String, Vec<StoredReading>> = BTreeMap::new();
-    for r in sets.iter().flat_map(|s| s.iter()) {
-        by_date
-            .entry(partition_date(r.reading.ts))
-            .or_default()
-            .push(r.clone());
-    }
+    let merged;
+    let rows: &Rows = match sets {
+        [one] => one,
+        // Only after a failed flush: its rows come again with the next job's.
+        _ => {
+            let mut all = Rows::default();
+            for s in sets {
+                all.extend(s);
+            }
+            merged = all;
+            &merged
+        }
+    };
     let mut report = FlushReport::default();
     let mut dates = BTreeSet::new();
-    for (date, mut part) in by_date {
-        sort_and_dedupe(&mut part);
-        let dir = partition_dir(data_dir, &date);
+    for part in rows.sorted_partitions() {
+        let dir = partition_dir(data_dir, &part.date);
         publish_file(&dir, &file_name(generation, generation), |w| {
-            write_parquet(w, &part, generation as i64)
+            write_batch(w, &rows.record_batch(&part.rows, generation as i64)?)
         })?;
-        report.rows += part.len();
+        report.rows += part.rows.len();
         report.files += 1;
-        dates.insert(date);
+        dates.insert(part.date);
     }
     Ok((report, dates))
 }
@@ -658,6 +655,8 @@ mod tests {
     use reading_model::{
         AccountCode, Category, EnergyCode, MeterId, Quality, Quantity, Reading, Unit,
     };
+
+    use query::storage::partition_date;
 
     use super::*;
 
