@@ -167,6 +167,9 @@ pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_dictionary_enabled(true)
+        // A cumulative register is different in nearly every row: a dictionary of it only adds
+        // its indices to the values (5.4 against ~4.5 bytes per reading, see `disk_bytes`).
+        .set_column_dictionary_enabled(col("value"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(col("meter"), true)
         // account, meter, quantity, ts: the sort order of every file.
