@@ -346,6 +346,18 @@ fn one() -> f64 {
     1.0
 }
 
+/// A replacement's `at`, in ms since the epoch: a full date-time with its UTC offset.
+fn replacement_at(at: &toml::value::Datetime) -> Result<i64, String> {
+    if at.offset.is_none() || at.time.is_none() {
+        return Err(format!(
+            "{at} needs a date, a time and a UTC offset, e.g. 2026-03-01T10:00:00+08:00"
+        ));
+    }
+    chrono::DateTime::parse_from_rfc3339(&at.to_string())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{at}: {e}"))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -679,18 +691,7 @@ impl GatewayConfig {
                 };
                 let rep = rep.get_ref();
                 let r = cumulative_register(&rep.register).map_err(|m| bad("register", m))?;
-                if rep.at.offset.is_none() || rep.at.time.is_none() {
-                    return Err(bad(
-                        "at",
-                        format!(
-                            "{} needs a date, a time and a UTC offset, e.g. 2026-03-01T10:00:00+08:00",
-                            rep.at
-                        ),
-                    ));
-                }
-                let at = chrono::DateTime::parse_from_rfc3339(&rep.at.to_string())
-                    .map_err(|e| bad("at", format!("{}: {e}", rep.at)))?
-                    .timestamp_millis();
+                let at = replacement_at(&rep.at).map_err(|m| bad("at", m))?;
                 for (k, v) in [("old_final", rep.old_final), ("new_start", rep.new_start)] {
                     if !v.is_finite() || v < 0.0 {
                         return Err(bad(k, format!("{v} must be a reading, zero or more")));

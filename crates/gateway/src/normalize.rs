@@ -204,16 +204,21 @@ pub fn normalize_mqtt(
             quality: Quality::Good,
         };
         if v.quantity.is_cumulative() {
-            let rules = CounterRules {
-                interval_ms: i64::try_from(device.interval.as_millis()).unwrap_or(i64::MAX),
-                wrap_at: None,
-                max_delta: None,
-                // Declared replacements are a Modbus device setting so far; an MQTT meter's
-                // swap shows as a reset.
-                replacement: None,
-            };
             let key = counter_key(&reading);
             let mut c = state.counters.get(&key).copied();
+            let replacement = if device.replacements.is_empty() {
+                None
+            } else {
+                let declared = device.replacements_of(v.quantity, &v.channel);
+                counter::replacement_between(&declared, c.as_ref(), ts)
+            };
+            let rules = CounterRules {
+                interval_ms: i64::try_from(device.interval.as_millis()).unwrap_or(i64::MAX),
+                // Firmware counters are floating point totals, not fixed-width registers.
+                wrap_at: None,
+                max_delta: device.max_delta(v.quantity),
+                replacement,
+            };
             match counter::step(&mut c, v.value, ts, rules) {
                 Step::Duplicate => continue,
                 Step::Baseline => {}
@@ -336,6 +341,49 @@ source = { type = "modbus-tcp", host = "127.0.0.1" }
         let again = normalize(&config, &mut state, &sample(t0 + 60_000, 102.5));
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].quantity, Quantity::PowerActive);
+    }
+
+    #[test]
+    fn mqtt_devices_have_declared_replacements_and_delta_limits() {
+        // A Tasmota plug swapped at 00:01:30Z, messages every minute from 2026-01-01T00:00Z.
+        let site = format!(
+            "{SITE}\n[[mqtt_source]]\nhost = \"127.0.0.1\"\n\n\
+             [[mqtt_device]]\nmeter = \"plug\"\naccount = \"110108A001\"\ncategory = \"01\"\n\
+             item = \"01A10\"\ntopic = \"tele/plug/SENSOR\"\ninterval = 60\n\
+             firmware = {{ type = \"tasmota\" }}\nmax_delta = {{ energy_import = 10.0 }}\n\n\
+             [[mqtt_device.replacement]]\nat = 2026-01-01T08:01:30+08:00\n\
+             quantity = \"energy_import\"\nold_final = 103.0\nnew_start = 0.5\n"
+        );
+        let config = GatewayConfig::parse("site.toml", &site, None).unwrap();
+        let t0 = 1_767_225_600_000;
+        let mut state = SpoolState::default();
+        let mut out = vec![];
+        for (i, kwh) in [100.0, 102.5, 1.5, 40.0].into_iter().enumerate() {
+            let sample = MqttSample {
+                device: 0,
+                received: t0 + i as i64 * 60_000,
+                values: vec![firmware_bridge::FirmwareValue {
+                    channel: "0".into(),
+                    quantity: Quantity::EnergyImport,
+                    basis: firmware_bridge::Basis::Total,
+                    unit: Unit::KilowattHour,
+                    value: kwh,
+                    ts_ms: None,
+                }],
+            };
+            out.extend(normalize_mqtt(&config, &mut state, &sample));
+        }
+        let got: Vec<(Option<f64>, Quality)> = out.iter().map(|r| (r.delta, r.quality)).collect();
+        assert_eq!(
+            got,
+            [
+                (None, Quality::Good),
+                (Some(2.5), Quality::Good),
+                // 102.5 → 103 on the old plug, 0.5 → 1.5 on the new one: not a reset.
+                (Some(1.5), Quality::Replaced),
+                (Some(38.5), Quality::OutOfRange),
+            ]
+        );
     }
 
     #[test]

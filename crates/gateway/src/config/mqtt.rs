@@ -26,6 +26,14 @@
 //! channel = "1"                 # optional: only this channel of the device, as `meter` itself
 //! interval = 300                # seconds between messages, to flag gaps in counters
 //! device_time = true            # stamp readings with the device's time when it sends one
+//! max_delta = { energy_import = 5.0 }   # kWh between two messages; more is flagged out_of_range
+//!
+//! [[mqtt_device.replacement]]   # the plug was swapped: the delta across the swap is exact
+//! at = 2026-03-01T10:00:00+08:00
+//! quantity = "energy_import"
+//! channel = "0"                 # optional: only this firmware channel's counter
+//! old_final = 514.2             # the old device's last reading (kWh)
+//! new_start = 0.0               # the new one's reading when it was installed
 //!
 //! [mqtt_broker]                 # the embedded broker; authentication is always on
 //! listen = "0.0.0.0:1883"
@@ -49,7 +57,7 @@ use firmware_bridge::esphome::SensorConfig;
 use firmware_bridge::mapping::{FieldMapping, TimestampMapping};
 use firmware_bridge::sparkplug::{MetricMapping, SparkplugConfig};
 use firmware_bridge::{JsonMapping, sparkplug};
-use reading_model::{AccountCode, Category, EnergyCode, GatewayId, MeterId};
+use reading_model::{AccountCode, Category, EnergyCode, GatewayId, MeterId, Quantity};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -159,6 +167,26 @@ pub(super) struct MqttDeviceSection {
     interval: f64,
     #[serde(default = "yes")]
     device_time: bool,
+    /// Per cumulative quantity: the largest plausible delta between two messages, in the
+    /// reading's unit. A larger delta is kept and flagged `out_of_range`, never clamped.
+    #[serde(default)]
+    max_delta: BTreeMap<String, f64>,
+    /// Device replacements, so the delta across a swap is exact instead of read as a reset.
+    #[serde(default)]
+    replacement: Vec<MqttReplacementSection>,
+}
+
+/// `[[mqtt_device.replacement]]`: like `[[device.replacement]]`, the counter named by its
+/// quantity (and, on a device with several channels, its channel).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MqttReplacementSection {
+    at: toml::value::Datetime,
+    quantity: String,
+    #[serde(default)]
+    channel: Option<String>,
+    old_final: f64,
+    new_start: f64,
 }
 
 /// Tasmota's default TelePeriod.
@@ -249,9 +277,43 @@ pub struct MqttDevice {
     pub channel: Option<String>,
     pub interval: Duration,
     pub device_time: bool,
+    /// Per cumulative quantity: the plausibility limit on its deltas.
+    pub max_delta: Vec<(Quantity, f64)>,
+    /// Declared replacements, oldest first.
+    pub replacements: Vec<MqttReplacement>,
+}
+
+/// A declared replacement of an MQTT device's counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttReplacement {
+    pub quantity: Quantity,
+    /// Only this firmware channel's counter; every channel's when `None`.
+    pub channel: Option<String>,
+    pub replacement: crate::counter::Replacement,
 }
 
 impl MqttDevice {
+    /// The limit on deltas of `quantity`, if one is declared.
+    pub fn max_delta(&self, quantity: Quantity) -> Option<f64> {
+        self.max_delta
+            .iter()
+            .find(|(q, _)| *q == quantity)
+            .map(|(_, v)| *v)
+    }
+
+    /// The declared replacements of the counter of `quantity` on firmware channel `channel`.
+    pub fn replacements_of(
+        &self,
+        quantity: Quantity,
+        channel: &str,
+    ) -> Vec<crate::counter::Replacement> {
+        self.replacements
+            .iter()
+            .filter(|r| r.quantity == quantity && r.channel.as_deref().is_none_or(|c| c == channel))
+            .map(|r| r.replacement)
+            .collect()
+    }
+
     /// A short name for logs: `account/meter`.
     pub fn name(&self) -> String {
         format!("{}/{}", self.account, self.meter)
@@ -472,6 +534,50 @@ pub(super) fn validate(
                     .map_err(|e| bad("firmware.fields", e.to_string()))?,
             ),
         };
+        let cumulative = |name: &str| match Quantity::parse(name) {
+            Ok(q) if q.is_cumulative() => Ok(q),
+            Ok(q) => Err(format!("{q} is not a cumulative quantity")),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut max_delta = Vec::new();
+        for (name, &v) in &d.max_delta {
+            let key = format!("max_delta.{name}");
+            let q = cumulative(name).map_err(|m| bad(&key, m))?;
+            if !v.is_finite() || v <= 0.0 {
+                return Err(bad(&key, format!("{v} must be a positive number")));
+            }
+            max_delta.push((q, v));
+        }
+        let mut replacements: Vec<MqttReplacement> = Vec::new();
+        for (j, r) in d.replacement.iter().enumerate() {
+            let key = |k: &str| format!("replacement[{j}].{k}");
+            let quantity = cumulative(&r.quantity).map_err(|m| bad(&key("quantity"), m))?;
+            let at = super::replacement_at(&r.at).map_err(|m| bad(&key("at"), m))?;
+            for (k, v) in [("old_final", r.old_final), ("new_start", r.new_start)] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(bad(&key(k), format!("{v} must be a reading, zero or more")));
+                }
+            }
+            if replacements
+                .iter()
+                .any(|x| x.quantity == quantity && x.channel == r.channel && x.replacement.at == at)
+            {
+                return Err(bad(
+                    &key("at"),
+                    format!("{} is declared twice for {}", r.at, r.quantity),
+                ));
+            }
+            replacements.push(MqttReplacement {
+                quantity,
+                channel: r.channel.clone(),
+                replacement: crate::counter::Replacement {
+                    at,
+                    old_final: r.old_final,
+                    new_start: r.new_start,
+                },
+            });
+        }
+        replacements.sort_by_key(|r| r.replacement.at);
         out.devices.push(MqttDevice {
             meter: d.meter,
             account: d.account,
@@ -483,6 +589,8 @@ pub(super) fn validate(
             channel: d.channel,
             interval: Duration::from_secs_f64(d.interval),
             device_time: d.device_time,
+            max_delta,
+            replacements,
         });
     }
 
@@ -568,6 +676,41 @@ password = "secret-secret"
         ));
         assert_eq!(c.mqtt.broker.as_ref().unwrap().users.len(), 2);
         assert!(!c.devices.is_empty(), "Modbus devices are still there");
+    }
+
+    #[test]
+    fn replacements_and_delta_limits_are_checked() {
+        let ok = device(
+            "firmware = { type = \"tasmota\" }\nmax_delta = { energy_import = 5.0 }\n\n\
+             [[mqtt_device.replacement]]\nat = 2026-03-01T10:00:00+08:00\nquantity = \"energy_import\"\n\
+             old_final = 514.2\nnew_start = 0.0\n",
+        );
+        let c = parse(&ok).unwrap();
+        let d = &c.mqtt.devices[0];
+        assert_eq!(d.max_delta(Quantity::EnergyImport), Some(5.0));
+        assert_eq!(d.max_delta(Quantity::EnergyExport), None);
+        let swaps = d.replacements_of(Quantity::EnergyImport, "0");
+        assert_eq!(swaps.len(), 1);
+        assert_eq!(swaps[0].at, 1_772_330_400_000);
+        assert!(d.replacements_of(Quantity::EnergyExport, "0").is_empty());
+
+        let err = |from: &str, to: &str| parse(&ok.replace(from, to)).unwrap_err().to_string();
+        let e = err("max_delta = { energy_import", "max_delta = { power_active");
+        assert!(
+            e.contains("mqtt_device[0].max_delta.power_active") && e.contains("not a cumulative"),
+            "{e}"
+        );
+        let e = err("energy_import = 5.0", "energy_import = -1.0");
+        assert!(e.contains("must be a positive number"), "{e}");
+        let e = err("2026-03-01T10:00:00+08:00", "2026-03-01T10:00:00");
+        assert!(
+            e.contains("mqtt_device[0].replacement[0].at") && e.contains("UTC offset"),
+            "{e}"
+        );
+        let e = err("quantity = \"energy_import\"", "quantity = \"voltage\"");
+        assert!(e.contains("replacement[0].quantity"), "{e}");
+        let e = err("old_final = 514.2", "old_final = -3.0");
+        assert!(e.contains("replacement[0].old_final"), "{e}");
     }
 
     #[test]
