@@ -42,67 +42,228 @@ enum Command {
     },
     /// Consumption per account, period, category and item (with the unmetered remainder,
     /// 同比/环比 and indicators) and carbon with the factors used: printed as tables, or as CSV,
-    /// or written to CSV files and an XLSX workbook.
+    /// or written to CSV files and an XLSX workbook. `jieneng report savings` analyses savings.
+    #[command(args_conflicts_with_subcommands = true)]
     Report {
-        #[arg(long, default_value = "./data")]
-        data_dir: PathBuf,
-        /// The server config whose [[account]] entries name accounts, give floor area and
-        /// headcount, and relate main meters to sub-meters.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// First day (Beijing time), YYYY-MM-DD.
-        #[arg(long)]
-        from: NaiveDate,
-        /// Day after the last (Beijing time), YYYY-MM-DD.
-        #[arg(long)]
-        to: NaiveDate,
-        /// day, month or year.
-        #[arg(long, default_value = "month")]
-        granularity: String,
-        /// Account codes, comma-separated.
-        #[arg(long)]
-        account: Option<String>,
-        /// Division prefix: 2 digits a province, 4 a city, 6 a county.
-        #[arg(long)]
-        region: Option<String>,
-        /// Print the item rows as CSV instead of tables.
-        #[arg(long)]
-        csv: bool,
-        /// Write items.csv, indicators.csv and carbon.csv into this directory.
-        #[arg(long)]
-        csv_dir: Option<PathBuf>,
-        /// Write an XLSX workbook (items, indicators, carbon).
-        #[arg(long)]
-        xlsx: Option<PathBuf>,
-        /// With --csv-dir: also write forms-<edition>.csv, the statistics forms (基本信息表,
-        /// 能源资源消费状况表) of this edition (2013, 2015, 2022, 2025) for the year of --from.
-        /// No field is verified against the printed forms yet.
-        #[arg(long)]
-        forms: Option<u16>,
+        #[command(subcommand)]
+        what: Option<ReportKind>,
+        #[command(flatten)]
+        consumption: ReportArgs,
     },
     /// Print the sha256 of a gateway token, for the server config.
     TokenHash { token: String },
 }
 
+#[derive(clap::Args, Debug)]
 struct ReportArgs {
+    #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
+    /// The server config whose [[account]] entries name accounts, give floor area and
+    /// headcount, and relate main meters to sub-meters.
+    #[arg(long)]
     config: Option<PathBuf>,
-    from: NaiveDate,
-    to: NaiveDate,
+    /// First day (Beijing time), YYYY-MM-DD (required).
+    #[arg(long)]
+    from: Option<NaiveDate>,
+    /// Day after the last (Beijing time), YYYY-MM-DD (required).
+    #[arg(long)]
+    to: Option<NaiveDate>,
+    /// day, month or year.
+    #[arg(long, default_value = "month")]
     granularity: String,
+    /// Account codes, comma-separated.
+    #[arg(long)]
     account: Option<String>,
+    /// Division prefix: 2 digits a province, 4 a city, 6 a county.
+    #[arg(long)]
     region: Option<String>,
+    /// Print the item rows as CSV instead of tables.
+    #[arg(long)]
     csv: bool,
+    /// Write items.csv, indicators.csv and carbon.csv into this directory.
+    #[arg(long)]
     csv_dir: Option<PathBuf>,
+    /// Write an XLSX workbook (items, indicators, carbon).
+    #[arg(long)]
     xlsx: Option<PathBuf>,
+    /// With --csv-dir: also write forms-<edition>.csv, the statistics forms (基本信息表,
+    /// 能源资源消费状况表) of this edition (2013, 2015, 2022, 2025) for the year of --from.
+    /// No field is verified against the printed forms yet.
+    #[arg(long)]
     forms: Option<u16>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportKind {
+    /// Savings potential per account, ranked: usage above the baseline (weather-normalised
+    /// when temperature is known, by day type otherwise), off-hours load, benchmark gaps and
+    /// the gap to the peer median, in kWh, kgce and kgCO2e a year, with the baseline's fit
+    /// against ASHRAE Guideline 14.
+    Savings(SavingsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SavingsArgs {
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// The server config: its [[account]] entries (floor area, institution type for peers and
+    /// benchmarks) and its [savings] temperature_csv.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// First day of the reporting period (Beijing time); default: --to minus 365 days.
+    #[arg(long)]
+    from: Option<NaiveDate>,
+    /// Day after the reporting period's last; default: today (Beijing time).
+    #[arg(long)]
+    to: Option<NaiveDate>,
+    /// First day of the baseline; default: --baseline-to minus 365 days.
+    #[arg(long)]
+    baseline_from: Option<NaiveDate>,
+    /// Day after the baseline's last; default: --from.
+    #[arg(long)]
+    baseline_to: Option<NaiveDate>,
+    /// Account codes, comma-separated.
+    #[arg(long)]
+    account: Option<String>,
+    /// Division prefix: 2 digits a province, 4 a city, 6 a county.
+    #[arg(long)]
+    region: Option<String>,
+    /// Outdoor temperature: auto (readings, else the CSV), readings, csv or none.
+    #[arg(long, default_value = "auto")]
+    temperature: String,
+    /// A `date,temperature_c` CSV of daily means (overrides the config's).
+    #[arg(long)]
+    temperature_csv: Option<PathBuf>,
+    /// Print the opportunities as CSV instead of tables.
+    #[arg(long)]
+    csv: bool,
+    /// Write savings.csv (opportunities) and savings-accounts.csv into this directory.
+    #[arg(long)]
+    csv_dir: Option<PathBuf>,
+    /// Write an XLSX workbook (opportunities, accounts).
+    #[arg(long)]
+    xlsx: Option<PathBuf>,
+}
+
+fn filters(
+    account: Option<&str>,
+    region: Option<&str>,
+) -> anyhow::Result<Vec<query::report::scope::Filter>> {
+    use query::report::scope::{Filter, Region};
+    let mut filters = Vec::new();
+    if let Some(list) = account {
+        filters.push(Filter::Accounts(
+            list.split(',')
+                .map(|c| reading_model::AccountCode::parse(c.trim()))
+                .collect::<Result<_, _>>()?,
+        ));
+    }
+    if let Some(r) = region {
+        filters.push(Filter::Region(Region::parse(r)?));
+    }
+    Ok(filters)
+}
+
+async fn savings_command(a: SavingsArgs) -> anyhow::Result<()> {
+    use query::report::savings::{SavingsRequest, TemperatureSource};
+
+    let (accounts, mut csv_path) = match &a.config {
+        Some(p) => {
+            let c = ingest::ServeConfig::load(p)?;
+            (c.account, c.savings.temperature_csv)
+        }
+        None => (vec![], None),
+    };
+    if a.temperature_csv.is_some() {
+        csv_path.clone_from(&a.temperature_csv);
+    }
+    let mut reports = query::Reports::new(
+        query::Query::new(&a.data_dir),
+        accounts,
+        reading_model::FactorTables::builtin()?,
+    );
+    if let Some(p) = &csv_path {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        reports = reports
+            .with_temperature_csv(&text)
+            .with_context(|| format!("{}", p.display()))?;
+    }
+    let temperature = TemperatureSource::parse(&a.temperature).with_context(|| {
+        format!(
+            "--temperature {}: expected auto, readings, csv or none",
+            a.temperature
+        )
+    })?;
+    if temperature == TemperatureSource::Csv && csv_path.is_none() {
+        anyhow::bail!("--temperature csv: give --temperature-csv or [savings] temperature_csv");
+    }
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let to = a.to.unwrap_or(today);
+    let from = a.from.unwrap_or(to - chrono::Duration::days(365));
+    let baseline_to = a.baseline_to.unwrap_or(from);
+    let baseline_from = a
+        .baseline_from
+        .unwrap_or(baseline_to - chrono::Duration::days(365));
+    if baseline_to > from {
+        anyhow::bail!(
+            "--baseline-to {baseline_to} is after --from {from}: the baseline must end before the reporting period"
+        );
+    }
+    let report = reports
+        .savings(&SavingsRequest {
+            baseline_from,
+            baseline_to,
+            from,
+            to,
+            filters: filters(a.account.as_deref(), a.region.as_deref())?,
+            temperature,
+        })
+        .await?;
+    if let Some(dir) = &a.csv_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, text) in [
+            (
+                "savings.csv",
+                query::report::csv::savings(&report.opportunities),
+            ),
+            (
+                "savings-accounts.csv",
+                query::report::csv::savings_accounts(&report.accounts),
+            ),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    if let Some(p) = &a.xlsx {
+        report::write_savings_xlsx(p, &report)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if a.csv {
+        print!("{}", query::report::csv::savings(&report.opportunities));
+    } else {
+        println!(
+            "Savings potential 节能潜力: reporting {} .. {}, baseline {} .. {} (Beijing time) from {}",
+            report.from,
+            report.to,
+            report.baseline_from,
+            report.baseline_to,
+            a.data_dir.display()
+        );
+        print!("{}", report::savings_table(&report));
+    }
+    Ok(())
 }
 
 async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
     use query::report::carbon::CarbonRequest;
     use query::report::consumption::ConsumptionRequest;
     use query::report::period::Granularity;
-    use query::report::scope::{Filter, Region};
+    // Optional only so that `jieneng report savings` needs neither.
+    let (Some(from), Some(to)) = (a.from, a.to) else {
+        anyhow::bail!("jieneng report: --from and --to are required (YYYY-MM-DD)");
+    };
 
     let accounts = match &a.config {
         Some(p) => ingest::ServeConfig::load(p)?.account,
@@ -123,22 +284,12 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
             a.granularity
         )
     })?;
-    let mut filters = Vec::new();
-    if let Some(list) = &a.account {
-        filters.push(Filter::Accounts(
-            list.split(',')
-                .map(|c| reading_model::AccountCode::parse(c.trim()))
-                .collect::<Result<_, _>>()?,
-        ));
-    }
-    if let Some(r) = &a.region {
-        filters.push(Filter::Region(Region::parse(r)?));
-    }
+    let filters = filters(a.account.as_deref(), a.region.as_deref())?;
     let filters_for_forms = filters.clone();
     let report = reports
         .consumption_report(&ConsumptionRequest {
-            from: a.from,
-            to: a.to,
+            from,
+            to,
             granularity,
             filters: filters.clone(),
             category: None,
@@ -146,8 +297,8 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
         .await?;
     let carbon = reports
         .carbon(&CarbonRequest {
-            from: a.from,
-            to: a.to,
+            from,
+            to,
             granularity,
             filters,
             category: None,
@@ -170,7 +321,7 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
         if let Some(edition) = a.forms {
             use chrono::Datelike;
             let rows = reports
-                .statistics_forms(edition, a.from.year(), &filters_for_forms)
+                .statistics_forms(edition, from.year(), &filters_for_forms)
                 .await?;
             let p = dir.join(format!("forms-{edition}.csv"));
             std::fs::write(&p, query::report::csv::forms(&rows))
@@ -188,8 +339,8 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "Consumption {} .. {} (Beijing time, by {}) from {}",
-            a.from,
-            a.to,
+            from,
+            to,
             granularity.name(),
             a.data_dir.display()
         );
@@ -230,33 +381,13 @@ async fn main() -> anyhow::Result<()> {
             duration,
         } => demo::run(data_dir, report_every, duration).await?,
         Command::Report {
-            data_dir,
-            config,
-            from,
-            to,
-            granularity,
-            account,
-            region,
-            csv,
-            csv_dir,
-            xlsx,
-            forms,
-        } => {
-            report_command(ReportArgs {
-                data_dir,
-                config,
-                from,
-                to,
-                granularity,
-                account,
-                region,
-                csv,
-                csv_dir,
-                xlsx,
-                forms,
-            })
-            .await?
-        }
+            what: Some(ReportKind::Savings(a)),
+            ..
+        } => savings_command(a).await?,
+        Command::Report {
+            what: None,
+            consumption,
+        } => report_command(consumption).await?,
         Command::TokenHash { token } => println!("{}", ingest::config::token_hash(&token)),
     }
     Ok(())

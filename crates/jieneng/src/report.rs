@@ -6,6 +6,7 @@ use std::path::Path;
 use query::ConsumptionRow;
 use query::report::carbon::CarbonRow;
 use query::report::consumption::{ConsumptionReport, RowKind};
+use query::report::savings::SavingsReport;
 use reading_model::{EnergyCode, ItemCatalog};
 
 /// Formats rows as an aligned table (zh + en labels) with totals of kgce and kgCO2e.
@@ -321,6 +322,216 @@ pub fn write_xlsx(
         }
     }
     book.save(path)
+}
+
+/// The savings report: ranked opportunities with their explanations (zh, then en), then what
+/// was analysed per account — the baseline's fit against ASHRAE Guideline 14, off-hours load,
+/// benchmarks (marked 未核实 UNVERIFIED unless verified) and notes on what could not run.
+pub fn savings_table(report: &SavingsReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "  {} {} {} {} {} {} {} {}\n",
+        pad_left("#", 3),
+        pad("户号 account", 12),
+        pad("类型 kind", 44),
+        pad_left("kWh/年 a", 12),
+        pad_left("kgce/年 a", 11),
+        pad_left("kgCO2e/年 a", 12),
+        pad("可信度 conf.", 12),
+        pad("核实 verified", 18),
+    ));
+    if report.opportunities.is_empty() {
+        out.push_str("  (无 none)\n");
+    }
+    for o in &report.opportunities {
+        out.push_str(&format!(
+            "  {} {:<12} {} {:>12.0} {:>11.0} {:>12.0} {} {}\n",
+            pad_left(&o.rank.to_string(), 3),
+            o.account,
+            pad(&format!("{} {}", o.kind_zh, o.kind), 44),
+            o.kwh_per_year,
+            o.kgce_per_year,
+            o.kgco2e_per_year,
+            pad(o.confidence, 12),
+            pad(
+                if o.verified {
+                    "已核实 verified"
+                } else {
+                    "未核实 UNVERIFIED"
+                },
+                18
+            ),
+        ));
+        out.push_str(&format!(
+            "      {}\n      {}\n",
+            o.explanation_zh, o.explanation_en
+        ));
+        if !o.unverified_reasons.is_empty() {
+            out.push_str(&format!(
+                "      未核实 unverified: {}\n",
+                o.unverified_reasons.join("; ")
+            ));
+        }
+    }
+    out.push('\n');
+    for a in &report.accounts {
+        out.push_str(&format!("  {} {}\n", a.account, a.name_zh));
+        out.push_str(&format!(
+            "    气温 temperature: {} — {} {}\n",
+            a.temperature.source, a.temperature.note_zh, a.temperature.note_en
+        ));
+        match &a.baseline {
+            Some(b) => out.push_str(&format!(
+                "    基线 baseline ({}, {} .. {}, {} 天 days): CV(RMSE) {:.1}%, NMBE {:.2}%, 月 monthly CV(RMSE) {}, ASHRAE 14 {}; 报告期 reporting {:.0} kWh vs 基线 baseline {:.0} kWh\n",
+                b.model,
+                b.first_day,
+                b.last_day,
+                b.days,
+                b.cv_rmse * 100.0,
+                b.nmbe * 100.0,
+                b.monthly_cv_rmse.map_or_else(|| "—".to_owned(), |v| format!("{:.1}%", v * 100.0)),
+                if b.passes_ashrae14 { "满足 pass" } else { "未满足 fail" },
+                b.reporting_actual_kwh,
+                b.reporting_baseline_kwh,
+            )),
+            None => out.push_str("    基线 baseline: —\n"),
+        }
+        if let Some(o) = &a.off_hours {
+            out.push_str(&format!(
+                "    非工作时段 off-hours: 基础负荷 base {:.1} kW, 夜间 night {:.1} kW, 非工作日 non-working {:.1} kW, 超出 excess {:.0} kWh/年 a\n",
+                o.base_load_kw, o.night_mean_kw, o.non_working_mean_kw, o.excess_kwh_per_year
+            ));
+        }
+        if let Some(p) = &a.peer {
+            out.push_str(&format!(
+                "    同类排名 peers: {}/{} ({}), {:.2} kgce/(m²·a), 中位数 median {:.2}\n",
+                p.rank, p.of, p.institution_type, p.kgce_per_m2_year, p.median_kgce_per_m2_year
+            ));
+        }
+        for b in &a.benchmarks {
+            out.push_str(&format!(
+                "    指标 benchmark {} [{}]: {:.2} {} ({} {}) — {}\n",
+                b.set_id,
+                b.type_id,
+                b.corrected,
+                b.unit,
+                b.rating_zh,
+                b.rating_en,
+                if b.verified {
+                    "已核实 verified"
+                } else {
+                    "未核实 UNVERIFIED"
+                }
+            ));
+        }
+        for n in &a.notes {
+            out.push_str(&format!("    注 note ({}): {}\n", n.analysis, n.message));
+        }
+    }
+    out
+}
+
+/// Writes the savings report as an XLSX workbook: sheets 节能机会 opportunities and 分析
+/// accounts, each with a bilingual header row.
+pub fn write_savings_xlsx(
+    path: &Path,
+    report: &SavingsReport,
+) -> Result<(), rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut book = Workbook::new();
+    let bold = Format::new().set_bold();
+    let sheet = book.add_worksheet().set_name("节能机会 opportunities")?;
+    for (c, h) in [
+        "排名 rank",
+        "户号 account",
+        "名称 name",
+        "类型 kind",
+        "类型",
+        "kind",
+        "年份 year",
+        "kWh/年 a",
+        "kgce/年 a",
+        "kgCO2e/年 a",
+        "折标系数 coal factors",
+        "排放因子 carbon factors",
+        "可信度 confidence",
+        "已核实 verified",
+        "未核实原因 unverified reasons",
+        "说明",
+        "explanation",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sheet.write_string_with_format(0, c as u16, *h, &bold)?;
+    }
+    for (i, o) in report.opportunities.iter().enumerate() {
+        let r = i as u32 + 1;
+        sheet.write_number(r, 0, o.rank as f64)?;
+        sheet.write_string(r, 1, o.account.as_str())?;
+        sheet.write_string(r, 2, o.name_zh.as_str())?;
+        sheet.write_string(r, 3, o.kind)?;
+        sheet.write_string(r, 4, o.kind_zh)?;
+        sheet.write_string(r, 5, o.kind_en)?;
+        sheet.write_number(r, 6, f64::from(o.year))?;
+        sheet.write_number(r, 7, o.kwh_per_year)?;
+        sheet.write_number(r, 8, o.kgce_per_year)?;
+        sheet.write_number(r, 9, o.kgco2e_per_year)?;
+        let factors = |f: &dyn Fn(&query::report::savings::FactorRow) -> String| {
+            o.factors.iter().map(f).collect::<Vec<_>>().join("; ")
+        };
+        sheet.write_string(
+            r,
+            10,
+            factors(&|f| format!("{} {} {}", f.category, f.coal_factor, f.kgce_per_unit)),
+        )?;
+        sheet.write_string(
+            r,
+            11,
+            factors(&|f| format!("{} {} {}", f.category, f.carbon_factor, f.kgco2e_per_unit)),
+        )?;
+        sheet.write_string(r, 12, o.confidence)?;
+        sheet.write_boolean(r, 13, o.verified)?;
+        sheet.write_string(r, 14, o.unverified_reasons.join("; "))?;
+        sheet.write_string(r, 15, o.explanation_zh.as_str())?;
+        sheet.write_string(r, 16, o.explanation_en.as_str())?;
+    }
+    let sheet = book.add_worksheet().set_name("分析 accounts")?;
+    let csv = query::report::csv::savings_accounts(&report.accounts);
+    for (r, line) in csv.lines().enumerate() {
+        // The CSV's own cells, so the sheet and the CSV file cannot drift apart.
+        for (c, cell) in split_csv_line(line).iter().enumerate() {
+            if r == 0 {
+                sheet.write_string_with_format(0, c as u16, cell.as_str(), &bold)?;
+            } else if let Ok(v) = cell.parse::<f64>() {
+                sheet.write_number(r as u32, c as u16, v)?;
+            } else {
+                sheet.write_string(r as u32, c as u16, cell.as_str())?;
+            }
+        }
+    }
+    book.save(path)
+}
+
+/// The fields of one RFC 4180 line as `query::report::csv` writes them.
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
 }
 
 #[cfg(test)]

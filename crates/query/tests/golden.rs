@@ -11,6 +11,7 @@ use query::report::carbon::CarbonRequest;
 use query::report::consumption::ConsumptionRequest;
 use query::report::csv;
 use query::report::period::Granularity;
+use query::report::savings::{SavingsRequest, TemperatureSource};
 use query::report::scope::{Filter, Region};
 use query::{Query, Reports, sample};
 use reading_model::{AccountCode, Category, FactorTables};
@@ -137,4 +138,33 @@ async fn golden_reports() {
         .await
         .unwrap();
     check("carbon_year_city_11.csv", &csv::carbon(&provinces));
+}
+
+/// The savings report over the sample: readings every six hours (so no off-hours analysis,
+/// which the notes say), day-type baselines without temperature, the peer ranks within each
+/// institution type, and the shipped benchmark sets — all marked unverified.
+#[tokio::test]
+async fn golden_savings() {
+    let (_dir, r) = reports().await;
+    let report = r
+        .savings(&SavingsRequest {
+            baseline_from: d(2025, 1, 1),
+            baseline_to: d(2025, 9, 1),
+            from: d(2025, 9, 1),
+            to: d(2026, 3, 1),
+            filters: vec![],
+            temperature: TemperatureSource::Auto,
+        })
+        .await
+        .unwrap();
+    assert!(!report.opportunities.is_empty());
+    check("savings.csv", &csv::savings(&report.opportunities));
+    check(
+        "savings_accounts.csv",
+        &csv::savings_accounts(&report.accounts),
+    );
+    check(
+        "savings.json",
+        &(serde_json::to_string_pretty(&report).unwrap() + "\n"),
+    );
 }

@@ -4,7 +4,7 @@
 use super::carbon::{CarbonRow, FactorUsed};
 use super::consumption::{IndicatorRow, ItemRow};
 use super::forms::FormRow;
-use super::savings::{FactorRow, OpportunityRow};
+use super::savings::{AccountSavings, FactorRow, OpportunityRow};
 
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -177,6 +177,62 @@ pub fn savings(rows: &[OpportunityRow]) -> String {
                 r.unverified_reasons.join("; "),
                 r.explanation_zh.clone(),
                 r.explanation_en.clone(),
+            ],
+        );
+    }
+    out
+}
+
+pub const SAVINGS_ACCOUNT_HEADER: &str = "account,name_zh,temperature_source,baseline_model,baseline_days,cv_rmse,nmbe,monthly_cv_rmse,monthly_nmbe,passes_ashrae14,caltrack_sufficient,reporting_actual_kwh,reporting_baseline_kwh,reporting_avoided_kwh,base_load_kw,off_hours_excess_kwh_per_year,peer_rank,peer_of,kgce_per_m2_year,benchmarks,notes";
+
+/// What was analysed per account: the baseline's fit (ASHRAE Guideline 14), off-hours, peer
+/// rank, and each benchmark set as `set_id:rating:verified|UNVERIFIED` (`;`-separated).
+pub fn savings_accounts(rows: &[AccountSavings]) -> String {
+    let mut out = format!("{SAVINGS_ACCOUNT_HEADER}\n");
+    for a in rows {
+        let b = a.baseline.as_ref();
+        let o = a.off_hours.as_ref();
+        let p = a.peer.as_ref();
+        line(
+            &mut out,
+            &[
+                a.account.clone(),
+                a.name_zh.clone(),
+                a.temperature.source.clone(),
+                b.map(|b| b.model.to_owned()).unwrap_or_default(),
+                b.map(|b| b.days.to_string()).unwrap_or_default(),
+                num(b.map(|b| b.cv_rmse)),
+                num(b.map(|b| b.nmbe)),
+                num(b.and_then(|b| b.monthly_cv_rmse)),
+                num(b.and_then(|b| b.monthly_nmbe)),
+                b.map(|b| b.passes_ashrae14.to_string()).unwrap_or_default(),
+                b.map(|b| b.caltrack_sufficient.to_string())
+                    .unwrap_or_default(),
+                num(b.map(|b| b.reporting_actual_kwh)),
+                num(b.map(|b| b.reporting_baseline_kwh)),
+                num(b.map(|b| b.reporting_avoided_kwh)),
+                num(o.map(|o| o.base_load_kw)),
+                num(o.map(|o| o.excess_kwh_per_year)),
+                p.map(|p| p.rank.to_string()).unwrap_or_default(),
+                p.map(|p| p.of.to_string()).unwrap_or_default(),
+                num(p.map(|p| p.kgce_per_m2_year)),
+                a.benchmarks
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{}:{}:{}",
+                            b.set_id,
+                            b.rating_en,
+                            if b.verified { "verified" } else { "UNVERIFIED" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                a.notes
+                    .iter()
+                    .map(|n| format!("{}: {}", n.analysis, n.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ],
         );
     }

@@ -25,7 +25,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime};
 use reading_model::{AccountCode, Category, FactorSelection, Quantity};
 use serde::Serialize;
 
-use super::consumption::{category_total, round6};
+use super::consumption::category_total;
 use super::period::{OFFSET_HOURS, local_midnight_ms};
 use super::scope::{Filter, sql_all};
 use super::source::{MeterSum, Relations, Reports};
@@ -255,6 +255,11 @@ pub struct SavingsReport {
     pub accounts: Vec<AccountSavings>,
 }
 
+/// Rounds away the last bits of summation order (as the consumption report does), and −0.
+fn round6(x: f64) -> f64 {
+    super::consumption::round6(x) + 0.0
+}
+
 /// Daily or hourly category totals of one account: category → bucket → (consumption, kgce, kgCO2e).
 type Totals = BTreeMap<Category, BTreeMap<i64, (f64, f64, f64)>>;
 
@@ -307,12 +312,12 @@ fn group_model_row(m: &crate::savings::baseline::GroupModel) -> GroupModelRow {
             ModelKind::CoolingOnly => "cooling",
             ModelKind::HeatingAndCooling => "heating_cooling",
         },
-        intercept_kwh_per_day: m.intercept,
-        heating_balance_point_c: m.heating.map(|t| t.balance_point_c),
-        heating_kwh_per_degree_day: m.heating.map(|t| t.slope),
-        cooling_balance_point_c: m.cooling.map(|t| t.balance_point_c),
-        cooling_kwh_per_degree_day: m.cooling.map(|t| t.slope),
-        adj_r_squared: m.adj_r_squared,
+        intercept_kwh_per_day: round6(m.intercept),
+        heating_balance_point_c: m.heating.map(|t| round6(t.balance_point_c)),
+        heating_kwh_per_degree_day: m.heating.map(|t| round6(t.slope)),
+        cooling_balance_point_c: m.cooling.map(|t| round6(t.balance_point_c)),
+        cooling_kwh_per_degree_day: m.cooling.map(|t| round6(t.slope)),
+        adj_r_squared: round6(m.adj_r_squared),
         days: m.days,
     }
 }
@@ -610,7 +615,29 @@ impl Reports {
                                 }
                             }
                         };
-                        if let Some(p) = &period {
+                        // ASHRAE Guideline 14 (annex B): the fractional uncertainty of
+                        // savings F is ≈ 1.26·CV(RMSE)·√((1 + 2/n)/m) / F for n baseline and m
+                        // reporting days; a difference within twice that (uncertainty > 50 %
+                        // at 68 % confidence) is noise, not an opportunity.
+                        let detectable = period.as_ref().map(|p| {
+                            let n = b.days as f64;
+                            let m = p.days.max(1) as f64;
+                            2.0 * 1.26 * b.fit.daily.cv_rmse * ((1.0 + 2.0 / n) / m).sqrt()
+                        });
+                        if let (Some(p), Some(min)) = (&period, detectable)
+                            && p.avoided < 0.0
+                            && -p.avoided_fraction < min
+                        {
+                            notes.push(Note {
+                                analysis: "baseline",
+                                message: format!(
+                                    "usage {:.2} % above the baseline is within the model's \
+                                     uncertainty (at least {:.2} % is needed, ASHRAE Guideline 14)",
+                                    -p.avoided_fraction * 100.0,
+                                    min * 100.0
+                                ),
+                            });
+                        } else if let Some(p) = &period {
                             match opportunity::baseline_drift(
                                 code.clone(),
                                 year,
@@ -620,14 +647,7 @@ impl Reports {
                                 &self.factors,
                                 &selection,
                             ) {
-                                Ok(Some(mut o)) => {
-                                    if !weather_model {
-                                        o.explanation_zh.push_str(&note_zh);
-                                        o.explanation_en.push(' ');
-                                        o.explanation_en.push_str(&note_en);
-                                    }
-                                    ops.push(o);
-                                }
+                                Ok(Some(o)) => ops.push(o),
                                 Ok(None) => {}
                                 Err(e) => notes.push(Note {
                                     analysis: "baseline",
@@ -644,19 +664,23 @@ impl Reports {
                             first_day: b.first_day,
                             last_day: b.last_day,
                             days: b.days,
-                            cv_rmse: b.fit.daily.cv_rmse,
-                            nmbe: b.fit.daily.nmbe,
-                            monthly_cv_rmse: b.fit.monthly.map(|m| m.cv_rmse),
-                            monthly_nmbe: b.fit.monthly.map(|m| m.nmbe),
+                            cv_rmse: round6(b.fit.daily.cv_rmse),
+                            nmbe: round6(b.fit.daily.nmbe),
+                            monthly_cv_rmse: b.fit.monthly.map(|m| round6(m.cv_rmse)),
+                            monthly_nmbe: b.fit.monthly.map(|m| round6(m.nmbe)),
                             passes_ashrae14: b.fit.passes_ashrae14,
                             caltrack_sufficient: b.caltrack_sufficient,
                             models: b.models.iter().map(group_model_row).collect(),
                             reporting_days: period.as_ref().map_or(0, |p| p.days),
-                            reporting_actual_kwh: period.as_ref().map_or(0.0, |p| p.actual_usage),
+                            reporting_actual_kwh: period
+                                .as_ref()
+                                .map_or(0.0, |p| round6(p.actual_usage)),
                             reporting_baseline_kwh: period
                                 .as_ref()
-                                .map_or(0.0, |p| p.baseline_usage),
-                            reporting_avoided_kwh: period.as_ref().map_or(0.0, |p| p.avoided),
+                                .map_or(0.0, |p| round6(p.baseline_usage)),
+                            reporting_avoided_kwh: period
+                                .as_ref()
+                                .map_or(0.0, |p| round6(p.avoided)),
                         });
                     }
                 }
@@ -718,12 +742,12 @@ impl Reports {
                         off_hours = Some(OffHoursRow {
                             hours: a.hours,
                             days: a.days,
-                            base_load_kw: a.base_load_kw,
-                            occupied_mean_kw: a.occupied_mean_kw,
-                            night_mean_kw: a.night_mean_kw,
-                            non_working_mean_kw: a.non_working_mean_kw,
-                            excess_kwh_per_year: a.excess_kwh_per_year,
-                            off_hours_share: a.off_hours_share,
+                            base_load_kw: round6(a.base_load_kw),
+                            occupied_mean_kw: round6(a.occupied_mean_kw),
+                            night_mean_kw: round6(a.night_mean_kw),
+                            non_working_mean_kw: round6(a.non_working_mean_kw),
+                            excess_kwh_per_year: round6(a.excess_kwh_per_year),
+                            off_hours_share: round6(a.off_hours_share),
                         });
                     }
                 }
@@ -804,8 +828,8 @@ impl Reports {
                                     name_en: set.name_en.clone(),
                                     type_id: type_id.to_owned(),
                                     unit: c.unit.symbol(),
-                                    measured: c.measured,
-                                    corrected: c.corrected,
+                                    measured: round6(c.measured),
+                                    corrected: round6(c.corrected),
                                     constraint: c.constraint,
                                     baseline: c.baseline,
                                     guide: c.guide,
@@ -881,10 +905,10 @@ impl Reports {
                     }
                     a.peer = Some(PeerRow {
                         institution_type: r.group,
-                        kgce_per_m2_year: r.intensity,
+                        kgce_per_m2_year: round6(r.intensity),
                         rank: r.rank,
                         of: r.of,
-                        median_kgce_per_m2_year: r.group_median,
+                        median_kgce_per_m2_year: round6(r.group_median),
                     });
                     let consumption = yearly.get(&r.account).cloned().unwrap_or_default();
                     match opportunity::peer_median(

@@ -299,6 +299,9 @@ pub struct FitQuality {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Baseline {
     pub grouping: DayGrouping,
+    /// Whether degree-day terms were considered: false for a day-type-only model, fitted when
+    /// no outdoor temperature is known.
+    pub weather_normalised: bool,
     pub models: Vec<GroupModel>,
     pub fit: FitQuality,
     pub first_day: NaiveDate,
@@ -430,6 +433,7 @@ impl Baseline {
         let coverage = data.len() as f64 / span as f64;
         let mut baseline = Baseline {
             grouping: config.grouping,
+            weather_normalised: config.fit_heating || config.fit_cooling,
             models,
             fit: FitQuality {
                 daily: Metrics {

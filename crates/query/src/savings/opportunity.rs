@@ -272,11 +272,26 @@ pub fn baseline_drift(
             Confidence::Low
         };
     let cv = baseline.fit.daily.cv_rmse * 100.0;
+    let (model_zh, corrected_zh, model_en, corrected_en) = if baseline.weather_normalised {
+        (
+            "气象修正基线",
+            "天气和工作日/节假日已修正",
+            "the weather-normalised baseline",
+            "Weather and working days/holidays are accounted for",
+        )
+    } else {
+        (
+            "日类型基线（无室外气温数据，未做气象修正）",
+            "工作日/节假日已修正，天气未修正",
+            "the day-type baseline (no outdoor temperature, so without weather normalisation)",
+            "Working days/holidays are accounted for, weather is not",
+        )
+    };
     let finding = Finding {
         kind: OpportunityKind::BaselineDrift,
         explanation_zh: format!(
-            "报告期 {} 天实际用量 {:.0} {unit}，按基线期（{} 至 {}）建立的气象修正基线预测为 {:.0} {unit}，\
-             高出 {pct:.1}%，折合每年约 {excess:.0} {unit}。天气和工作日/节假日已修正，多出部分来自运行方式或设备变化。\
+            "报告期 {} 天实际用量 {:.0} {unit}，按基线期（{} 至 {}）建立的{model_zh}预测为 {:.0} {unit}，\
+             高出 {pct:.1}%，折合每年约 {excess:.0} {unit}。{corrected_zh}，多出部分来自运行方式或设备变化。\
              基线日 CV(RMSE) {cv:.1}%{}。",
             period.days,
             period.actual_usage,
@@ -290,9 +305,9 @@ pub fn baseline_drift(
             }
         ),
         explanation_en: format!(
-            "Over {} reporting days the account used {:.0} {unit}; the weather-normalised baseline \
+            "Over {} reporting days the account used {:.0} {unit}; {model_en} \
              fitted on {} to {} predicts {:.0} {unit}, so usage is {pct:.1} % higher, about \
-             {excess:.0} {unit} a year. Weather and working days/holidays are accounted for; the \
+             {excess:.0} {unit} a year. {corrected_en}; the \
              rest comes from how the building is run or from equipment changes. Baseline daily \
              CV(RMSE) {cv:.1} %{}.",
             period.days,
