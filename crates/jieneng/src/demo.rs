@@ -194,6 +194,110 @@ fn demo_accounts() -> anyhow::Result<Vec<query::Account>> {
     Ok(f.account)
 }
 
+/// Days of hourly history the demo writes before its first start, so that the savings analysis
+/// has a baseline year and a reporting year to work on.
+const HISTORY_DAYS: i64 = 730;
+
+/// Writes `HISTORY_DAYS` of hourly readings before the local day of `start_ms`, drawn from the
+/// same load models the simulated meters run on: the counters end where the meters start
+/// (`DemoMeter::start`), the weather sensor reports outdoor temperature. Date partitions that
+/// already exist are left alone, so a data directory with its own history is never touched.
+/// Returns the rows written.
+fn seed_history(data_dir: &std::path::Path, start_ms: i64) -> anyhow::Result<usize> {
+    use query::storage::{
+        StoredReading, file_name, partition_date, partition_dir, sort_and_dedupe, write_parquet,
+    };
+    use reading_model::{
+        AccountCode, Category, EnergyCode, FactorSelection, FactorTables, GatewayId, MeterId,
+        Quality, Quantity, Reading, Unit,
+    };
+    const HOUR_MS: i64 = 3_600_000;
+    let today = chrono::DateTime::from_timestamp_millis(start_ms + 8 * HOUR_MS)
+        .context("demo start time")?
+        .date_naive();
+    let end = query::report::period::local_midnight_ms(today);
+    let first = end - HISTORY_DAYS * 24 * HOUR_MS;
+    let tables = FactorTables::builtin()?;
+    let sel = FactorSelection::default();
+    let gateway = GatewayId::parse("gw-demo")?;
+    let mut by_date: BTreeMap<String, Vec<StoredReading>> = BTreeMap::new();
+    for m in METERS {
+        let account = AccountCode::parse(m.account)?;
+        let meter = MeterId::parse(m.meter)?;
+        let item = EnergyCode::parse(m.item)?;
+        let category = Category::parse(m.category)?;
+        let weather = matches!(m.load, Load::Weather);
+        let (quantity, unit) = match (weather, category) {
+            (true, _) => (Quantity::OutdoorTemperature, Unit::Celsius),
+            (false, Category::Water) => (Quantity::Volume, Unit::CubicMetre),
+            _ => (Quantity::EnergyImport, Unit::KilowattHour),
+        };
+        // Each hour's use at its middle's rate; the counter runs backwards from `start`.
+        let hours: Vec<(i64, f64)> = (1..=HISTORY_DAYS * 24)
+            .map(|h| {
+                let ts = first + h * HOUR_MS;
+                (ts, m.load.rate(ts - HOUR_MS / 2))
+            })
+            .collect();
+        let mut total = m.start - hours.iter().map(|(_, v)| v).sum::<f64>();
+        let year = |ts: i64| {
+            use chrono::Datelike;
+            chrono::DateTime::from_timestamp_millis(ts - 1 + 8 * HOUR_MS).map_or(2026, |t| t.year())
+        };
+        let mut push = |ts: i64, value: f64, delta: Option<f64>| {
+            let coal = tables.coal(category, year(ts), &sel);
+            let carbon = tables.carbon(&account, category, year(ts), &sel);
+            by_date
+                .entry(partition_date(ts))
+                .or_default()
+                .push(StoredReading {
+                    gateway: gateway.clone(),
+                    reading: Reading {
+                        ts,
+                        account: account.clone(),
+                        meter: meter.clone(),
+                        category,
+                        item,
+                        quantity,
+                        unit,
+                        value,
+                        delta,
+                        kgce: delta.zip(coal.as_ref()).map(|(d, f)| d * f.per_unit),
+                        kgco2e: delta.zip(carbon.as_ref()).map(|(d, f)| d * f.per_unit),
+                        factor: delta.and(carbon.as_ref()).map(|f| f.id.to_owned()),
+                        quality: Quality::Good,
+                    },
+                });
+        };
+        if weather {
+            for (ts, celsius) in hours {
+                push(ts, celsius, None);
+            }
+        } else {
+            push(first, total, None);
+            for (ts, used) in hours {
+                total += used;
+                push(ts, total, Some(used));
+            }
+        }
+    }
+    let mut written = 0;
+    for (date, mut rows) in by_date {
+        let dir = partition_dir(data_dir, &date);
+        if dir.exists() {
+            continue;
+        }
+        sort_and_dedupe(&mut rows);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(file_name(1, 1));
+        let f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        write_parquet(f, &rows, 1).with_context(|| format!("writing {}", path.display()))?;
+        written += rows.len();
+    }
+    Ok(written)
+}
+
 pub async fn run(
     data_dir: PathBuf,
     report_every: u64,
@@ -243,6 +347,15 @@ pub async fn run(
         storage: Default::default(),
         savings: Default::default(),
     };
+    // History before the first run, from the simulated meters' own load models, so that the
+    // savings analysis has years to compare; and the accounts as a config for `jieneng report`.
+    let seeded = seed_history(&data_dir, chrono::Utc::now().timestamp_millis())?;
+    let accounts_config = data_dir.join("demo-server.toml");
+    std::fs::write(
+        &accounts_config,
+        format!("# The demo's accounts, for `jieneng report --config`.\ndata_dir = \".\"\n\n[mqtt]\nenabled = false\n{ACCOUNTS}"),
+    )
+    .with_context(|| format!("writing {}", accounts_config.display()))?;
     let server = Server::start(&serve).await?;
 
     // The gateway's config goes through the same parser and validation as a real site's.
@@ -317,6 +430,11 @@ pub async fn run(
         "  data      Parquet under {} (flushed every 10 s)",
         data_dir.join("readings").display()
     );
+    if seeded > 0 {
+        println!(
+            "  history   {seeded} hourly readings of the {HISTORY_DAYS} days before today written from the same load models (for the savings analysis)"
+        );
+    }
     println!(
         "  report    every {report_every} s below; Ctrl-C stops cleanly and prints the last one"
     );
@@ -378,7 +496,33 @@ pub async fn run(
         "stopped cleanly: last flush wrote {} rows in {} files; {} batches still spooled (sent at next start).",
         flushed.rows, flushed.files, left
     );
+    // The savings analysis over the history: the last 365 days against the 365 before.
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let reports = query::Reports::new(
+        query::Query::new(&data_dir),
+        demo_accounts()?,
+        reading_model::FactorTables::builtin()?,
+    );
+    let from = today - chrono::Duration::days(365);
+    let savings = reports
+        .savings(&query::report::savings::SavingsRequest {
+            baseline_from: from - chrono::Duration::days(365),
+            baseline_to: from,
+            from,
+            to: today,
+            filters: vec![],
+            temperature: query::report::savings::TemperatureSource::Auto,
+        })
+        .await?;
+    println!("── savings potential 节能潜力: {from} .. {today} against the year before ──");
+    print!("{}", report::savings_table(&savings));
+    println!();
     println!("next:");
+    println!(
+        "  jieneng report savings --config {} --data-dir {}",
+        accounts_config.display(),
+        data_dir.display()
+    );
     println!(
         "  jieneng report --data-dir {} --from {} --to {}",
         data_dir.display(),

@@ -80,16 +80,23 @@ pub fn outdoor_temperature(ts_ms: i64) -> f64 {
     mean + 5.0 * ((h - 14.0) / 24.0 * std::f64::consts::TAU).cos()
 }
 
-impl SimMeter {
-    fn rate(&self, ts_ms: i64) -> f64 {
+impl Load {
+    /// kW (or m³/h, or °C for the weather sensor) at a time.
+    pub fn rate(self, ts_ms: i64) -> f64 {
         let occ = occupancy(ts_ms);
-        match self.load {
+        match self {
             Load::Occupancy { base, peak } | Load::Water { base, peak } => base + peak * occ,
             Load::Hvac { base, per_degree } => {
                 base + per_degree * (18.0 - outdoor_temperature(ts_ms)).abs() * occ
             }
             Load::Weather => outdoor_temperature(ts_ms),
         }
+    }
+}
+
+impl SimMeter {
+    fn rate(&self, ts_ms: i64) -> f64 {
+        self.load.rate(ts_ms)
     }
 
     /// Advances the meter to `ts_ms` by `dt_s` seconds of its current rate.
