@@ -48,7 +48,7 @@ enum Command {
         #[command(subcommand)]
         what: Option<ReportKind>,
         #[command(flatten)]
-        consumption: ReportArgs,
+        consumption: Box<ReportArgs>,
     },
     /// Print the sha256 of a gateway token, for the server config.
     TokenHash { token: String },
@@ -99,7 +99,7 @@ enum ReportKind {
     /// when temperature is known, by day type otherwise), off-hours load, benchmark gaps and
     /// the gap to the peer median, in kWh, kgce and kgCO2e a year, with the baseline's fit
     /// against ASHRAE Guideline 14.
-    Savings(SavingsArgs),
+    Savings(Box<SavingsArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -383,11 +383,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Report {
             what: Some(ReportKind::Savings(a)),
             ..
-        } => savings_command(a).await?,
+        } => savings_command(*a).await?,
         Command::Report {
             what: None,
             consumption,
-        } => report_command(consumption).await?,
+        } => report_command(*consumption).await?,
         Command::TokenHash { token } => println!("{}", ingest::config::token_hash(&token)),
     }
     Ok(())
