@@ -166,6 +166,15 @@ impl Query {
         &self,
         dates: Option<(&str, &str)>,
     ) -> Result<Option<SessionContext>, QueryError> {
+        self.session_matching(|date| dates.is_none_or(|(from, to)| date >= from && date <= to))
+            .await
+    }
+
+    /// Like [`Query::session`], listing only the date partitions `keep` accepts.
+    pub async fn session_matching(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Option<SessionContext>, QueryError> {
         let schema = readings_schema();
         let mut live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
         sort_and_dedupe(&mut live);
@@ -177,7 +186,7 @@ impl Query {
             .map_err(|e| storage(e, self.data_dir.clone()))?;
         let mut urls = Vec::new();
         for date in partitions(&table_dir).map_err(|e| storage(e, table_dir.clone()))? {
-            if dates.is_some_and(|(from, to)| date.as_str() < from || date.as_str() > to) {
+            if !keep(&date) {
                 continue;
             }
             let dir = table_dir.join(format!("date={date}"));

@@ -246,7 +246,7 @@ impl Reports {
         // A year more, for 同比 of the first periods.
         let fetch_from = first.checked_sub_months(Months::new(12)).unwrap_or(first);
         let mut sums = self
-            .meter_sums(
+            .meter_sums_with_rollups(
                 local_midnight_ms(fetch_from),
                 local_midnight_ms(req.to),
                 g,
@@ -367,6 +367,10 @@ impl Reports {
         let indicators = indicators
             .into_iter()
             .map(|((account, period), (kgce, water))| {
+                // Ratios of the total as shown, so that they do not depend on the order in
+                // which the total was summed (raw readings or rollups).
+                let kgce = round6(kgce);
+                let water = water.map(round6);
                 let info = self.account(&account);
                 let area = info.and_then(|a| a.floor_area_m2);
                 let people = info.and_then(|a| a.headcount).map(f64::from);

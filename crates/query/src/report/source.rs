@@ -4,10 +4,16 @@
 //! Reports sum per meter (not per item) because the unmetered remainder (缺口量) is a main
 //! meter minus its sub-meters, and only the meter says which is which.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arrow::array::Array;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::SessionContext;
 use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId};
 
@@ -18,8 +24,9 @@ use crate::report::{
     Query, QueryError, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
 };
+use crate::rollup::{DAY_MS, FILE as ROLLUP_FILE, Period, rollup_dir, rollup_schema};
 use crate::savings::weather::{self, DailyTemperature, WeatherError};
-use crate::storage::{READINGS, partition_date};
+use crate::storage::{READINGS, partition_date, partition_dir, partition_files};
 
 /// Consumption of one meter in one period (and under one carbon factor).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +55,8 @@ pub struct Reports {
     /// Daily mean outdoor temperatures from the server's CSV, for the savings baseline of
     /// accounts without temperature readings.
     pub temperature_csv: Option<Arc<[DailyTemperature]>>,
+    /// Whether the consumption report reads rollups where they are current (default).
+    use_rollups: bool,
 }
 
 impl Reports {
@@ -57,6 +66,7 @@ impl Reports {
             accounts: Arc::new(accounts.into_iter().map(|a| (a.code.clone(), a)).collect()),
             factors: Arc::new(factors),
             temperature_csv: None,
+            use_rollups: true,
         }
     }
 
@@ -90,7 +100,16 @@ impl Reports {
         &self,
         dates: Option<(&str, &str)>,
     ) -> Result<(SessionContext, bool), QueryError> {
-        let (ctx, has_readings) = match self.query.session_within(dates).await? {
+        self.session_matching(|date| dates.is_none_or(|(from, to)| date >= from && date <= to))
+            .await
+    }
+
+    /// A session whose `readings` hold only the date partitions `keep` accepts.
+    pub async fn session_matching(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(SessionContext, bool), QueryError> {
+        let (ctx, has_readings) = match self.query.session_matching(keep).await? {
             Some(ctx) => (ctx, true),
             None => (SessionContext::new(), false),
         };
@@ -126,14 +145,43 @@ impl Reports {
         filters: &[Filter],
         category: Option<Category>,
     ) -> Result<Vec<(i64, MeterSum)>, QueryError> {
-        // The UTC-date partitions that can hold (from, to]: only their files are read.
-        let (from_date, to_date) = (partition_date(from_ms), partition_date(to_ms));
-        let (ctx, has_readings) = self
-            .session_within(Some((from_date.as_str(), to_date.as_str())))
-            .await?;
+        let only = category.map_or_else(String::new, |c| format!(" AND category = '{}'", c.code()));
+        self.sums_over(
+            &[(from_ms, to_ms)],
+            trunc,
+            &format!("{}{only}", sql_all(filters)),
+        )
+        .await
+    }
+
+    /// Like [`Reports::bucket_sums`] over several ranges `(from, to]` at once, for the rows
+    /// that match the SQL condition `condition` (on the readings' columns).
+    async fn sums_over(
+        &self,
+        ranges: &[(i64, i64)],
+        trunc: &str,
+        condition: &str,
+    ) -> Result<Vec<(i64, MeterSum)>, QueryError> {
+        if ranges.is_empty() {
+            return Ok(vec![]);
+        }
+        // The UTC-date partitions that can hold the ranges: only their files are read.
+        let dates: BTreeSet<String> = ranges
+            .iter()
+            .flat_map(|&(from, to)| {
+                (from.div_euclid(DAY_MS)..=to.div_euclid(DAY_MS))
+                    .map(|d| partition_date(d * DAY_MS))
+            })
+            .collect();
+        let (ctx, has_readings) = self.session_matching(|date| dates.contains(date)).await?;
         if !has_readings {
             return Ok(vec![]);
         }
+        let when = ranges
+            .iter()
+            .map(|&(from, to)| format!("(ts > '{}' AND ts <= '{}')", rfc3339(from), rfc3339(to)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
         // Shift to local time, step back 1 ms for (from, to] and truncate: the bucket's local
         // start as seconds since the epoch.
         let sql = format!(
@@ -145,14 +193,10 @@ impl Reports {
                     count(delta) AS intervals \
              FROM {READINGS} \
              WHERE quantity IN ({q}) AND delta IS NOT NULL \
-               AND ts > '{from}' AND ts <= '{to}' AND {scope}{only} \
+               AND ({when}) AND {condition} \
              GROUP BY account, meter, category, item, unit, factor, period",
             g = trunc,
-            only = category.map_or_else(String::new, |c| format!(" AND category = '{}'", c.code())),
             q = consumption_quantities_sql(),
-            from = rfc3339(from_ms),
-            to = rfc3339(to_ms),
-            scope = sql_all(filters),
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
         let mut out = Vec::new();
@@ -273,4 +317,276 @@ impl Reports {
 pub struct Relations {
     pub mains: Vec<MeterId>,
     pub subs: Vec<MeterId>,
+}
+
+/// Which UTC dates of a range a report reads from rollups, and how.
+#[derive(Debug, Default)]
+struct RollupPlan {
+    /// Dates read from their daily rollup: wholly inside the range and one report period.
+    daily: Vec<String>,
+    /// Dates read from their hourly rollup (split by the report's periods or the range ends).
+    hourly: Vec<String>,
+    /// Ranges `(from, to]` read from the raw readings: dates not rolled up yet, or whose
+    /// rollups are older than their readings, or with rows still in the server's memory.
+    raw: Vec<(i64, i64)>,
+}
+
+impl Reports {
+    /// Reads rollups (see [`Reports::meter_sums_with_rollups`]); off, every report reads the
+    /// raw readings only.
+    pub fn with_rollups(mut self, on: bool) -> Self {
+        self.use_rollups = on;
+        self
+    }
+
+    /// Whether the rollups of `date` (UTC) hold everything its readings say: both files exist
+    /// and neither is older than a readings file of the date or of the next one (whose first
+    /// instant closes the date's last interval).
+    fn rollups_current(&self, date: &str) -> bool {
+        let data_dir = &self.query.data_dir;
+        let mtime = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut oldest_rollup = None;
+        for period in Period::ALL {
+            match mtime(rollup_dir(data_dir, period, date).join(ROLLUP_FILE)) {
+                Some(t) => oldest_rollup = Some(oldest_rollup.map_or(t, |o: SystemTime| o.min(t))),
+                None => return false,
+            }
+        }
+        let Some(rolled) = oldest_rollup else {
+            return false;
+        };
+        let next = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.succ_opt())
+            .map(|d| d.format("%Y-%m-%d").to_string());
+        for d in std::iter::once(date.to_owned()).chain(next) {
+            match partition_files(&partition_dir(data_dir, &d)) {
+                Ok((live, _)) => {
+                    if live.iter().any(|f| f.modified > rolled) {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    fn rollup_plan(&self, from_ms: i64, to_ms: i64, granularity: Granularity) -> RollupPlan {
+        // UTC dates whose period (D 00:00, D+1 00:00] meets (from, to].
+        let first = from_ms.div_euclid(DAY_MS);
+        let last = (to_ms - 1).div_euclid(DAY_MS);
+        // Rows in the server's memory are newer than any rollup: their dates are read raw.
+        let live: BTreeSet<i64> = self
+            .query
+            .live
+            .as_ref()
+            .map(|l| l.snapshot())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (r.reading.ts - 1).div_euclid(DAY_MS))
+            .collect();
+        let local_date = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms + OFFSET_HOURS * 3_600_000)
+                .map(|t| t.date_naive())
+        };
+        let mut plan = RollupPlan::default();
+        for day in first..=last {
+            let start = day * DAY_MS;
+            let date = partition_date(start);
+            if live.contains(&day) || !self.rollups_current(&date) {
+                let range = (start.max(from_ms), (start + DAY_MS).min(to_ms));
+                match plan.raw.last_mut() {
+                    Some(prev) if prev.1 == range.0 => prev.1 = range.1,
+                    _ => plan.raw.push(range),
+                }
+                continue;
+            }
+            let whole = start >= from_ms && start + DAY_MS <= to_ms;
+            let one_period = match (local_date(start + 1), local_date(start + DAY_MS)) {
+                (Some(a), Some(b)) => granularity.start(a) == granularity.start(b),
+                _ => false,
+            };
+            if whole && one_period {
+                plan.daily.push(date);
+            } else {
+                plan.hourly.push(date);
+            }
+        }
+        plan
+    }
+
+    /// [`Reports::meter_sums`] through the rollups where they are current: daily rollups for
+    /// UTC dates wholly inside one report period, hourly rollups for dates a period boundary
+    /// or the range's end cuts, and the raw readings (with the server's unflushed rows) for
+    /// the rest. The sums are the same as the raw path's.
+    ///
+    /// Rollups sum per item, not per meter. For accounts whose main and sub-meters follow from
+    /// the items (meters on the category-total item are the main meters) that is all the item
+    /// tree needs, and such rows carry the meter id `rollup:<item>`. Accounts with configured
+    /// `[[account.main_meter]]` are read from the raw readings.
+    pub async fn meter_sums_with_rollups(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+        filters: &[Filter],
+    ) -> Result<Vec<MeterSum>, QueryError> {
+        if !self.use_rollups || to_ms <= from_ms {
+            return self.meter_sums(from_ms, to_ms, granularity, filters).await;
+        }
+        let configured: BTreeSet<AccountCode> = self
+            .accounts
+            .values()
+            .filter(|a| !a.main_meter.is_empty())
+            .map(|a| a.code.clone())
+            .collect();
+        let mut out = Vec::new();
+        if !configured.is_empty() {
+            let mut only = filters.to_vec();
+            only.push(Filter::Accounts(configured.clone()));
+            out.extend(self.meter_sums(from_ms, to_ms, granularity, &only).await?);
+        }
+        let not_configured = if configured.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            format!("NOT ({})", Filter::Accounts(configured).sql())
+        };
+        let scope = format!("{} AND {not_configured}", sql_all(filters));
+        let plan = self.rollup_plan(from_ms, to_ms, granularity);
+        out.extend(
+            self.sums_over(&plan.raw, granularity.name(), &scope)
+                .await?
+                .into_iter()
+                .map(|(_, s)| s),
+        );
+        out.extend(
+            self.rollup_sums(&plan, from_ms, to_ms, granularity, &scope)
+                .await?,
+        );
+        out.sort_by(|a, b| {
+            (
+                &a.account, a.period, a.category, &a.item, &a.meter, &a.factor,
+            )
+                .cmp(&(
+                    &b.account, b.period, b.category, &b.item, &b.meter, &b.factor,
+                ))
+        });
+        Ok(out)
+    }
+
+    /// Sums of the planned daily and hourly rollup files per (account, category, item, unit,
+    /// period).
+    async fn rollup_sums(
+        &self,
+        plan: &RollupPlan,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+        scope: &str,
+    ) -> Result<Vec<MeterSum>, QueryError> {
+        if plan.daily.is_empty() && plan.hourly.is_empty() {
+            return Ok(vec![]);
+        }
+        let ctx = SessionContext::new();
+        let schema = rollup_schema();
+        for (table, period, dates) in [
+            ("rollup_daily", Period::Daily, &plan.daily),
+            ("rollup_hourly", Period::Hourly, &plan.hourly),
+        ] {
+            let mut urls = Vec::new();
+            for d in dates {
+                let path = std::path::absolute(
+                    rollup_dir(&self.query.data_dir, period, d).join(ROLLUP_FILE),
+                )
+                .map_err(|e| crate::storage::StorageError {
+                    path: self.query.data_dir.clone(),
+                    message: e.to_string(),
+                })?;
+                urls.push(ListingTableUrl::parse(path.to_string_lossy())?);
+            }
+            let provider: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
+                Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?)
+            } else {
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet");
+                Arc::new(ListingTable::try_new(
+                    ListingTableConfig::new_with_multi_paths(urls)
+                        .with_listing_options(options)
+                        .with_schema(schema.clone()),
+                )?)
+            };
+            ctx.register_table(table, provider)?;
+        }
+        // A rollup row's period is (ts, ts + length]; its report period is that of its end.
+        let bucket = |len: &str| {
+            format!(
+                "to_unixtime(date_trunc('{g}', ts + INTERVAL '{len}' + INTERVAL '{OFFSET_HOURS} hours' - INTERVAL '1 millisecond'))",
+                g = granularity.name()
+            )
+        };
+        let sql = format!(
+            "SELECT account, category, item, unit, period, \
+                    sum(energy) AS consumption, sum(kgce) AS kgce, sum(kgco2e) AS kgco2e, \
+                    sum(intervals) AS intervals \
+             FROM (SELECT account, category, item, unit, {daily} AS period, energy, kgce, kgco2e, intervals \
+                   FROM rollup_daily WHERE {scope} \
+                   UNION ALL \
+                   SELECT account, category, item, unit, {hourly} AS period, energy, kgce, kgco2e, intervals \
+                   FROM rollup_hourly \
+                   WHERE ts >= '{from}' AND ts + INTERVAL '1 hour' <= '{to}' AND {scope}) \
+             GROUP BY account, category, item, unit, period",
+            daily = bucket("1 day"),
+            hourly = bucket("1 hour"),
+            from = rfc3339(from_ms),
+            to = rfc3339(to_ms),
+        );
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        let mut out = Vec::new();
+        for b in batches {
+            let s = |i, name| column_strings(&b, i, name);
+            let f = |i, name| column_floats(&b, i, name);
+            let (account, category, item, unit) = (
+                s(0, "account")?,
+                s(1, "category")?,
+                s(2, "item")?,
+                s(3, "unit")?,
+            );
+            let period = column_ints(&b, 4, "period")?;
+            let (consumption, kgce, kgco2e) =
+                (f(5, "consumption")?, f(6, "kgce")?, f(7, "kgco2e")?);
+            let intervals = column_ints(&b, 8, "intervals")?;
+            for i in 0..b.num_rows() {
+                let parsed = (
+                    AccountCode::parse(account.value(i)),
+                    MeterId::parse(&format!("rollup:{}", item.value(i))),
+                    Category::parse(category.value(i)),
+                    EnergyCode::parse(item.value(i)),
+                    local_date_of_shifted_secs(period.value(i)),
+                );
+                let (Ok(account), Ok(meter), Ok(category), Ok(item), Some(period)) = parsed else {
+                    tracing::warn!(
+                        account = account.value(i),
+                        item = item.value(i),
+                        "rollup row with an invalid code left out of the report"
+                    );
+                    continue;
+                };
+                out.push(MeterSum {
+                    account,
+                    meter,
+                    category,
+                    item,
+                    unit: unit.value(i).to_owned(),
+                    factor: None,
+                    period,
+                    consumption: consumption.value(i),
+                    kgce: kgce.value(i),
+                    kgco2e: kgco2e.value(i),
+                    intervals: intervals.value(i),
+                });
+            }
+        }
+        Ok(out)
+    }
 }

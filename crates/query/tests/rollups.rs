@@ -1,0 +1,206 @@
+//! The consumption report through rollups equals the report over the raw readings: the same
+//! sample data, rolled up the way the store's maintenance does it, with some dates not rolled
+//! up, one date whose rollup is older than a later file, unflushed rows in memory and an
+//! account whose main meter is configured — by day, month and year. Once the raw partitions
+//! of rolled-up dates are gone (retention), the rollup path still gives the same answer, so it
+//! does read the rollups.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use query::accounts::MainMeter;
+use query::report::consumption::{ConsumptionReport, ConsumptionRequest};
+use query::report::period::{Granularity, local_midnight_ms};
+use query::rollup::{DAY_MS, FILE, Period, rollup, rollup_dir, write_rollup};
+use query::storage::{
+    StoredReading, dedupe_batch, file_name, partition_date, partition_dir, partition_files,
+    partitions, read_files, write_parquet,
+};
+use query::{LiveReadings, Query, Reports, sample};
+use reading_model::{
+    AccountCode, Category, EnergyCode, FactorTables, GatewayId, MeterId, Quality, Quantity,
+    Reading, Unit,
+};
+
+fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, day).unwrap()
+}
+
+/// What the store's maintenance does for one date: its readings and the next date's, deduped,
+/// rolled up hourly and daily.
+fn roll_up(data_dir: &Path, date: &str) {
+    let from = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    let mut batches = Vec::new();
+    for ms in [from, from + DAY_MS] {
+        let (live, _) = partition_files(&partition_dir(data_dir, &partition_date(ms))).unwrap();
+        if !live.is_empty() {
+            batches.push(dedupe_batch(&read_files(&live).unwrap()).unwrap());
+        }
+    }
+    for period in Period::ALL {
+        let rows = rollup(&batches, from, period).unwrap();
+        let dir = rollup_dir(data_dir, period, date);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_rollup(std::fs::File::create(dir.join(FILE)).unwrap(), &rows).unwrap();
+    }
+}
+
+fn reading(meter: &str, item: &str, ts: i64, value: f64, delta: f64) -> StoredReading {
+    StoredReading {
+        gateway: GatewayId::parse("gw-late").unwrap(),
+        reading: Reading {
+            ts,
+            account: AccountCode::parse("110108A001").unwrap(),
+            meter: MeterId::parse(meter).unwrap(),
+            category: Category::Electricity,
+            item: EnergyCode::parse(item).unwrap(),
+            quantity: Quantity::EnergyImport,
+            unit: Unit::KilowattHour,
+            value,
+            delta: Some(delta),
+            kgce: Some(delta * 0.1229),
+            kgco2e: Some(delta * 0.5),
+            factor: Some("late".into()),
+            quality: Quality::Good,
+        },
+    }
+}
+
+#[derive(Debug)]
+struct Memory(Vec<StoredReading>);
+
+impl LiveReadings for Memory {
+    fn snapshot(&self) -> Vec<StoredReading> {
+        self.0.clone()
+    }
+}
+
+fn reports(dir: &Path, accounts: Vec<query::Account>, rollups: bool) -> Reports {
+    // Unflushed rows: a late reading of a rolled-up date, and one at exactly local midnight.
+    let live = Memory(vec![
+        reading(
+            "lighting",
+            "01A10",
+            local_midnight_ms(d(2025, 7, 14)) + 3 * 3_600_000 + 60_000,
+            1.0,
+            7.25,
+        ),
+        reading("extra", "01E10", local_midnight_ms(d(2025, 9, 1)), 1.0, 3.5),
+    ]);
+    Reports::new(
+        Query::new(dir).with_live(Arc::new(live)),
+        accounts,
+        FactorTables::builtin().unwrap(),
+    )
+    .with_rollups(rollups)
+}
+
+async fn all(r: &Reports) -> Vec<ConsumptionReport> {
+    let mut out = Vec::new();
+    for (from, to, granularity) in [
+        (d(2025, 1, 1), d(2026, 3, 1), Granularity::Month),
+        (d(2025, 3, 17), d(2025, 9, 9), Granularity::Month),
+        (d(2025, 1, 1), d(2026, 1, 1), Granularity::Year),
+        (d(2025, 6, 25), d(2025, 7, 20), Granularity::Day),
+    ] {
+        out.push(
+            r.consumption_report(&ConsumptionRequest {
+                from,
+                to,
+                granularity,
+                filters: vec![],
+                category: None,
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    out
+}
+
+/// Equal reports; on a difference, the first differing row.
+fn same(want: &ConsumptionReport, got: &ConsumptionReport) {
+    let what = format!("{:?} {}..{}", want.granularity, want.from, want.to);
+    for (w, g) in want.rows.iter().zip(&got.rows) {
+        assert_eq!(w, g, "{what}");
+    }
+    for (w, g) in want.indicators.iter().zip(&got.indicators) {
+        assert_eq!(w, g, "{what}");
+    }
+    assert_eq!(want.rows.len(), got.rows.len(), "{what}");
+    assert_eq!(want.indicators.len(), got.indicators.len(), "{what}");
+}
+
+#[tokio::test]
+async fn reports_through_rollups_equal_the_raw_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    sample::write(data).unwrap();
+    let table = data.join(query::storage::READINGS);
+    let dates = partitions(&table).unwrap();
+    // 2025-07-01..2025-07-05 are not rolled up yet.
+    for date in &dates {
+        if !("2025-07-01".."2025-07-06").contains(&date.as_str()) {
+            roll_up(data, date);
+        }
+    }
+    // A late file for 2025-08-10 after its rollup: that rollup is stale.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let late_ts = local_midnight_ms(d(2025, 8, 10)) + 3_600_000;
+    let late_dir = partition_dir(data, &partition_date(late_ts));
+    write_parquet(
+        std::fs::File::create(late_dir.join(file_name(2, 2))).unwrap(),
+        &[reading("late", "01A20", late_ts, 1.0, 11.5)],
+        2,
+    )
+    .unwrap();
+
+    let mut configured = sample::accounts();
+    configured[0].main_meter = vec![MainMeter {
+        meter: MeterId::parse("main").unwrap(),
+        category: Category::Electricity,
+        sub_meters: ["lighting", "chiller-1", "elevators"]
+            .iter()
+            .map(|m| MeterId::parse(m).unwrap())
+            .collect(),
+    }];
+    for accounts in [sample::accounts(), configured] {
+        let raw = all(&reports(data, accounts.clone(), false)).await;
+        let rolled = all(&reports(data, accounts.clone(), true)).await;
+        for (r, o) in raw.iter().zip(&rolled) {
+            assert!(!r.rows.is_empty());
+            same(r, o);
+        }
+    }
+
+    // Retention removes the raw partitions the rollups cover (not the unrolled, stale or live
+    // ones, which the rollup path reads raw): the raw path loses them, the rollup path still answers as before.
+    let before = all(&reports(data, sample::accounts(), true)).await;
+    for date in &dates {
+        let keep = ("2025-06-30".."2025-07-07").contains(&date.as_str())
+            // The late file's date, and the date before (whose last instant it could close).
+            || ("2025-08-08".."2025-08-10").contains(&date.as_str())
+            || ("2025-08-31".."2025-09-02").contains(&date.as_str())
+            || ("2025-07-13".."2025-07-15").contains(&date.as_str());
+        if !keep {
+            std::fs::remove_dir_all(table.join(format!("date={date}"))).unwrap();
+        }
+    }
+    let after = all(&reports(data, sample::accounts(), true)).await;
+    for (b, a) in before.iter().zip(&after) {
+        same(b, a);
+    }
+    let raw_after = all(&reports(data, sample::accounts(), false)).await;
+    assert_ne!(
+        serde_json::to_value(&before).unwrap(),
+        serde_json::to_value(&raw_after).unwrap()
+    );
+}
