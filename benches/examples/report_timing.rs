@@ -1,0 +1,193 @@
+//! Times reports over the data set `bench_data` wrote:
+//!
+//! 1. a year-long monthly consumption report through the rollups (`Reports::consumption_report`,
+//!    the item tree with 同比/环比 and indicators, so it reads two years), and the same report
+//!    over the raw readings for comparison;
+//! 2. a raw-table aggregate — monthly sum of delta per account and category over a year —
+//!    with DataFusion directly over that year's Parquet files. `benches/scripts/duckdb_aggregate.py`
+//!    runs the same SQL with DuckDB on the same files.
+//!
+//! ```sh
+//! cargo run --release -p jieneng-benches --example report_timing -- \
+//!     --dir /var/tmp/jieneng-bench-data [--from 2025-11-01] [--to 2026-11-01] [--runs 10] [--raw-report]
+//! ```
+//!
+//! Prints each run's wall time, then the minimum and median.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+use query::report::consumption::ConsumptionRequest;
+use query::report::period::{Granularity, local_midnight_ms};
+use query::storage::{partition_date, partition_dir, partition_files, readings_schema};
+use query::{Query, Reports};
+use reading_model::FactorTables;
+
+struct Args {
+    dir: PathBuf,
+    from: NaiveDate,
+    to: NaiveDate,
+    runs: usize,
+    raw_report: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        dir: PathBuf::from("/var/tmp/jieneng-bench-data"),
+        from: NaiveDate::from_ymd_opt(2025, 11, 1).context("date")?,
+        to: NaiveDate::from_ymd_opt(2026, 11, 1).context("date")?,
+        runs: 10,
+        raw_report: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dir" => a.dir = value()?.into(),
+            "--from" => a.from = value()?.parse()?,
+            "--to" => a.to = value()?.parse()?,
+            "--runs" => a.runs = value()?.parse()?,
+            "--raw-report" => a.raw_report = true,
+            other => anyhow::bail!("unknown argument {other}; see the example's doc comment"),
+        }
+    }
+    anyhow::ensure!(
+        a.from < a.to && a.runs > 0,
+        "--from before --to, --runs > 0"
+    );
+    Ok(a)
+}
+
+fn summary(name: &str, ms: &mut [f64]) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{name}: min {:.1} ms, median {:.1} ms over {} runs",
+        ms[0],
+        ms[ms.len() / 2],
+        ms.len()
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let req = ConsumptionRequest {
+        from: a.from,
+        to: a.to,
+        granularity: Granularity::Month,
+        filters: vec![],
+        category: None,
+    };
+    let reports = Reports::new(Query::new(&a.dir), vec![], FactorTables::builtin()?);
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for i in 0..a.runs {
+        let t = Instant::now();
+        let r = reports.consumption_report(&req).await?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        rows = r.rows.len();
+        println!("  rollups report run {i}: {ms:.1} ms ({rows} rows)");
+        times.push(ms);
+    }
+    summary(
+        &format!(
+            "monthly consumption report {}..{} through rollups ({rows} rows)",
+            a.from, a.to
+        ),
+        &mut times,
+    );
+    if a.raw_report {
+        let raw = reports.clone().with_rollups(false);
+        let t = Instant::now();
+        let r = raw.consumption_report(&req).await?;
+        println!(
+            "the same report over the raw readings: {:.1} ms ({} rows, {})",
+            t.elapsed().as_secs_f64() * 1e3,
+            r.rows.len(),
+            if r.rows.len() == rows {
+                "same row count"
+            } else {
+                "DIFFERENT row count"
+            }
+        );
+    }
+
+    // The raw aggregate over the year's files, as DuckDB will read them.
+    let (from_ms, to_ms) = (local_midnight_ms(a.from), local_midnight_ms(a.to));
+    let mut files = Vec::new();
+    let mut day = from_ms.div_euclid(86_400_000);
+    while day <= to_ms.div_euclid(86_400_000) {
+        let (live, _) = partition_files(&partition_dir(&a.dir, &partition_date(day * 86_400_000)))?;
+        files.extend(live.into_iter().map(|f| f.path));
+        day += 1;
+    }
+    let list = std::env::temp_dir().join("jieneng-bench-files.txt");
+    std::fs::write(
+        &list,
+        files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )?;
+    let rfc3339 = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .context("time")
+    };
+    let (from_s, to_s) = (rfc3339(from_ms)?, rfc3339(to_ms)?);
+    let sql = format!(
+        "SELECT account, category, date_trunc('month', ts + INTERVAL '8 hours' - INTERVAL '1 millisecond') AS month, \
+                sum(delta) AS consumption, count(*) AS n \
+         FROM readings WHERE delta IS NOT NULL AND ts > '{from_s}' AND ts <= '{to_s}' \
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    );
+    println!(
+        "raw aggregate over {} files (list in {}):\n  {sql}",
+        files.len(),
+        list.display()
+    );
+    let mut times = Vec::new();
+    for i in 0..a.runs {
+        let t = Instant::now();
+        let ctx = SessionContext::new();
+        let urls = files
+            .iter()
+            .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        ctx.register_table(
+            "readings",
+            Arc::new(ListingTable::try_new(
+                ListingTableConfig::new_with_multi_paths(urls)
+                    .with_listing_options(options)
+                    .with_schema(readings_schema()),
+            )?),
+        )?;
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let groups: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let total: f64 = batches
+            .iter()
+            .filter_map(|b| {
+                b.column(3)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Float64Array>()
+                    .map(|c| c.iter().flatten().sum::<f64>())
+            })
+            .sum();
+        println!("  DataFusion run {i}: {ms:.1} ms ({groups} groups, total {total:.2})");
+        times.push(ms);
+    }
+    summary("raw aggregate with DataFusion", &mut times);
+    Ok(())
+}
