@@ -56,7 +56,8 @@
 //! are damage in the middle of the file and are moved to `quarantine/` with the segment and
 //! byte offset in the reason; if there is none, they are a **torn tail** (a crash during an
 //! append that never returned) and are cut off, a copy kept in `quarantine/`. Neither stops the
-//! gateway. A segment with a bad header is moved to `quarantine/` whole.
+//! gateway. A segment with a bad header is moved to `quarantine/` whole; the sequence numbers
+//! of its records whose CRC holds are not given out again (the state snapshot may be older).
 //!
 //! The in-memory index (seq → segment, offset, length) is rebuilt from the segments and ack
 //! files; the forwarder asks it for the oldest pending batch without touching the disk.
@@ -343,6 +344,8 @@ struct Index {
     active: Option<u64>,
     /// `next_seq` of the last state snapshot saved: records below it may be deleted.
     state_covers: u64,
+    /// The highest seq found in segments quarantined whole at open.
+    quarantined_seq: Option<u64>,
     stats: SpoolStats,
     last_full_warning: Option<Instant>,
 }
@@ -643,6 +646,7 @@ impl Spool {
                     .map_or(0, |m| m + 1),
                 active: None,
                 state_covers: 0,
+                quarantined_seq: None,
                 stats: SpoolStats {
                     max_bytes: limits.max_bytes,
                     ..SpoolStats::default()
@@ -689,6 +693,13 @@ impl Spool {
                 // way the next delta of its counters spans its interval as well.
                 Err(e) => warn!(seq, error = %e, "cannot replay spooled batch"),
             }
+            state.next_seq = seq + 1;
+            replayed += 1;
+        }
+        let quarantined_seq = lock(&spool.index).quarantined_seq;
+        if let Some(seq) = quarantined_seq.filter(|&s| s >= state.next_seq) {
+            // Counters cannot be replayed from a quarantined segment: the next delta of each
+            // spans its batches instead.
             state.next_seq = seq + 1;
             replayed += 1;
         }
@@ -755,6 +766,26 @@ impl Spool {
         };
         if let Some(problem) = header_problem {
             warn!(path = %path.display(), problem, "segment quarantined whole");
+            // Its batches may have been sent already: their numbers must not be used again
+            // (ingest would drop the new batches as duplicates). Records whose CRC holds say
+            // which numbers they had.
+            let seen = [VERSION, VERSION_JSON_ONLY]
+                .into_iter()
+                .filter_map(|v| {
+                    let mut at = usize::try_from(SEGMENT_HEADER).ok()?;
+                    let mut max = None;
+                    while let Some(next) = resync(&bytes, at, v) {
+                        let head = check_record(&bytes[next..], v).ok()?;
+                        max = max.max(Some(head.seq));
+                        at = next + head.len;
+                    }
+                    max
+                })
+                .max();
+            if let Some(seq) = seen {
+                let mut index = lock(&self.index);
+                index.quarantined_seq = index.quarantined_seq.max(Some(seq));
+            }
             let name = format!("{id:020}.seg");
             self.set_aside(&name, &bytes, &format!("{}: {problem}", path.display()))?;
             fs::remove_file(&path).map_err(io_err(&path))?;
