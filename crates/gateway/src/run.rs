@@ -281,6 +281,14 @@ async fn run_normalizer(
     }
 }
 
+/// Why a batch did not reach the spool.
+enum NotSpooled {
+    /// The spool is at its bound: the readings, given back.
+    Full(Vec<Reading>),
+    /// The blocking task that held them failed.
+    Lost,
+}
+
 /// Sends the PUBACKs of settled MQTT messages, in the order the messages came.
 fn settle(acks: &mut Vec<MessageAck>) {
     for ack in acks.drain(..) {
@@ -309,9 +317,18 @@ impl Normalizer {
     async fn spool_pending(&mut self, pending: &mut Vec<Reading>) {
         let max = self.config.forward.max_batch_readings;
         while !pending.is_empty() {
-            let take = pending.len().min(max);
-            let readings: Vec<Reading> = pending.drain(..take).collect();
-            if let Err(held) = self.spool_batch(readings).await {
+            // The whole of `pending` when it fits in one batch (the usual case): moved, not
+            // copied.
+            let readings = if pending.len() <= max {
+                std::mem::take(pending)
+            } else {
+                pending.drain(..max).collect()
+            };
+            if let Err(not_spooled) = self.spool_batch(readings).await {
+                let (held, full) = match not_spooled {
+                    NotSpooled::Full(held) => (held, true),
+                    NotSpooled::Lost => (Vec::new(), false),
+                };
                 let rest = std::mem::take(pending);
                 let all = held.iter().chain(&rest);
                 let (cumulative, instant): (Vec<&Reading>, Vec<&Reading>) =
@@ -322,7 +339,7 @@ impl Normalizer {
                 self.stats
                     .readings_dropped
                     .fetch_add(instant.len() as u64, Ordering::Relaxed);
-                if !self.stats.spool_full.swap(true, Ordering::Relaxed) {
+                if full && !self.stats.spool_full.swap(true, Ordering::Relaxed) {
                     error!(
                         max_bytes = self.config.gateway.spool_max_bytes,
                         "spool full: ingest has not acknowledged for a while; holding counters back \
@@ -342,7 +359,7 @@ impl Normalizer {
     /// file is written per batch: only when the spool asks for a snapshot before it deletes a
     /// segment ([`Spool::state_due`]), which is also checked while the spool is full, since that
     /// is when the space is wanted.
-    async fn spool_batch(&mut self, readings: Vec<Reading>) -> Result<(), Vec<Reading>> {
+    async fn spool_batch(&mut self, readings: Vec<Reading>) -> Result<(), NotSpooled> {
         if readings.is_empty() {
             return Ok(());
         }
@@ -376,8 +393,8 @@ impl Normalizer {
                 Err(e) => {
                     // The readings went with the task: let them go as a full spool does, so
                     // counters fall back to what is spooled and lose no energy.
-                    error!(seq, error = %e, "spool task failed");
-                    return Err(Vec::new());
+                    error!(seq, error = %e, "spool task failed; counters fall back to what is spooled");
+                    return Err(NotSpooled::Lost);
                 }
             };
             readings = batch;
@@ -397,7 +414,7 @@ impl Normalizer {
                     self.notify.notify_one();
                     return Ok(());
                 }
-                Ok(false) => return Err(readings),
+                Ok(false) => return Err(NotSpooled::Full(readings)),
                 // A failing disk (not a full spool): keep the batch and try again; pollers keep
                 // their pace and the sample channel applies back-pressure if this lasts.
                 Err(e) => {
