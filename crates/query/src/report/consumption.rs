@@ -274,15 +274,23 @@ impl Reports {
             RowKind,
         );
         let mut all: BTreeMap<Key, Amount> = BTreeMap::new();
+        // Relations are decided over the whole range, so a meter that is silent in one period
+        // keeps its role; once per account and category, not per period.
+        let mut by_category: BTreeMap<(&AccountCode, Category), Vec<&MeterSum>> = BTreeMap::new();
+        for s in &sums {
+            by_category
+                .entry((&s.account, s.category))
+                .or_default()
+                .push(s);
+        }
+        let relations: BTreeMap<(&AccountCode, Category), Relations> = by_category
+            .iter()
+            .map(|(&(a, c), of)| ((a, c), self.relations(a, c, of)))
+            .collect();
+        let none = Relations::default();
         for ((account, period, category, unit), group) in &groups {
-            // Relations are decided over the whole range, so a meter that is silent in one
-            // period keeps its role.
-            let all_of_category: Vec<&MeterSum> = sums
-                .iter()
-                .filter(|s| &s.account == account && s.category == *category)
-                .collect();
-            let rel = self.relations(account, *category, &all_of_category);
-            for (item, kind, amount) in tree(*category, group, &rel) {
+            let rel = relations.get(&(account, *category)).unwrap_or(&none);
+            for (item, kind, amount) in tree(*category, group, rel) {
                 all.insert(
                     (
                         account.clone(),
