@@ -82,6 +82,10 @@ pub struct Account {
     #[serde(default)]
     pub name_en: String,
     pub institution_type: InstitutionType,
+    /// The institution (公共机构) the building belongs to, where one has several buildings;
+    /// the dashboard groups buildings under it. Absent: the building is its own institution.
+    #[serde(default)]
+    pub institution: Option<String>,
     /// 建筑面积, m²: the denominator of kgce/m².
     #[serde(default)]
     pub floor_area_m2: Option<f64>,

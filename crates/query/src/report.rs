@@ -22,6 +22,7 @@ pub mod period;
 pub mod savings;
 pub mod scope;
 pub mod source;
+pub mod status;
 
 pub use source::Reports;
 

@@ -71,6 +71,7 @@ fn account() -> Account {
         name_zh: "海淀区机关办公楼".into(),
         name_en: "Haidian district government office".into(),
         institution_type: query::accounts::InstitutionType::StateOrgan,
+        institution: None,
         floor_area_m2: Some(12_000.0),
         headcount: Some(480),
         climate_zone: Some(query::accounts::ClimateZone::Cold),
