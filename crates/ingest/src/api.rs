@@ -1,7 +1,8 @@
 //! The read API for people and the statistics system: `GET /api/v1/consumption` (the item tree
 //! with the unmetered remainder, 同比/环比 and indicators), `GET /api/v1/carbon` (energy, kgce and
 //! kgCO2e with the factors used, paged), `GET /api/v1/savings` (ranked savings opportunities
-//! with the baseline's fit and the benchmarks used), `GET /api/v1/accounts`, and
+//! with the baseline's fit and the benchmarks used), `GET /api/v1/accounts`, the dashboard's
+//! views (`GET /api/v1/live`, `/meters`, `/alerts`, in [`dashboard`]), and
 //! `GET /api/v1/openapi.json` which documents every route (a test keeps it complete).
 //!
 //! Callers authenticate with an API key (`Authorization: Bearer <key>`, [`access`]); gateway
@@ -11,6 +12,7 @@
 //! in `/metrics` (`jieneng_rejects_total{reason="api_…"}`).
 
 pub mod access;
+mod dashboard;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -62,6 +64,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/carbon", get(carbon))
         .route("/api/v1/savings", get(savings))
         .route("/api/v1/accounts", get(accounts))
+        .route("/api/v1/live", get(dashboard::live))
+        .route("/api/v1/meters", get(dashboard::meters))
+        .route("/api/v1/alerts", get(dashboard::alerts))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(api)
 }
@@ -132,6 +137,11 @@ impl Api {
 
     fn bad(&self, message: String) -> Refusal {
         self.refuse(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn internal(&self, message: String) -> Refusal {
+        tracing::error!(%message, "API request failed");
+        self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
     fn authorize(&self, headers: &HeaderMap, action: Action) -> Result<Caller, Refusal> {
@@ -527,8 +537,10 @@ async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Res
                 "name_zh": a.name_zh,
                 "name_en": a.name_en,
                 "institution_type": a.institution_type,
+                "institution": a.institution,
                 "building_class": a.building_class().letter().to_string(),
                 "building_class_zh": a.building_class().name_zh(),
+                "building_class_en": a.building_class().name_en(),
                 "division": a.code.division(),
                 "floor_area_m2": a.floor_area_m2,
                 "headcount": a.headcount,

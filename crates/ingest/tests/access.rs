@@ -117,9 +117,12 @@ enum Endpoint {
     SavingsJson,
     SavingsCsv,
     Accounts,
+    Live,
+    Meters,
+    Alerts,
 }
 
-const ENDPOINTS: [Endpoint; 8] = [
+const ENDPOINTS: [Endpoint; 11] = [
     Endpoint::ConsumptionJson,
     Endpoint::ConsumptionCsv,
     Endpoint::IndicatorsCsv,
@@ -128,6 +131,9 @@ const ENDPOINTS: [Endpoint; 8] = [
     Endpoint::SavingsJson,
     Endpoint::SavingsCsv,
     Endpoint::Accounts,
+    Endpoint::Live,
+    Endpoint::Meters,
+    Endpoint::Alerts,
 ];
 
 fn url(base: &str, e: Endpoint, extra: &str) -> String {
@@ -143,14 +149,23 @@ fn url(base: &str, e: Endpoint, extra: &str) -> String {
         Endpoint::SavingsJson => format!("{base}/api/v1/savings?{period}{extra}"),
         Endpoint::SavingsCsv => format!("{base}/api/v1/savings?{period}&format=csv{extra}"),
         Endpoint::Accounts => format!("{base}/api/v1/accounts?{}", extra.trim_start_matches('&')),
+        Endpoint::Live => format!("{base}/api/v1/live?{}", extra.trim_start_matches('&')),
+        Endpoint::Meters => format!("{base}/api/v1/meters?{}", extra.trim_start_matches('&')),
+        Endpoint::Alerts => format!("{base}/api/v1/alerts?{}", extra.trim_start_matches('&')),
     }
 }
 
 fn expected(k: &Key, e: Endpoint, account: Option<&str>) -> u16 {
-    // The statistics system reads figures, not advice: no account list, no savings.
+    // The statistics system reads figures, not advice: no account list, no savings, none of
+    // the dashboard's views of meters.
     if matches!(
         e,
-        Endpoint::Accounts | Endpoint::SavingsJson | Endpoint::SavingsCsv
+        Endpoint::Accounts
+            | Endpoint::SavingsJson
+            | Endpoint::SavingsCsv
+            | Endpoint::Live
+            | Endpoint::Meters
+            | Endpoint::Alerts
     ) && k.role == "statistics"
     {
         return 403;
@@ -178,6 +193,27 @@ async fn access_matrix() {
     let server = Server::start(&config).await.unwrap();
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
+    // One reading per account two hours ago, through the batch API, so the dashboard's views
+    // (which look at recent days) have a meter of every account: offline by now.
+    let two_hours_ago = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
+    let recent: Vec<serde_json::Value> = ALL
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "ts": two_hours_ago, "account": a, "meter": "recent", "category": "01",
+                "item": "01000", "quantity": "energy_import", "unit": "kWh", "value": 1.0,
+                "quality": "good"
+            })
+        })
+        .collect();
+    let r = client
+        .post(format!("{base}/api/v1/batches"))
+        .bearer_auth(GATEWAY_TOKEN)
+        .json(&serde_json::json!({ "version": 1, "gateway": "gw-1", "seq": 1, "readings": recent }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let get = |u: String, secret: &str| {
         let req = client.get(u).bearer_auth(secret);
         async move {
@@ -256,6 +292,58 @@ async fn access_matrix() {
         assert_eq!(summed, k.allowed.len(), "{}: {body}", k.secret);
     }
     assert_eq!(cells, KEYS.len() * ENDPOINTS.len() * ALL.len());
+
+    // The dashboard's meter status: two hours of silence is offline by default, online when
+    // the limit is three hours; every offline meter is an alert.
+    let admin = KEYS[0].secret;
+    let meters = |q: &'static str| {
+        let u = format!("{base}/api/v1/meters{q}");
+        let req = client.get(u).bearer_auth(admin);
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let status = |v: &serde_json::Value| -> Vec<(String, bool)> {
+        v["meters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["account"].as_str().unwrap().to_owned(),
+                    m["online"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let by_default = status(&meters("").await);
+    assert_eq!(by_default.len(), ALL.len(), "{by_default:?}");
+    assert!(
+        by_default.iter().all(|(_, online)| !online),
+        "{by_default:?}"
+    );
+    let lenient = status(&meters("?offline_after=10800").await);
+    assert!(lenient.iter().all(|(_, online)| *online), "{lenient:?}");
+    let (s, body) = get(format!("{base}/api/v1/meters?offline_after=0"), admin).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("offline_after"), "{body}");
+    let (_, body) = get(format!("{base}/api/v1/alerts"), admin).await;
+    let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let offline: BTreeSet<&str> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "meter_offline")
+        .map(|a| a["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(offline, ALL.into_iter().collect(), "{body}");
+    // No benchmark value is verified, so nothing is "over the constraint value".
+    assert!(!body.contains("over_constraint"), "{body}");
 
     // Without a key, with an unknown one, or with a gateway token: 401 everywhere.
     for e in ENDPOINTS {

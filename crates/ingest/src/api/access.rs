@@ -2,14 +2,15 @@
 //! and, for officers (and optionally the statistics system), a scope of account codes or one
 //! region prefix. The server stores only the key's sha256.
 //!
-//! | role | consumption | carbon | savings | accounts |
+//! | role | consumption | carbon | savings | accounts, live, meters, alerts |
 //! |---|---|---|---|---|
 //! | admin | all accounts | all | all | all |
 //! | officer | its scope | its scope | its scope | its scope |
 //! | statistics | its scope (all when unscoped) | same | refused | refused |
 //!
 //! The statistics system reads figures for the statistics forms; savings analysis is advice to
-//! the institutions' energy officers, not part of that reporting.
+//! the institutions' energy officers, not part of that reporting, and the dashboard's views of
+//! meters are for the people who run the buildings.
 //!
 //! A request that names an account outside the scope is refused (403); a region is intersected
 //! with the scope, so no row outside it is ever returned.
@@ -45,6 +46,8 @@ pub enum Action {
     ReadCarbon,
     ReadSavings,
     ReadAccounts,
+    /// The dashboard's views of meters: live power, meter status, alerts.
+    ReadStatus,
 }
 
 /// One `[[api_key]]` of the server config.
@@ -127,7 +130,10 @@ impl Caller {
     pub fn may(&self, action: Action) -> bool {
         !matches!(
             (self.role, action),
-            (Role::Statistics, Action::ReadAccounts | Action::ReadSavings)
+            (
+                Role::Statistics,
+                Action::ReadAccounts | Action::ReadSavings | Action::ReadStatus
+            )
         )
     }
 }
