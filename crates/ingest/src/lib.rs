@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod decode;
 pub mod http;
 pub mod mqtt;

@@ -72,7 +72,8 @@ impl Server {
             None
         };
         let routes = router(app.clone(), config.max_body_bytes)
-            .merge(api::router(Arc::new(api::Api::from_config(config, app)?)));
+            .merge(api::router(Arc::new(api::Api::from_config(config, app)?)))
+            .merge(crate::dashboard::router());
         let stopped = async move {
             let _ = http_rx.wait_for(|s| *s).await;
         };
