@@ -11,6 +11,7 @@ use device_profiles::Library;
 use gateway::{Gateway, GatewayConfig};
 use ingest::{ServeConfig, Server};
 
+use crate::history;
 use crate::report;
 use crate::simulator::{Load, SimMeter, Simulation};
 
@@ -146,8 +147,12 @@ const METERS: &[DemoMeter] = &[
 ];
 
 const TOKEN: &str = "demo-gateway-token-not-for-production";
-/// The demo's admin API key, for trying the read API (`/api/v1/consumption`, `/carbon`).
+/// The demo's admin API key, for the dashboard and the read API (`/api/v1/consumption`, …).
 const ADMIN_KEY: &str = "demo-admin-key-not-for-production";
+/// An officer key scoped to the Haidian district (110108): two of the three accounts, to show
+/// that an officer sees only their own.
+const OFFICER_KEY: &str = "demo-officer-key-not-for-production";
+const OFFICER_REGION: &str = "110108";
 
 /// The demo's accounts, as a server config would list them. Floor areas and headcounts are
 /// made up for the demo.
@@ -156,6 +161,7 @@ const ACCOUNTS: &str = r#"
 code = "110108A001"
 name_zh = "海淀区机关办公楼"
 name_en = "Haidian district government office"
+institution = "海淀区人民政府"
 institution_type = "state_organ"
 floor_area_m2 = 12000.0
 headcount = 480
@@ -185,117 +191,48 @@ headcount = 210
 climate_zone = "cold"
 "#;
 
-fn demo_accounts() -> anyhow::Result<Vec<query::Account>> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        account: Vec<query::Account>,
-    }
-    let f: File = toml::from_str(ACCOUNTS).context("the demo's accounts")?;
-    Ok(f.account)
-}
+/// The demo's server config: its gateways, accounts and API keys (hashes only, as a real config
+/// holds them). The demo runs with it on loopback ports of the OS's choosing; it also writes it
+/// as `demo-server.toml` (port 8080, no MQTT) so `jieneng serve` can show the same data after.
+fn server_toml(data_dir: &std::path::Path, listen: &str, mqtt: bool) -> String {
+    use ingest::config::token_hash;
+    format!(
+        r#"# Written by `jieneng demo`: serves the demo's data and dashboard with `jieneng serve --config <this file>`.
+# The dashboard is at http://{listen}/ ; API keys: {ADMIN_KEY} (admin), {OFFICER_KEY} (officer, region {OFFICER_REGION}).
+listen = "{listen}"
+data_dir = {data_dir:?}
+flush_interval = 10.0
 
-/// Days of hourly history the demo writes before its first start, so that the savings analysis
-/// has a baseline year and a reporting year to work on.
-const HISTORY_DAYS: i64 = 730;
+[mqtt]
+enabled = {mqtt}
+listen = "127.0.0.1:0"
 
-/// Writes `HISTORY_DAYS` of hourly readings before the local day of `start_ms`, drawn from the
-/// same load models the simulated meters run on: the counters end where the meters start
-/// (`DemoMeter::start`), the weather sensor reports outdoor temperature. Date partitions that
-/// already exist are left alone, so a data directory with its own history is never touched.
-/// Returns the rows written.
-fn seed_history(data_dir: &std::path::Path, start_ms: i64) -> anyhow::Result<usize> {
-    use query::storage::{
-        StoredReading, file_name, partition_date, partition_dir, sort_and_dedupe, write_parquet,
-    };
-    use reading_model::{
-        AccountCode, Category, EnergyCode, FactorSelection, FactorTables, GatewayId, MeterId,
-        Quality, Quantity, Reading, Unit,
-    };
-    const HOUR_MS: i64 = 3_600_000;
-    let today = chrono::DateTime::from_timestamp_millis(start_ms + 8 * HOUR_MS)
-        .context("demo start time")?
-        .date_naive();
-    let end = query::report::period::local_midnight_ms(today);
-    let first = end - HISTORY_DAYS * 24 * HOUR_MS;
-    let tables = FactorTables::builtin()?;
-    let sel = FactorSelection::default();
-    let gateway = GatewayId::parse("gw-demo")?;
-    let mut by_date: BTreeMap<String, Vec<StoredReading>> = BTreeMap::new();
-    for m in METERS {
-        let account = AccountCode::parse(m.account)?;
-        let meter = MeterId::parse(m.meter)?;
-        let item = EnergyCode::parse(m.item)?;
-        let category = Category::parse(m.category)?;
-        let weather = matches!(m.load, Load::Weather);
-        let (quantity, unit) = match (weather, category) {
-            (true, _) => (Quantity::OutdoorTemperature, Unit::Celsius),
-            (false, Category::Water) => (Quantity::Volume, Unit::CubicMetre),
-            _ => (Quantity::EnergyImport, Unit::KilowattHour),
-        };
-        // Each hour's use at its middle's rate; the counter runs backwards from `start`.
-        let hours: Vec<(i64, f64)> = (1..=HISTORY_DAYS * 24)
-            .map(|h| {
-                let ts = first + h * HOUR_MS;
-                (ts, m.load.rate(ts - HOUR_MS / 2))
-            })
-            .collect();
-        let mut total = m.start - hours.iter().map(|(_, v)| v).sum::<f64>();
-        let year = |ts: i64| {
-            use chrono::Datelike;
-            chrono::DateTime::from_timestamp_millis(ts - 1 + 8 * HOUR_MS).map_or(2026, |t| t.year())
-        };
-        let mut push = |ts: i64, value: f64, delta: Option<f64>| {
-            let coal = tables.coal(category, year(ts), &sel);
-            let carbon = tables.carbon(&account, category, year(ts), &sel);
-            by_date
-                .entry(partition_date(ts))
-                .or_default()
-                .push(StoredReading {
-                    gateway: gateway.clone(),
-                    reading: Reading {
-                        ts,
-                        account: account.clone(),
-                        meter: meter.clone(),
-                        category,
-                        item,
-                        quantity,
-                        unit,
-                        value,
-                        delta,
-                        kgce: delta.zip(coal.as_ref()).map(|(d, f)| d * f.per_unit),
-                        kgco2e: delta.zip(carbon.as_ref()).map(|(d, f)| d * f.per_unit),
-                        factor: delta.and(carbon.as_ref()).map(|f| f.id.to_owned()),
-                        quality: Quality::Good,
-                    },
-                });
-        };
-        if weather {
-            for (ts, celsius) in hours {
-                push(ts, celsius, None);
-            }
-        } else {
-            push(first, total, None);
-            for (ts, used) in hours {
-                total += used;
-                push(ts, total, Some(used));
-            }
-        }
-    }
-    let mut written = 0;
-    for (date, mut rows) in by_date {
-        let dir = partition_dir(data_dir, &date);
-        if dir.exists() {
-            continue;
-        }
-        sort_and_dedupe(&mut rows);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(file_name(1, 1));
-        let f =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        write_parquet(f, &rows, 1).with_context(|| format!("writing {}", path.display()))?;
-        written += rows.len();
-    }
-    Ok(written)
+[[gateway]]
+id = "gw-demo"
+token_sha256 = "{gw}"
+
+[[gateway]]
+id = "{hist}"
+token_sha256 = "{hist_token}"
+
+[[api_key]]
+name = "demo-admin"
+key_sha256 = "{admin}"
+role = "admin"
+
+[[api_key]]
+name = "demo-officer-haidian"
+key_sha256 = "{officer}"
+role = "officer"
+region = "{OFFICER_REGION}"
+{ACCOUNTS}"#,
+        data_dir = data_dir.display().to_string(),
+        gw = token_hash(TOKEN),
+        hist = history::GATEWAY,
+        hist_token = token_hash(history::TOKEN),
+        admin = token_hash(ADMIN_KEY),
+        officer = token_hash(OFFICER_KEY),
+    )
 }
 
 pub async fn run(
@@ -321,42 +258,27 @@ pub async fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let sim = Simulation::start(meters, &data_dir.join("simulated-meters.json")).await?;
 
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings {
-            enabled: true,
-            listen: "127.0.0.1:0".parse()?,
-        },
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: data_dir.clone(),
-        flush_interval: 10.0,
-        flush_rows: 500_000,
-        max_body_bytes: 16 * 1024 * 1024,
-        gateway: vec![ingest::config::GatewayAuth {
-            id: reading_model::GatewayId::parse("gw-demo")?,
-            token_sha256: ingest::config::token_hash(TOKEN),
-        }],
-        account: demo_accounts()?,
-        api_key: vec![ingest::api::access::ApiKeyConfig {
-            name: "demo-admin".into(),
-            key_sha256: ingest::config::token_hash(ADMIN_KEY),
-            role: ingest::api::access::Role::Admin,
-            accounts: vec![],
-            region: None,
-        }],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
-    // History before the first run, from the simulated meters' own load models, so that the
-    // savings analysis has years to compare; and the accounts as a config for `jieneng report`.
-    let seeded = seed_history(&data_dir, chrono::Utc::now().timestamp_millis())?;
-    let accounts_config = data_dir.join("demo-server.toml");
-    std::fs::write(
-        &accounts_config,
-        format!("# The demo's accounts, for `jieneng report --config`.\ndata_dir = \".\"\n\n[mqtt]\nenabled = false\n{ACCOUNTS}"),
-    )
-    .with_context(|| format!("writing {}", accounts_config.display()))?;
+    let serve = ServeConfig::parse(
+        "the demo's server config",
+        &server_toml(&data_dir, "127.0.0.1:0", true),
+    )?;
+    let for_serve = data_dir.join("demo-server.toml");
+    std::fs::write(&for_serve, server_toml(&data_dir, "127.0.0.1:8080", false))
+        .with_context(|| format!("writing {}", for_serve.display()))?;
     let server = Server::start(&serve).await?;
+    // The past, once: the live counters carry on from where it ends.
+    let past: Vec<history::PastMeter> = METERS
+        .iter()
+        .zip(&sim.meters)
+        .map(|(m, live)| history::PastMeter {
+            account: m.account,
+            meter: m.meter,
+            item: m.item,
+            load: m.load,
+            end_total: live.lock().map_or(m.start, |l| l.total),
+        })
+        .collect();
+    let posted = history::backfill(&data_dir, server.addr, &past).await?;
 
     // The gateway's config goes through the same parser and validation as a real site's.
     let mut site = format!(
@@ -415,6 +337,16 @@ pub async fn run(
         "  server    http://{} (POST /api/v1/batches, /healthz, /metrics)",
         server.addr
     );
+    println!(
+        "  dashboard http://{}/  API key {ADMIN_KEY} (admin) or {OFFICER_KEY} (officer, {OFFICER_REGION} only)",
+        server.addr
+    );
+    if posted > 0 {
+        println!(
+            "  history   {posted} hourly readings of the last 25 months posted as gateway {}",
+            history::GATEWAY
+        );
+    }
     if let Some(mqtt) = server.mqtt_addr {
         println!(
             "  mqtt      mqtt://{mqtt} (gateways may publish to jieneng/v1/<gateway>/batches)"
@@ -430,11 +362,6 @@ pub async fn run(
         "  data      Parquet under {} (flushed every 10 s)",
         data_dir.join("readings").display()
     );
-    if seeded > 0 {
-        println!(
-            "  history   {seeded} hourly readings of the {HISTORY_DAYS} days before today written from the same load models (for the savings analysis)"
-        );
-    }
     println!(
         "  report    every {report_every} s below; Ctrl-C stops cleanly and prints the last one"
     );
@@ -500,7 +427,7 @@ pub async fn run(
     let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
     let reports = query::Reports::new(
         query::Query::new(&data_dir),
-        demo_accounts()?,
+        serve.account.clone(),
         reading_model::FactorTables::builtin()?,
     );
     let from = today - chrono::Duration::days(365);
@@ -519,8 +446,12 @@ pub async fn run(
     println!();
     println!("next:");
     println!(
+        "  jieneng serve --config {}  (the dashboard over the same data, http://127.0.0.1:8080/)",
+        for_serve.display()
+    );
+    println!(
         "  jieneng report savings --config {} --data-dir {}",
-        accounts_config.display(),
+        for_serve.display(),
         data_dir.display()
     );
     println!(

@@ -1,6 +1,7 @@
 //! `jieneng`: the server (`serve`), the all-in-one demo (`demo`), and reports (`report`).
 
 mod demo;
+mod history;
 mod report;
 mod simulator;
 
