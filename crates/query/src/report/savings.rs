@@ -394,13 +394,16 @@ impl Reports {
         if !has_readings {
             return Ok(BTreeMap::new());
         }
+        // Ordered: the samples' order is the daily means' summation order, and the
+        // `readings` view does not order its rows.
         let sql = format!(
             "SELECT account, quantity, \
                     to_unixtime(date_trunc('second', ts + INTERVAL '{OFFSET_HOURS} hours')) AS t, \
                     value \
              FROM {READINGS} \
              WHERE quantity IN ('{outdoor}', '{indoor}') \
-               AND ts > '{from}' AND ts <= '{to}' AND {scope}",
+               AND ts > '{from}' AND ts <= '{to}' AND {scope} \
+             ORDER BY account, meter, quantity, ts",
             outdoor = Quantity::OutdoorTemperature.name(),
             indoor = Quantity::Temperature.name(),
             from = rfc3339(from_ms),
