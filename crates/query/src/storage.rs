@@ -113,53 +113,122 @@ pub fn sort_and_dedupe(rows: &mut Vec<StoredReading>) {
     *rows = out;
 }
 
+/// One row of [`readings_schema`] as borrowed fields, whatever holds it (reading rows here, the
+/// ingest buffer's interned columns there): [`ReadingsBatchBuilder`] is the one place that knows
+/// the column order.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadingRowRef<'a> {
+    pub ts: i64,
+    pub account: &'a str,
+    pub meter: &'a str,
+    pub category: &'a str,
+    pub item: &'a str,
+    pub quantity: &'a str,
+    pub unit: &'a str,
+    pub value: f64,
+    pub delta: Option<f64>,
+    pub kgce: Option<f64>,
+    pub kgco2e: Option<f64>,
+    pub factor: Option<&'a str>,
+    pub quality: &'a str,
+    pub gateway: &'a str,
+}
+
+/// Builds a batch of [`readings_schema`] row by row.
+#[derive(Debug)]
+pub struct ReadingsBatchBuilder {
+    len: usize,
+    ts: TimestampMillisecondBuilder,
+    /// account, meter, category, item, quantity, unit: the schema's string columns in order.
+    keys: [StringBuilder; 6],
+    value: Float64Builder,
+    delta: Float64Builder,
+    kgce: Float64Builder,
+    kgco2e: Float64Builder,
+    factor: StringBuilder,
+    quality: StringBuilder,
+    gateway: StringBuilder,
+}
+
+impl ReadingsBatchBuilder {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            len: 0,
+            ts: TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"),
+            keys: std::array::from_fn(|_| StringBuilder::with_capacity(n, n * 8)),
+            value: Float64Builder::with_capacity(n),
+            delta: Float64Builder::with_capacity(n),
+            kgce: Float64Builder::with_capacity(n),
+            kgco2e: Float64Builder::with_capacity(n),
+            factor: StringBuilder::with_capacity(n, n * 16),
+            quality: StringBuilder::with_capacity(n, n * 4),
+            gateway: StringBuilder::with_capacity(n, n * 8),
+        }
+    }
+
+    pub fn push(&mut self, r: ReadingRowRef<'_>) {
+        self.len += 1;
+        self.ts.append_value(r.ts);
+        for (b, v) in self
+            .keys
+            .iter_mut()
+            .zip([r.account, r.meter, r.category, r.item, r.quantity, r.unit])
+        {
+            b.append_value(v);
+        }
+        self.value.append_value(r.value);
+        self.delta.append_option(r.delta);
+        self.kgce.append_option(r.kgce);
+        self.kgco2e.append_option(r.kgco2e);
+        self.factor.append_option(r.factor);
+        self.quality.append_value(r.quality);
+        self.gateway.append_value(r.gateway);
+    }
+
+    /// The rows pushed so far, every one stamped with generation `generation`.
+    pub fn finish(mut self, generation: i64) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(self.ts.finish())];
+        for b in &mut self.keys {
+            cols.push(Arc::new(b.finish()));
+        }
+        cols.push(Arc::new(self.value.finish()));
+        cols.push(Arc::new(self.delta.finish()));
+        cols.push(Arc::new(self.kgce.finish()));
+        cols.push(Arc::new(self.kgco2e.finish()));
+        cols.push(Arc::new(self.factor.finish()));
+        cols.push(Arc::new(self.quality.finish()));
+        cols.push(Arc::new(self.gateway.finish()));
+        cols.push(Arc::new(Int64Array::from(vec![generation; self.len])));
+        RecordBatch::try_new(readings_schema(), cols)
+    }
+}
+
 /// Rows as an Arrow batch of [`readings_schema`], every row stamped with generation `generation`.
 pub fn to_record_batch(
     rows: &[StoredReading],
     generation: i64,
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let n = rows.len();
-    let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut strings: Vec<StringBuilder> = (0..7)
-        .map(|_| StringBuilder::with_capacity(n, n * 8))
-        .collect();
-    let mut value = Float64Builder::with_capacity(n);
-    let mut delta = Float64Builder::with_capacity(n);
-    let mut kgce = Float64Builder::with_capacity(n);
-    let mut kgco2e = Float64Builder::with_capacity(n);
-    let mut factor = StringBuilder::with_capacity(n, n * 16);
-    let mut quality = StringBuilder::with_capacity(n, n * 4);
-    let mut gateway = StringBuilder::with_capacity(n, n * 8);
+    let mut batch = ReadingsBatchBuilder::with_capacity(rows.len());
     for row in rows {
         let r = &row.reading;
-        ts.append_value(r.ts);
-        strings[0].append_value(r.account.as_str());
-        strings[1].append_value(r.meter.as_str());
-        strings[2].append_value(r.category.code());
-        strings[3].append_value(r.item.as_str());
-        strings[4].append_value(r.quantity.name());
-        strings[5].append_value(r.unit.symbol());
-        value.append_value(r.value);
-        delta.append_option(r.delta);
-        kgce.append_option(r.kgce);
-        kgco2e.append_option(r.kgco2e);
-        factor.append_option(r.factor.as_deref());
-        quality.append_value(r.quality.name());
-        gateway.append_value(row.gateway.as_str());
+        batch.push(ReadingRowRef {
+            ts: r.ts,
+            account: r.account.as_str(),
+            meter: r.meter.as_str(),
+            category: r.category.code(),
+            item: r.item.as_str(),
+            quantity: r.quantity.name(),
+            unit: r.unit.symbol(),
+            value: r.value,
+            delta: r.delta,
+            kgce: r.kgce,
+            kgco2e: r.kgco2e,
+            factor: r.factor.as_deref(),
+            quality: r.quality.name(),
+            gateway: row.gateway.as_str(),
+        });
     }
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(ts.finish())];
-    for b in strings.iter_mut().take(6) {
-        cols.push(Arc::new(b.finish()));
-    }
-    cols.push(Arc::new(value.finish()));
-    cols.push(Arc::new(delta.finish()));
-    cols.push(Arc::new(kgce.finish()));
-    cols.push(Arc::new(kgco2e.finish()));
-    cols.push(Arc::new(factor.finish()));
-    cols.push(Arc::new(quality.finish()));
-    cols.push(Arc::new(gateway.finish()));
-    cols.push(Arc::new(Int64Array::from(vec![generation; n])));
-    RecordBatch::try_new(readings_schema(), cols)
+    batch.finish(generation)
 }
 
 pub fn writer_properties() -> WriterProperties {

@@ -6,14 +6,10 @@
 //! and sorting those took more than half of the server's time under load.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float64Builder, Int64Array, StringBuilder, TimestampMillisecondBuilder,
-};
 use arrow::record_batch::RecordBatch;
 use query::StoredReading;
-use query::storage::{partition_date, readings_schema};
+use query::storage::{ReadingRowRef, ReadingsBatchBuilder, partition_date};
 use reading_model::{
     AccountCode, Batch, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
 };
@@ -332,58 +328,34 @@ impl Rows {
         parts
     }
 
-    /// Rows `indices` (in that order) as a batch of [`readings_schema`], every row of
+    /// Rows `indices` (in that order) as a batch of [`query::storage::readings_schema`], every row of
     /// generation `generation`.
     pub fn record_batch(
         &self,
         indices: &[u32],
         generation: i64,
     ) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let n = indices.len();
-        let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut strings: Vec<StringBuilder> = (0..6)
-            .map(|_| StringBuilder::with_capacity(n, n * 8))
-            .collect();
-        let mut value = Float64Builder::with_capacity(n);
-        let mut delta = Float64Builder::with_capacity(n);
-        let mut kgce = Float64Builder::with_capacity(n);
-        let mut kgco2e = Float64Builder::with_capacity(n);
-        let mut factor = StringBuilder::with_capacity(n, n * 16);
-        let mut quality = StringBuilder::with_capacity(n, n * 4);
-        let mut gateway = StringBuilder::with_capacity(n, n * 8);
+        let mut batch = ReadingsBatchBuilder::with_capacity(indices.len());
         for &i in indices {
             let i = i as usize;
-            ts.append_value(self.ts[i]);
-            strings[0].append_value(self.accounts.str(self.account[i]));
-            strings[1].append_value(self.meters.str(self.meter[i]));
-            strings[2].append_value(self.category[i].code());
-            strings[3].append_value(self.item[i].as_str());
-            strings[4].append_value(self.quantity[i].name());
-            strings[5].append_value(self.unit[i].symbol());
-            value.append_value(self.value[i]);
-            delta.append_option(self.delta[i]);
-            kgce.append_option(self.kgce[i]);
-            kgco2e.append_option(self.kgco2e[i]);
-            match self.factor[i] {
-                NO_FACTOR => factor.append_null(),
-                f => factor.append_value(self.factors.str(f)),
-            }
-            quality.append_value(self.quality[i].name());
-            gateway.append_value(self.gateways.str(self.gateway[i]));
+            batch.push(ReadingRowRef {
+                ts: self.ts[i],
+                account: self.accounts.str(self.account[i]),
+                meter: self.meters.str(self.meter[i]),
+                category: self.category[i].code(),
+                item: self.item[i].as_str(),
+                quantity: self.quantity[i].name(),
+                unit: self.unit[i].symbol(),
+                value: self.value[i],
+                delta: self.delta[i],
+                kgce: self.kgce[i],
+                kgco2e: self.kgco2e[i],
+                factor: (self.factor[i] != NO_FACTOR).then(|| self.factors.str(self.factor[i])),
+                quality: self.quality[i].name(),
+                gateway: self.gateways.str(self.gateway[i]),
+            });
         }
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(ts.finish())];
-        for b in &mut strings {
-            cols.push(Arc::new(b.finish()));
-        }
-        cols.push(Arc::new(value.finish()));
-        cols.push(Arc::new(delta.finish()));
-        cols.push(Arc::new(kgce.finish()));
-        cols.push(Arc::new(kgco2e.finish()));
-        cols.push(Arc::new(factor.finish()));
-        cols.push(Arc::new(quality.finish()));
-        cols.push(Arc::new(gateway.finish()));
-        cols.push(Arc::new(Int64Array::from(vec![generation; n])));
-        RecordBatch::try_new(readings_schema(), cols)
+        batch.finish(generation)
     }
 }
 
