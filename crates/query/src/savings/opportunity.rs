@@ -17,7 +17,9 @@ use super::ranking::Ranked;
 pub enum OpportunityKind {
     /// Night and non-working-day load above the building's own base load.
     OffHours,
-    /// Usage above the weather-normalised baseline in a reporting period.
+    /// Usage above the baseline in a reporting period. The baseline is weather-normalised when
+    /// outdoor temperature is known and by day type only otherwise, so the kind's name says
+    /// neither; the explanation says which.
     BaselineDrift,
     /// Corrected intensity above a benchmark's guide value.
     BenchmarkGap,
@@ -29,7 +31,7 @@ impl OpportunityKind {
     pub fn name_zh(self) -> &'static str {
         match self {
             Self::OffHours => "非工作时段用能",
-            Self::BaselineDrift => "用能高于气象修正基线",
+            Self::BaselineDrift => "用能高于基线",
             Self::BenchmarkGap => "能耗指标差距",
             Self::PeerMedian => "高于同类机构中位数",
         }
@@ -38,7 +40,7 @@ impl OpportunityKind {
     pub fn name_en(self) -> &'static str {
         match self {
             Self::OffHours => "off-hours load",
-            Self::BaselineDrift => "usage above weather-normalised baseline",
+            Self::BaselineDrift => "usage above the baseline",
             Self::BenchmarkGap => "gap to benchmark",
             Self::PeerMedian => "above peer median",
         }
