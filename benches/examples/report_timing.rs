@@ -9,10 +9,13 @@
 //!
 //! ```sh
 //! cargo run --release -p jieneng-benches --example report_timing -- \
-//!     --dir /var/tmp/jieneng-bench-data [--from 2025-11-01] [--to 2026-11-01] [--runs 10] [--raw-report] [--tuned]
+//!     --dir /var/tmp/jieneng-bench-data [--from 2025-11-01] [--to 2026-11-01] [--runs 10] [--raw-report] [--tuned] \
+//!     [--only report|aggregate] [--list /tmp/jieneng-bench-files-<pid>.txt]
 //! ```
 //!
-//! Prints each run's wall time, then the minimum and median.
+//! Prints each run's wall time, then the minimum and median. `--list` is where the raw
+//! aggregate's file list goes for `duckdb_aggregate.py --files`; by default a file named after
+//! the process, so that runs side by side do not overwrite each other's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +43,9 @@ struct Args {
     /// Read the files with the inferred schema (string views), no statistics pass and filter
     /// pushdown instead of DataFusion's defaults. On 2026-11-27 this was not faster.
     tuned: bool,
+    /// Time only the report (`report`) or only the raw aggregate (`aggregate`).
+    only: Option<String>,
+    list: PathBuf,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -50,6 +56,8 @@ fn args() -> anyhow::Result<Args> {
         runs: 10,
         raw_report: false,
         tuned: false,
+        only: None,
+        list: std::env::temp_dir().join(format!("jieneng-bench-files-{}.txt", std::process::id())),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,12 +69,18 @@ fn args() -> anyhow::Result<Args> {
             "--runs" => a.runs = value()?.parse()?,
             "--raw-report" => a.raw_report = true,
             "--tuned" => a.tuned = true,
+            "--only" => a.only = Some(value()?),
+            "--list" => a.list = value()?.into(),
             other => anyhow::bail!("unknown argument {other}; see the example's doc comment"),
         }
     }
     anyhow::ensure!(
         a.from < a.to && a.runs > 0,
         "--from before --to, --runs > 0"
+    );
+    anyhow::ensure!(
+        matches!(a.only.as_deref(), None | Some("report" | "aggregate")),
+        "--only report or --only aggregate"
     );
     Ok(a)
 }
@@ -94,7 +108,12 @@ async fn main() -> anyhow::Result<()> {
     let reports = Reports::new(Query::new(&a.dir), vec![], FactorTables::builtin()?);
     let mut times = Vec::new();
     let mut rows = 0;
-    for i in 0..a.runs {
+    let runs = if a.only.as_deref() == Some("aggregate") {
+        0
+    } else {
+        a.runs
+    };
+    for i in 0..runs {
         let t = Instant::now();
         let r = reports.consumption_report(&req).await?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -102,13 +121,15 @@ async fn main() -> anyhow::Result<()> {
         println!("  rollups report run {i}: {ms:.1} ms ({rows} rows)");
         times.push(ms);
     }
-    summary(
-        &format!(
-            "monthly consumption report {}..{} through rollups ({rows} rows)",
-            a.from, a.to
-        ),
-        &mut times,
-    );
+    if runs > 0 {
+        summary(
+            &format!(
+                "monthly consumption report {}..{} through rollups ({rows} rows)",
+                a.from, a.to
+            ),
+            &mut times,
+        );
+    }
     if a.raw_report {
         let raw = reports.clone().with_rollups(false);
         let t = Instant::now();
@@ -125,6 +146,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if a.only.as_deref() == Some("report") {
+        return Ok(());
+    }
     // The raw aggregate over the year's files, as DuckDB will read them.
     let (from_ms, to_ms) = (local_midnight_ms(a.from), local_midnight_ms(a.to));
     let mut files = Vec::new();
@@ -134,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
         files.extend(live.into_iter().map(|f| f.path));
         day += 1;
     }
-    let list = std::env::temp_dir().join("jieneng-bench-files.txt");
+    let list = &a.list;
     std::fs::write(
         &list,
         files

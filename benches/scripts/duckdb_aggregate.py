@@ -2,9 +2,9 @@
 over a year) with DuckDB on the same Parquet files, for a side-by-side time.
 
     /work/main/.venv/bin/python benches/scripts/duckdb_aggregate.py \
-        [--files /tmp/jieneng-bench-files.txt] [--from 2025-11-01] [--to 2026-11-01] [--runs 10]
+        --files <the list report_timing printed> [--from 2025-11-01] [--to 2026-11-01] [--runs 10]
 
-`--files` is the list `report_timing` writes (one path a line). Periods are Beijing time, as in
+`--files` is the list `report_timing` writes (one path a line; it prints where). Periods are Beijing time, as in
 jieneng: the year's bounds are the local midnights, 16:00 UTC the day before.
 """
 
@@ -18,7 +18,7 @@ import duckdb
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--files", default="/tmp/jieneng-bench-files.txt")
+    p.add_argument("--files", required=True)
     p.add_argument("--from", dest="start", default="2025-11-01")
     p.add_argument("--to", dest="end", default="2026-11-01")
     p.add_argument("--runs", type=int, default=10)

@@ -9,22 +9,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arrow::array::Array;
-use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::prelude::SessionContext;
 use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId};
 
 use super::period::{Granularity, OFFSET_HOURS, local_date_of_shifted_secs};
-use super::scope::{Filter, sql_all};
+use super::rollup_read::{RollupFile, RollupQuery, sum_rollup_files};
+use super::scope::{Filter, matches_all, sql_all};
 use crate::accounts::{ACCOUNTS, Account, accounts_batch};
 use crate::report::{
     Query, QueryError, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
 };
-use crate::rollup::{DAY_MS, FILE as ROLLUP_FILE, Period, rollup_dir, rollup_schema};
+use crate::rollup::{DAY_MS, FILE as ROLLUP_FILE, Period, rollup_dir};
 use crate::savings::weather::{self, DailyTemperature, WeatherError};
 use crate::storage::{READINGS, partition_date, partition_dir, partition_files};
 
@@ -341,13 +337,19 @@ impl Reports {
 
     /// Whether the rollups of `date` (UTC) hold everything its readings say: both files exist
     /// and neither is older than a readings file of the date or of the next one (whose first
-    /// instant closes the date's last interval).
-    fn rollups_current(&self, date: &str) -> bool {
+    /// instant closes the date's last interval). `newest(d)` is the modification time of the
+    /// newest live readings file of `d` (`Some(None)` for none, `None` if unlistable).
+    fn rollups_current(
+        &self,
+        day: i64,
+        newest: &mut impl FnMut(i64) -> Option<Option<SystemTime>>,
+    ) -> bool {
         let data_dir = &self.query.data_dir;
+        let date = partition_date(day * DAY_MS);
         let mtime = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut oldest_rollup = None;
         for period in Period::ALL {
-            match mtime(rollup_dir(data_dir, period, date).join(ROLLUP_FILE)) {
+            match mtime(rollup_dir(data_dir, period, &date).join(ROLLUP_FILE)) {
                 Some(t) => oldest_rollup = Some(oldest_rollup.map_or(t, |o: SystemTime| o.min(t))),
                 None => return false,
             }
@@ -355,18 +357,11 @@ impl Reports {
         let Some(rolled) = oldest_rollup else {
             return false;
         };
-        let next = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-            .ok()
-            .and_then(|d| d.succ_opt())
-            .map(|d| d.format("%Y-%m-%d").to_string());
-        for d in std::iter::once(date.to_owned()).chain(next) {
-            match partition_files(&partition_dir(data_dir, &d)) {
-                Ok((live, _)) => {
-                    if live.iter().any(|f| f.modified > rolled) {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
+        for d in [day, day + 1] {
+            match newest(d) {
+                Some(Some(t)) if t > rolled => return false,
+                Some(_) => {}
+                None => return false,
             }
         }
         true
@@ -390,11 +385,23 @@ impl Reports {
             chrono::DateTime::from_timestamp_millis(ms + OFFSET_HOURS * 3_600_000)
                 .map(|t| t.date_naive())
         };
+        // Each readings partition is listed once, though it is checked for its own date and
+        // for the date before: a year report plans two years of dates.
+        let mut listed: BTreeMap<i64, Option<Option<SystemTime>>> = BTreeMap::new();
+        let data_dir = &self.query.data_dir;
+        let mut newest = |day: i64| {
+            *listed.entry(day).or_insert_with(|| {
+                let dir = partition_dir(data_dir, &partition_date(day * DAY_MS));
+                partition_files(&dir)
+                    .ok()
+                    .map(|(live, _)| live.iter().map(|f| f.modified).max())
+            })
+        };
         let mut plan = RollupPlan::default();
         for day in first..=last {
             let start = day * DAY_MS;
             let date = partition_date(start);
-            if live.contains(&day) || !self.rollups_current(&date) {
+            if live.contains(&day) || !self.rollups_current(day, &mut newest) {
                 let range = (start.max(from_ms), (start + DAY_MS).min(to_ms));
                 match plan.raw.last_mut() {
                     Some(prev) if prev.1 == range.0 => prev.1 = range.1,
@@ -447,12 +454,20 @@ impl Reports {
             only.push(Filter::Accounts(configured.clone()));
             out.extend(self.meter_sums(from_ms, to_ms, granularity, &only).await?);
         }
+        let configured_codes = configured.clone();
         let not_configured = if configured.is_empty() {
             "TRUE".to_owned()
         } else {
             format!("NOT ({})", Filter::Accounts(configured).sql())
         };
         let scope = format!("{} AND {not_configured}", sql_all(filters));
+        let in_scope = {
+            let (filters, configured) = (filters.to_vec(), configured_codes);
+            Arc::new(move |account: &str| {
+                AccountCode::parse(account)
+                    .is_ok_and(|a| matches_all(&filters, &a) && !configured.contains(&a))
+            })
+        };
         let plan = self.rollup_plan(from_ms, to_ms, granularity);
         out.extend(
             self.sums_over(&plan.raw, granularity.name(), &scope)
@@ -461,7 +476,7 @@ impl Reports {
                 .map(|(_, s)| s),
         );
         out.extend(
-            self.rollup_sums(&plan, from_ms, to_ms, granularity, &scope)
+            self.rollup_sums(&plan, from_ms, to_ms, granularity, in_scope)
                 .await?,
         );
         out.sort_by(|a, b| {
@@ -476,120 +491,72 @@ impl Reports {
     }
 
     /// Sums of the planned daily and hourly rollup files per (account, category, item, unit,
-    /// period).
+    /// period), of the accounts `account_in_scope` accepts (see [`super::rollup_read`]).
     async fn rollup_sums(
         &self,
         plan: &RollupPlan,
         from_ms: i64,
         to_ms: i64,
         granularity: Granularity,
-        scope: &str,
+        account_in_scope: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     ) -> Result<Vec<MeterSum>, QueryError> {
         if plan.daily.is_empty() && plan.hourly.is_empty() {
             return Ok(vec![]);
         }
-        // Hundreds of small files: reading each footer for statistics while planning would
-        // cost as much as the query, and nothing here prunes by them.
-        let ctx = SessionContext::new_with_config(
-            datafusion::prelude::SessionConfig::new().with_collect_statistics(false),
-        );
-        let schema = rollup_schema();
-        for (table, period, dates) in [
-            ("rollup_daily", Period::Daily, &plan.daily),
-            ("rollup_hourly", Period::Hourly, &plan.hourly),
-        ] {
-            let mut urls = Vec::new();
-            for d in dates {
-                let path = std::path::absolute(
-                    rollup_dir(&self.query.data_dir, period, d).join(ROLLUP_FILE),
-                )
-                .map_err(|e| crate::storage::StorageError {
-                    path: self.query.data_dir.clone(),
-                    message: e.to_string(),
-                })?;
-                urls.push(ListingTableUrl::parse(path.to_string_lossy())?);
-            }
-            let provider: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
-                Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?)
-            } else {
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet");
-                Arc::new(ListingTable::try_new(
-                    ListingTableConfig::new_with_multi_paths(urls)
-                        .with_listing_options(options)
-                        .with_schema(schema.clone()),
-                )?)
-            };
-            ctx.register_table(table, provider)?;
-        }
-        // A rollup row's period is (ts, ts + length]; its report period is that of its end.
-        let bucket = |len: &str| {
-            format!(
-                "to_unixtime(date_trunc('{g}', ts + INTERVAL '{len}' + INTERVAL '{OFFSET_HOURS} hours' - INTERVAL '1 millisecond'))",
-                g = granularity.name()
-            )
-        };
-        let sql = format!(
-            "SELECT account, category, item, unit, period, \
-                    sum(energy) AS consumption, sum(kgce) AS kgce, sum(kgco2e) AS kgco2e, \
-                    sum(intervals) AS intervals \
-             FROM (SELECT account, category, item, unit, {daily} AS period, energy, kgce, kgco2e, intervals \
-                   FROM rollup_daily WHERE {scope} \
-                   UNION ALL \
-                   SELECT account, category, item, unit, {hourly} AS period, energy, kgce, kgco2e, intervals \
-                   FROM rollup_hourly \
-                   WHERE ts >= '{from}' AND ts + INTERVAL '1 hour' <= '{to}' AND {scope}) \
-             GROUP BY account, category, item, unit, period",
-            daily = bucket("1 day"),
-            hourly = bucket("1 hour"),
-            from = rfc3339(from_ms),
-            to = rfc3339(to_ms),
-        );
-        let batches = ctx.sql(&sql).await?.collect().await?;
-        let mut out = Vec::new();
-        for b in batches {
-            let s = |i, name| column_strings(&b, i, name);
-            let f = |i, name| column_floats(&b, i, name);
-            let (account, category, item, unit) = (
-                s(0, "account")?,
-                s(1, "category")?,
-                s(2, "item")?,
-                s(3, "unit")?,
-            );
-            let period = column_ints(&b, 4, "period")?;
-            let (consumption, kgce, kgco2e) =
-                (f(5, "consumption")?, f(6, "kgce")?, f(7, "kgco2e")?);
-            let intervals = column_ints(&b, 8, "intervals")?;
-            for i in 0..b.num_rows() {
-                let parsed = (
-                    AccountCode::parse(account.value(i)),
-                    MeterId::parse(&format!("rollup:{}", item.value(i))),
-                    Category::parse(category.value(i)),
-                    EnergyCode::parse(item.value(i)),
-                    local_date_of_shifted_secs(period.value(i)),
-                );
-                let (Ok(account), Ok(meter), Ok(category), Ok(item), Some(period)) = parsed else {
-                    tracing::warn!(
-                        account = account.value(i),
-                        item = item.value(i),
-                        "rollup row with an invalid code left out of the report"
-                    );
-                    continue;
-                };
-                out.push(MeterSum {
-                    account,
-                    meter,
-                    category,
-                    item,
-                    unit: unit.value(i).to_owned(),
-                    factor: None,
+        let data_dir = &self.query.data_dir;
+        let files: Vec<RollupFile> = [(Period::Daily, &plan.daily), (Period::Hourly, &plan.hourly)]
+            .into_iter()
+            .flat_map(|(period, dates)| {
+                dates.iter().map(move |d| RollupFile {
+                    path: rollup_dir(data_dir, period, d).join(ROLLUP_FILE),
                     period,
-                    consumption: consumption.value(i),
-                    kgce: kgce.value(i),
-                    kgco2e: kgco2e.value(i),
-                    intervals: intervals.value(i),
-                });
-            }
+                })
+            })
+            .collect();
+        // Blocking file reads on threads of their own, off the async runtime's workers.
+        let sums = tokio::task::spawn_blocking(move || {
+            let q = RollupQuery {
+                from_ms,
+                to_ms,
+                granularity,
+                account_in_scope: &*account_in_scope,
+            };
+            sum_rollup_files(&files, &q)
+        })
+        .await
+        .map_err(|e| crate::storage::StorageError {
+            path: data_dir.join(crate::rollup::ROLLUPS),
+            message: format!("reading rollups: {e}"),
+        })??;
+        let mut out = Vec::with_capacity(sums.len());
+        for ((account, category, item, unit, period), s) in sums {
+            let parsed = (
+                AccountCode::parse(&account),
+                MeterId::parse(&format!("rollup:{item}")),
+                Category::parse(&category),
+                EnergyCode::parse(&item),
+            );
+            let (Ok(account), Ok(meter), Ok(category), Ok(item)) = parsed else {
+                tracing::warn!(
+                    account,
+                    item,
+                    "rollup row with an invalid code left out of the report"
+                );
+                continue;
+            };
+            out.push(MeterSum {
+                account,
+                meter,
+                category,
+                item,
+                unit,
+                factor: None,
+                period,
+                consumption: s.energy,
+                kgce: s.kgce,
+                kgco2e: s.kgco2e,
+                intervals: s.intervals,
+            });
         }
         Ok(out)
     }
