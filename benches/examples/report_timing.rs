@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let list = &a.list;
     std::fs::write(
-        &list,
+        list,
         files
             .iter()
             .map(|p| p.display().to_string())
