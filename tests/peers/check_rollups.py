@@ -6,6 +6,9 @@ ts counts in the period that ends at or after ts, hence the `- 1` ms below.
 Prints JSON {"hourly": {"rollup": [...], "raw": [...]}, "daily": {...}}, each row
 [account, category, item, period_start_ms, energy, kgce, intervals, min_delta, max_delta].
 
+A raw row's kgce is `kgce` where the file gives it, else `delta * kgce_per_unit` (the stored
+layout, see crates/query/src/storage.rs).
+
 Usage: check_rollups.py DATA_DIR
 """
 
@@ -28,7 +31,7 @@ for period, ms in (("hourly", 3_600_000), ("daily", 86_400_000)):
         ).fetchall(),
         "raw": con.execute(
             f"""SELECT account, category, item, (epoch_ms(ts) - 1) // {ms} * {ms} AS start,
-                       sum(delta), coalesce(sum(kgce), 0), count(delta), min(delta), max(delta)
+                       sum(delta), coalesce(sum(coalesce(kgce, delta * kgce_per_unit)), 0), count(delta), min(delta), max(delta)
                 FROM {raw} WHERE quantity = 'energy_import' AND delta IS NOT NULL
                 GROUP BY ALL ORDER BY ALL"""
         ).fetchall(),

@@ -2,6 +2,9 @@
 """Prints every stored reading of a jieneng data directory as JSON rows (pyarrow, files as they
 are), sorted by (account, meter, quantity, ts), with ts as integer ms since the epoch. The
 storage's own `gen` column (which flush wrote the row) is not part of a reading and is left out.
+kgce and kgco2e are as the storage documents them (crates/query/src/storage.rs, "Stored
+layout"): the file's value where it gives one, else delta times the row's coefficient column,
+which is then dropped.
 
 Usage: dump_parquet.py DATA_DIR
 """
@@ -20,6 +23,11 @@ for t in tables:
     t = t.set_column(t.schema.get_field_index("ts"), "ts", t.column("ts").cast(pa.int64()))
     if "gen" in t.column_names:
         t = t.drop_columns(["gen"])
-    rows += t.to_pylist()
+    for r in t.to_pylist():
+        for name in ("kgce", "kgco2e"):
+            per_unit = r.pop(f"{name}_per_unit", None)
+            if r[name] is None and per_unit is not None and r["delta"] is not None:
+                r[name] = r["delta"] * per_unit
+        rows.append(r)
 rows.sort(key=lambda r: (r["account"], r["meter"], r["quantity"], r["ts"]))
 print(json.dumps({"files": len(files), "rows": rows}))

@@ -43,8 +43,8 @@ use datafusion::prelude::SessionContext;
 use reading_model::Quantity;
 
 use crate::storage::{
-    READINGS, StoredReading, partition_files, partitions, readings_schema, sort_and_dedupe,
-    to_record_batch,
+    KGCE_PER_UNIT, KGCO2E_PER_UNIT, READINGS, StoredReading, partition_files, partitions,
+    readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
 };
 
 /// Acknowledged readings that are not in Parquet yet: the ingest store's memory, which
@@ -218,13 +218,15 @@ impl Query {
         let ctx = SessionContext::new();
         for (name, urls) in [("readings_clean", clean), ("readings_stored", mixed)] {
             let table: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
-                Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?)
+                Arc::new(MemTable::try_new(stored_schema(), vec![vec![]])?)
             } else {
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                     .with_file_extension(".parquet");
+                // The files' own schema: a layout-1 file lacks the coefficient columns, which
+                // then read as null, so its kgce and kgCO2e are the given ones.
                 let config = ListingTableConfig::new_with_multi_paths(urls)
                     .with_listing_options(options)
-                    .with_schema(schema.clone());
+                    .with_schema(stored_schema());
                 Arc::new(ListingTable::try_new(config)?)
             };
             ctx.register_table(name, table)?;
@@ -235,15 +237,26 @@ impl Query {
             Arc::new(MemTable::try_new(schema.clone(), vec![vec![live]])?),
         )?;
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        // From the files: kgce and kgCO2e are the given value or delta × the row's coefficient
+        // (see "Stored layout" in `crate::storage`), the same f64 product the gateway made.
+        let from_files = columns
+            .iter()
+            .map(|&c| match c {
+                "kgce" => format!("coalesce(kgce, delta * {KGCE_PER_UNIT}) AS kgce"),
+                "kgco2e" => format!("coalesce(kgco2e, delta * {KGCO2E_PER_UNIT}) AS kgco2e"),
+                c => c.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let columns = columns.join(", ");
         ctx.sql(&format!(
             "CREATE VIEW {READINGS} AS \
-             SELECT {columns}, to_char(ts, '%Y-%m-%d') AS date FROM readings_clean \
+             SELECT {from_files}, to_char(ts, '%Y-%m-%d') AS date FROM readings_clean \
              UNION ALL \
              SELECT * FROM (\
                SELECT DISTINCT ON (account, meter, quantity, ts) {columns}, \
                       to_char(ts, '%Y-%m-%d') AS date \
-               FROM (SELECT {columns} FROM readings_stored \
+               FROM (SELECT {from_files} FROM readings_stored \
                      UNION ALL SELECT {columns} FROM readings_live) \
                ORDER BY account, meter, quantity, ts, gen DESC)"
         ))
@@ -339,6 +352,100 @@ mod tests {
                 quality: Quality::Good,
             },
         }
+    }
+
+    #[tokio::test]
+    async fn the_view_gives_kgce_and_kgco2e_as_sent_from_files_of_either_layout() {
+        use arrow::array::AsArray;
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400_000;
+        let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
+        // Day 0: one layout-2 file (read as is); day 1: one layout-1 file (read as is); day 2:
+        // a layout-1 and a layout-2 file with an overlapping key (read through the dedupe).
+        let kg = |d: f64, i: usize| match i % 3 {
+            0 => (Some(d * 0.1229), Some(d * 0.5366)),
+            1 => (Some(d * 0.777_7), Some((d * 0.5 * 100.0).round() / 100.0)),
+            _ => (None, None),
+        };
+        let rows_of = |start: i64, n: usize, seed: f64| -> Vec<StoredReading> {
+            (0..n)
+                .map(|i| {
+                    let d = seed + i as f64 * 0.37;
+                    let mut r = row(
+                        "m1",
+                        "01A10",
+                        start + i as i64 * 900_000,
+                        100.0 + d,
+                        Some(d),
+                    );
+                    (r.reading.kgce, r.reading.kgco2e) = kg(d, i);
+                    r
+                })
+                .collect()
+        };
+        let write = |rows: &[StoredReading], generation: u64, layout_1: bool| {
+            let part = partition_dir(dir.path(), &partition_date(rows[0].reading.ts));
+            std::fs::create_dir_all(&part).unwrap();
+            let file = std::fs::File::create(part.join(file_name(generation, generation))).unwrap();
+            let batch = to_record_batch(rows, generation as i64).unwrap();
+            if layout_1 {
+                let mut w =
+                    parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+                w.write(&batch).unwrap();
+                w.close().unwrap();
+            } else {
+                crate::storage::write_batch(file, &batch).unwrap();
+            }
+        };
+        let (a, b) = (rows_of(t0, 20, 1.0), rows_of(t0 + day, 20, 2.0));
+        let (c_old, c_new) = (
+            rows_of(t0 + 2 * day, 20, 3.0),
+            rows_of(t0 + 2 * day + 9_000_000, 20, 4.0),
+        );
+        write(&a, 1, false);
+        write(&b, 2, true);
+        write(&c_old, 3, true);
+        write(&c_new, 4, false);
+        // What the view should give: per key the newer generation's row.
+        let mut expected: Vec<StoredReading> = [a, b, c_old, c_new].concat();
+        sort_and_dedupe(&mut expected);
+        assert_eq!(expected.len(), 70, "10 keys of day 2 overlap");
+
+        let ctx = Query::new(dir.path()).session().await.unwrap().unwrap();
+        let batches = ctx
+            .sql("SELECT kgce, kgco2e FROM readings ORDER BY ts")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let got: Vec<(Option<u64>, Option<u64>)> = batches
+            .iter()
+            .flat_map(|b| {
+                let (k, c) = (
+                    b.column(0).as_primitive::<Float64Type>(),
+                    b.column(1).as_primitive::<Float64Type>(),
+                );
+                (0..b.num_rows())
+                    .map(|i| {
+                        (
+                            k.is_valid(i).then(|| k.value(i).to_bits()),
+                            c.is_valid(i).then(|| c.value(i).to_bits()),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want: Vec<(Option<u64>, Option<u64>)> = expected
+            .iter()
+            .map(|r| {
+                (
+                    r.reading.kgce.map(f64::to_bits),
+                    r.reading.kgco2e.map(f64::to_bits),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

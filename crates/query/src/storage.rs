@@ -21,12 +21,41 @@
 //! file's range is *superseded* and skipped. Tools that glob the directory (DuckDB, pyarrow)
 //! see exactly one row per key once superseded files are removed (at the latest when the server
 //! stops); before that they may see a compacted row twice.
+//!
+//! # Stored layout
+//!
+//! The files do not hold [`readings_schema`] column for column: kgce and kgCO2e are a delta
+//! times a coefficient, and stored as such they cost as much as the delta itself (1.4 bytes per
+//! reading each, against a 2-byte budget for everything). So a file has two more columns,
+//! `kgce_per_unit` and `kgco2e_per_unit` ([`stored_schema`]), and per row:
+//!
+//! - `kgce` null and `kgce_per_unit` set: the reading's kgce is `delta * kgce_per_unit`, one
+//!   f64 multiplication, bit for bit the number that was sent. The writer only chooses this
+//!   where it reproduces the exact bits (trying the previous row's coefficient, the built-in
+//!   factor tables', then the quotient), so nothing is lost whatever the sender computed.
+//! - `kgce` set: that is the reading's kgce (a sender that rounded, a kgce without delta).
+//! - both null: no kgce.
+//!
+//! Likewise `kgco2e` with `kgco2e_per_unit`. A series keeps its factor, so the coefficient
+//! columns are a few runs per row group and cost next to nothing. The file's key-value metadata
+//! says `jieneng.readings.layout = 2` ([`LAYOUT_KEY`]). Files written before (layout 1, no key)
+//! have no coefficient columns and every value given: readers take columns by name and treat a
+//! missing coefficient as null, so both layouts read alike ([`from_stored`], and the query
+//! layer's `readings` view, which selects `coalesce(kgce, delta * kgce_per_unit)`).
+//!
+//! A DuckDB or pyarrow user reading the files directly gets kgce the same way:
+//! `SELECT coalesce(kgce, delta * kgce_per_unit) AS kgce, coalesce(kgco2e, delta *
+//! kgco2e_per_unit) AS kgco2e FROM read_parquet('readings/*/*.parquet', union_by_name = true)`
+//! (`union_by_name` only matters while layout-1 files remain), or reads the rollups, whose
+//! kgce and kgCO2e are plain sums.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int64Array, StringBuilder, TimestampMillisecondBuilder,
+    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, StringArray, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -36,7 +65,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use reading_model::{GatewayId, Reading};
+use reading_model::{Category, FactorTables, GatewayId, Reading};
 
 pub const READINGS: &str = "readings";
 
@@ -85,6 +114,179 @@ pub fn readings_schema() -> SchemaRef {
         s("gateway"),
         Field::new("gen", DataType::Int64, false),
     ]))
+}
+
+/// The layout version written to each file's key-value metadata under [`LAYOUT_KEY`] (see
+/// "Stored layout" in the module doc). Files without the key are layout 1.
+pub const LAYOUT: &str = "2";
+pub const LAYOUT_KEY: &str = "jieneng.readings.layout";
+
+/// The coefficient columns of the stored layout: `kgce = delta × kgce_per_unit` where `kgce` is
+/// null and the coefficient is not, likewise for kgCO2e.
+pub const KGCE_PER_UNIT: &str = "kgce_per_unit";
+pub const KGCO2E_PER_UNIT: &str = "kgco2e_per_unit";
+
+/// The Arrow schema of the files: [`readings_schema`] with the coefficient columns after
+/// `kgco2e` (see "Stored layout" in the module doc).
+pub fn stored_schema() -> SchemaRef {
+    let logical = readings_schema();
+    let mut fields: Vec<Field> = logical
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let at = logical.index_of("kgco2e").map_or(fields.len(), |i| i + 1);
+    fields.insert(at, Field::new(KGCO2E_PER_UNIT, DataType::Float64, true));
+    fields.insert(at, Field::new(KGCE_PER_UNIT, DataType::Float64, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// The coefficients tried first for a category: the built-in factor tables' (see
+/// [`FactorTables::per_unit_values`]). A deployment's own factors are found by division.
+fn table_coefficients(category: &str) -> &'static [f64] {
+    static TABLES: OnceLock<HashMap<&'static str, Vec<f64>>> = OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        let Ok(t) = FactorTables::builtin() else {
+            return HashMap::new();
+        };
+        Category::ALL
+            .into_iter()
+            .map(|c| (c.code(), t.per_unit_values(c)))
+            .collect()
+    });
+    tables.get(category).map_or(&[], Vec::as_slice)
+}
+
+/// Splits a derived column (`kgce` or `kgco2e`) into what the file stores: per row either the
+/// coefficient `c` with `delta × c` bit-identical to the value (and the value null), or the
+/// value itself (and no coefficient). Null stays null.
+fn split_derived(
+    delta: &Float64Array,
+    derived: &Float64Array,
+    category: &StringArray,
+) -> (Float64Array, Float64Array) {
+    let n = derived.len();
+    let (mut stored, mut coefficient) = (
+        Float64Builder::with_capacity(n),
+        Float64Builder::with_capacity(n),
+    );
+    let mut previous: Option<f64> = None;
+    for i in 0..n {
+        if derived.is_null(i) {
+            stored.append_null();
+            coefficient.append_null();
+            continue;
+        }
+        let value = derived.value(i);
+        let found = (!delta.is_null(i)).then(|| delta.value(i)).and_then(|d| {
+            // The previous row's coefficient first (a series keeps its factor), then the
+            // tables', then the quotient: whichever reproduces the exact bits.
+            let exact = |c: f64| (d * c).to_bits() == value.to_bits();
+            previous
+                .into_iter()
+                .chain(table_coefficients(category.value(i)).iter().copied())
+                .chain(std::iter::once(value / d))
+                .find(|&c| c.is_finite() && exact(c))
+        });
+        match found {
+            Some(c) => {
+                stored.append_null();
+                coefficient.append_value(c);
+                previous = Some(c);
+            }
+            None => {
+                stored.append_value(value);
+                coefficient.append_null();
+            }
+        }
+    }
+    (stored.finish(), coefficient.finish())
+}
+
+/// A batch of [`readings_schema`] as the file stores it ([`stored_schema`]).
+pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Float64Type;
+    let logical = batch.schema();
+    let column = |name: &str| -> Result<&ArrayRef, arrow::error::ArrowError> {
+        Ok(batch.column(logical.index_of(name)?))
+    };
+    let float = |name: &str| -> Result<&Float64Array, arrow::error::ArrowError> {
+        column(name)?
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!(
+                    "readings column {name} is not float64"
+                ))
+            })
+    };
+    let category = column("category")?.as_string_opt::<i32>().ok_or_else(|| {
+        arrow::error::ArrowError::SchemaError("readings column category is not utf8".into())
+    })?;
+    let delta = float("delta")?;
+    let (kgce, kgce_per_unit) = split_derived(delta, float("kgce")?, category);
+    let (kgco2e, kgco2e_per_unit) = split_derived(delta, float("kgco2e")?, category);
+    let schema = stored_schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            Ok(match f.name().as_str() {
+                "kgce" => Arc::new(kgce.clone()) as ArrayRef,
+                "kgco2e" => Arc::new(kgco2e.clone()),
+                KGCE_PER_UNIT => Arc::new(kgce_per_unit.clone()),
+                KGCO2E_PER_UNIT => Arc::new(kgco2e_per_unit.clone()),
+                name => column(name)?.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
+    RecordBatch::try_new(schema, columns)
+}
+
+/// A batch read from a file of either layout as a batch of [`readings_schema`]: `kgce` and
+/// `kgco2e` filled in from their coefficients where the file left them to the derivation.
+/// Columns are taken by name; a layout-1 file has no coefficient columns and every value given.
+pub fn from_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Float64Type;
+    let stored = batch.schema();
+    let float = |name: &str| -> Option<&Float64Array> {
+        let i = stored.index_of(name).ok()?;
+        batch.column(i).as_primitive_opt::<Float64Type>()
+    };
+    let derive = |name: &str, per_unit: &str| -> Option<Float64Array> {
+        let (given, per_unit, delta) = (float(name)?, float(per_unit)?, float("delta")?);
+        Some(
+            (0..batch.num_rows())
+                .map(|i| {
+                    if given.is_valid(i) {
+                        Some(given.value(i))
+                    } else if per_unit.is_valid(i) && delta.is_valid(i) {
+                        Some(delta.value(i) * per_unit.value(i))
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        )
+    };
+    let schema = readings_schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let derived = match f.name().as_str() {
+                "kgce" => derive("kgce", KGCE_PER_UNIT),
+                "kgco2e" => derive("kgco2e", KGCO2E_PER_UNIT),
+                _ => None,
+            };
+            match derived {
+                Some(d) => Ok(Arc::new(d) as ArrayRef),
+                None => Ok(batch.column(stored.index_of(f.name())?).clone()),
+            }
+        })
+        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
+    RecordBatch::try_new(schema, columns)
 }
 
 /// The UTC date partition of a timestamp, `YYYY-MM-DD`.
@@ -242,6 +444,10 @@ pub fn writer_properties() -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(col("meter"), true)
         // account, meter, quantity, ts: the sort order of every file.
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            LAYOUT_KEY.to_owned(),
+            LAYOUT.to_owned(),
+        )]))
         .set_sorting_columns(Some(
             [1, 2, 5, 0]
                 .into_iter()
@@ -264,13 +470,15 @@ pub fn write_parquet<W: std::io::Write + Send>(
     write_batch(w, &to_record_batch(rows, generation)?)
 }
 
-/// Writes a batch of [`readings_schema`] (already sorted) as one Parquet file to `w`.
+/// Writes a batch of [`readings_schema`] (already sorted) as one Parquet file to `w`, in the
+/// stored layout ([`to_stored`]).
 pub fn write_batch<W: std::io::Write + Send>(
     w: W,
     batch: &RecordBatch,
 ) -> Result<W, parquet::errors::ParquetError> {
-    let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(writer_properties()))?;
-    writer.write(batch)?;
+    let stored = to_stored(batch)?;
+    let mut writer = ArrowWriter::try_new(w, stored.schema(), Some(writer_properties()))?;
+    writer.write(&stored)?;
     writer.into_inner()
 }
 
@@ -359,7 +567,8 @@ pub fn partitions(table_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Reads Parquet files of [`readings_schema`] into one batch (empty if there are none).
+/// Reads readings files (of either layout) into one batch of [`readings_schema`] (empty if
+/// there are none).
 pub fn read_files(files: &[DataFile]) -> Result<RecordBatch, StorageError> {
     let schema = readings_schema();
     let mut batches = Vec::new();
@@ -374,11 +583,7 @@ pub fn read_files(files: &[DataFile]) -> Result<RecordBatch, StorageError> {
             .map_err(|e| err(e.to_string()))?;
         for b in reader {
             let b = b.map_err(|e| err(e.to_string()))?;
-            // Files written before a column was added would differ; ours all match.
-            batches.push(
-                RecordBatch::try_new(schema.clone(), b.columns().to_vec())
-                    .map_err(|e| err(e.to_string()))?,
-            );
+            batches.push(from_stored(&b).map_err(|e| err(e.to_string()))?);
         }
     }
     arrow::compute::concat_batches(&schema, &batches).map_err(|e| StorageError {
@@ -523,6 +728,103 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Rows whose kgce/kgCO2e are what a gateway computes (delta × a table factor, or a
+    /// deployment's own), plus the cases the derivation cannot express.
+    fn derived_rows() -> Vec<StoredReading> {
+        let mut rows = rows(4242, 400);
+        for (i, row) in rows.iter_mut().enumerate() {
+            let r = &mut row.reading;
+            let d = r.delta.unwrap_or(0.0) * 1.37 + 0.01;
+            r.delta = Some(d);
+            (r.kgce, r.kgco2e) = match i % 7 {
+                // A deployment's own coefficient: not in the tables, found by division.
+                0 => (Some(d * 0.123_456_7), Some(d * 0.9876)),
+                // A sender that rounded: no coefficient reproduces the bits, kept as given.
+                1 => (Some((d * 0.1229 * 1000.0).round() / 1000.0), None),
+                // No delta, but a kgce: kept as given.
+                2 => {
+                    r.delta = None;
+                    (Some(1.5), Some(-0.0))
+                }
+                // Zero consumption, negative zero carbon.
+                3 => {
+                    r.delta = Some(0.0);
+                    (Some(0.0), Some(-0.0))
+                }
+                _ => (Some(d * 0.1229), Some(d * 0.5366)),
+            };
+        }
+        sort_and_dedupe(&mut rows);
+        rows
+    }
+
+    fn bits(batch: &RecordBatch, name: &str) -> Vec<Option<u64>> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Float64Type;
+        let i = batch.schema().index_of(name).unwrap();
+        batch
+            .column(i)
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|v| v.map(f64::to_bits))
+            .collect()
+    }
+
+    #[test]
+    fn stored_layout_gives_back_every_kgce_and_kgco2e_bit_for_bit() {
+        let rows = derived_rows();
+        let logical = to_record_batch(&rows, 3).unwrap();
+        let stored = to_stored(&logical).unwrap();
+        assert_eq!(stored.schema(), stored_schema());
+        // Most values are left to the derivation; the ones it cannot express are kept.
+        let given = |name| bits(&stored, name).iter().filter(|v| v.is_some()).count();
+        assert!(
+            given("kgce") > 0 && given("kgce") < rows.len() / 3,
+            "{}",
+            given("kgce")
+        );
+        assert!(given(KGCE_PER_UNIT) > rows.len() / 2);
+        // Through a real file and back.
+        let file = write_batch(tempfile::tempfile().unwrap(), &logical).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        assert_eq!(
+            reader
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == LAYOUT_KEY))
+                .and_then(|k| k.value.clone())
+                .as_deref(),
+            Some(LAYOUT)
+        );
+        let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        let back =
+            from_stored(&arrow::compute::concat_batches(&stored_schema(), &batches).unwrap())
+                .unwrap();
+        for name in ["kgce", "kgco2e", "delta", "value"] {
+            assert_eq!(bits(&back, name), bits(&logical, name), "{name}");
+        }
+        assert_eq!(back, logical);
+    }
+
+    #[test]
+    fn a_layout_1_file_reads_as_given() {
+        // Today's schema with every column full, as files before the stored layout were.
+        let logical = to_record_batch(&derived_rows(), 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(1, 1));
+        let mut w = ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            readings_schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&logical).unwrap();
+        w.close().unwrap();
+        let (files, _) = partition_files(dir.path()).unwrap();
+        assert_eq!(read_files(&files).unwrap(), logical);
     }
 
     #[test]

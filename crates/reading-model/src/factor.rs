@@ -228,6 +228,25 @@ impl FactorTables {
         Unit::Kilogram.convert(litres * density, per).ok()
     }
 
+    /// Every factor's coefficient for `category` per its canonical unit, coal and carbon alike:
+    /// the numbers a gateway multiplies a delta by. Storage tries these first when it records a
+    /// kgce or kgCO2e as "delta × coefficient", so a file's coefficient column stays a few runs.
+    pub fn per_unit_values(&self, category: Category) -> Vec<f64> {
+        let coal = self
+            .coal
+            .iter()
+            .filter(|f| f.category == category)
+            .map(|f| (f.value, f.per));
+        let carbon = self
+            .carbon
+            .iter()
+            .filter(|f| f.category == category)
+            .map(|f| (f.value, f.per));
+        coal.chain(carbon)
+            .filter_map(|(value, per)| Some(value * self.per_unit_scale(category, per)?))
+            .collect()
+    }
+
     /// The grid region of an account's province, e.g. 华北 for `110108A001`.
     pub fn grid_region(&self, account: &AccountCode) -> Option<&str> {
         self.grid_region.get(account.province()).map(String::as_str)
