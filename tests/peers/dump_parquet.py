@@ -2,9 +2,9 @@
 """Prints every stored reading of a jieneng data directory as JSON rows (pyarrow, files as they
 are), sorted by (account, meter, quantity, ts), with ts as integer ms since the epoch. The
 storage's own `gen` column (which flush wrote the row) is not part of a reading and is left out.
-kgce and kgco2e are as the storage documents them (crates/query/src/storage.rs, "Stored
-layout"): the file's value where it gives one, else delta times the row's coefficient column,
-which is then dropped.
+value, kgce and kgco2e are as the storage documents them (crates/query/src/storage.rs, "Stored
+layout"): the file's number where it gives one, else value_scaled / value_scale and delta times
+the row's coefficient column; those storage columns are then dropped.
 
 Usage: dump_parquet.py DATA_DIR
 """
@@ -24,6 +24,9 @@ for t in tables:
     if "gen" in t.column_names:
         t = t.drop_columns(["gen"])
     for r in t.to_pylist():
+        scaled, scale = r.pop("value_scaled", None), r.pop("value_scale", None)
+        if r["value"] is None and scaled is not None and scale is not None:
+            r["value"] = scaled / scale
         for name in ("kgce", "kgco2e"):
             per_unit = r.pop(f"{name}_per_unit", None)
             if r[name] is None and per_unit is not None and r["delta"] is not None:

@@ -12,11 +12,14 @@ import sys
 import duckdb
 
 data_dir = sys.argv[1]
-src = f"read_parquet('{data_dir}/readings/*/*.parquet', hive_partitioning = true)"
+# The stored layout (crates/query/src/storage.rs): value is given, or a decimal in
+# value_scaled / value_scale.
+src = f"""(SELECT *, coalesce(value, value_scaled / value_scale) AS reading_value
+          FROM read_parquet('{data_dir}/readings/*/*.parquet', hive_partitioning = true))"""
 rows = duckdb.connect().execute(
     f"""SELECT meter, quantity, count(*),
                epoch_ms(min(ts)), epoch_ms(max(ts)),
-               arg_min(value, ts), arg_max(value, ts),
+               arg_min(reading_value, ts), arg_max(reading_value, ts),
                sum(delta), list(DISTINCT quality ORDER BY quality)
         FROM {src} GROUP BY ALL ORDER BY ALL"""
 ).fetchall()

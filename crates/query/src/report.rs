@@ -43,8 +43,8 @@ use datafusion::prelude::SessionContext;
 use reading_model::Quantity;
 
 use crate::storage::{
-    KGCE_PER_UNIT, KGCO2E_PER_UNIT, READINGS, StoredReading, partition_files, partitions,
-    readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
+    KGCE_PER_UNIT, KGCO2E_PER_UNIT, READINGS, StoredReading, VALUE_SCALE, VALUE_SCALED,
+    partition_files, partitions, readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
 };
 
 /// Acknowledged readings that are not in Parquet yet: the ingest store's memory, which
@@ -237,11 +237,17 @@ impl Query {
             Arc::new(MemTable::try_new(schema.clone(), vec![vec![live]])?),
         )?;
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        // From the files: kgce and kgCO2e are the given value or delta × the row's coefficient
-        // (see "Stored layout" in `crate::storage`), the same f64 product the gateway made.
+        // From the files: value is the given one or the decimal; kgce and kgCO2e are the given
+        // value or delta × the row's coefficient (see "Stored layout" in `crate::storage`): the
+        // same f64 quotient and product, so the bits that were sent.
         let from_files = columns
             .iter()
             .map(|&c| match c {
+                "value" => {
+                    format!(
+                        "coalesce(value, CAST({VALUE_SCALED} AS DOUBLE) / {VALUE_SCALE}) AS value"
+                    )
+                }
                 "kgce" => format!("coalesce(kgce, delta * {KGCE_PER_UNIT}) AS kgce"),
                 "kgco2e" => format!("coalesce(kgco2e, delta * {KGCO2E_PER_UNIT}) AS kgco2e"),
                 c => c.to_owned(),
@@ -371,13 +377,18 @@ mod tests {
             (0..n)
                 .map(|i| {
                     let d = seed + i as f64 * 0.37;
-                    let mut r = row(
-                        "m1",
-                        "01A10",
-                        start + i as i64 * 900_000,
-                        100.0 + d,
-                        Some(d),
-                    );
+                    // Registers in hundredths (stored as decimals) and arbitrary doubles.
+                    let value = if i % 2 == 0 {
+                        (100.0 + d) * 100.0
+                    } else {
+                        (100.0 + d) * 100.0 + 0.5
+                    };
+                    let value = if i % 4 == 1 {
+                        value.round() / 100.0
+                    } else {
+                        value / 7.0
+                    };
+                    let mut r = row("m1", "01A10", start + i as i64 * 900_000, value, Some(d));
                     (r.reading.kgce, r.reading.kgco2e) = kg(d, i);
                     r
                 })
@@ -413,36 +424,30 @@ mod tests {
 
         let ctx = Query::new(dir.path()).session().await.unwrap().unwrap();
         let batches = ctx
-            .sql("SELECT kgce, kgco2e FROM readings ORDER BY ts")
+            .sql("SELECT kgce, kgco2e, value FROM readings ORDER BY ts")
             .await
             .unwrap()
             .collect()
             .await
             .unwrap();
-        let got: Vec<(Option<u64>, Option<u64>)> = batches
+        type Bits = Vec<[Option<u64>; 3]>;
+        let got: Bits = batches
             .iter()
             .flat_map(|b| {
-                let (k, c) = (
-                    b.column(0).as_primitive::<Float64Type>(),
-                    b.column(1).as_primitive::<Float64Type>(),
-                );
+                let column = |c: usize| b.column(c).as_primitive::<Float64Type>();
                 (0..b.num_rows())
                     .map(|i| {
-                        (
-                            k.is_valid(i).then(|| k.value(i).to_bits()),
-                            c.is_valid(i).then(|| c.value(i).to_bits()),
-                        )
+                        [0, 1, 2]
+                            .map(|c| column(c).is_valid(i).then(|| column(c).value(i).to_bits()))
                     })
                     .collect::<Vec<_>>()
             })
             .collect();
-        let want: Vec<(Option<u64>, Option<u64>)> = expected
+        let want: Bits = expected
             .iter()
             .map(|r| {
-                (
-                    r.reading.kgce.map(f64::to_bits),
-                    r.reading.kgco2e.map(f64::to_bits),
-                )
+                let r = &r.reading;
+                [r.kgce, r.kgco2e, Some(r.value)].map(|v| v.map(f64::to_bits))
             })
             .collect();
         assert_eq!(got, want);

@@ -24,10 +24,22 @@
 //!
 //! # Stored layout
 //!
-//! The files do not hold [`readings_schema`] column for column: kgce and kgCO2e are a delta
-//! times a coefficient, and stored as such they cost as much as the delta itself (1.4 bytes per
-//! reading each, against a 2-byte budget for everything). So a file has two more columns,
-//! `kgce_per_unit` and `kgco2e_per_unit` ([`stored_schema`]), and per row:
+//! The files do not hold [`readings_schema`] column for column ([`stored_schema`]); each
+//! number is stored in the form that encodes smallest, and a reader gives back the exact bits
+//! that were sent ([`from_stored`]).
+//!
+//! `value`: a register counts in decimal steps (0.01 kWh), but as a double a reading costs 3.4
+//! bytes, since its low mantissa bits differ in every row. So per row:
+//!
+//! - `value` null and `value_scaled`, `value_scale` set: the value is `value_scaled as f64 /
+//!   value_scale` (an integer below 2^53 over a power of ten up to 10^6). The writer chooses
+//!   this only where that quotient has the exact bits. Sorted by series and time, the integers
+//!   step by the delta in hundredths, which DELTA_BINARY_PACKED packs into a few bits.
+//! - `value` set: that is the value (a double with no short decimal, -0.0, NaN).
+//!
+//! kgce and kgCO2e are a delta times a coefficient, and stored as such they cost as much as the
+//! delta itself (1.4 bytes per reading each, against a 2-byte budget for everything). So a file
+//! has two more columns, `kgce_per_unit` and `kgco2e_per_unit`, and per row:
 //!
 //! - `kgce` null and `kgce_per_unit` set: the reading's kgce is `delta * kgce_per_unit`, one
 //!   f64 multiplication, bit for bit the number that was sent. The writer only chooses this
@@ -39,15 +51,21 @@
 //! Likewise `kgco2e` with `kgco2e_per_unit`. A series keeps its factor, so the coefficient
 //! columns are a few runs per row group and cost next to nothing. The file's key-value metadata
 //! says `jieneng.readings.layout = 2` ([`LAYOUT_KEY`]). Files written before (layout 1, no key)
-//! have no coefficient columns and every value given: readers take columns by name and treat a
-//! missing coefficient as null, so both layouts read alike ([`from_stored`], and the query
-//! layer's `readings` view, which selects `coalesce(kgce, delta * kgce_per_unit)`).
+//! have none of these columns and every number given: readers take columns by name and treat a
+//! missing column as null, so both layouts read alike ([`from_stored`], and the query layer's
+//! `readings` view, which selects the `coalesce`s below).
 //!
-//! A DuckDB or pyarrow user reading the files directly gets kgce the same way:
-//! `SELECT coalesce(kgce, delta * kgce_per_unit) AS kgce, coalesce(kgco2e, delta *
-//! kgco2e_per_unit) AS kgco2e FROM read_parquet('readings/*/*.parquet', union_by_name = true)`
+//! A DuckDB or pyarrow user reading the files directly gets the numbers the same way:
+//!
+//! ```sql
+//! SELECT coalesce(value, value_scaled / value_scale) AS value,
+//!        coalesce(kgce, delta * kgce_per_unit) AS kgce,
+//!        coalesce(kgco2e, delta * kgco2e_per_unit) AS kgco2e
+//! FROM read_parquet('readings/*/*.parquet', hive_partitioning = true, union_by_name = true)
+//! ```
+//!
 //! (`union_by_name` only matters while layout-1 files remain), or reads the rollups, whose
-//! kgce and kgCO2e are plain sums.
+//! kgce and kgCO2e are plain sums. `delta` and every other column are stored as they are.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -126,19 +144,79 @@ pub const LAYOUT_KEY: &str = "jieneng.readings.layout";
 pub const KGCE_PER_UNIT: &str = "kgce_per_unit";
 pub const KGCO2E_PER_UNIT: &str = "kgco2e_per_unit";
 
-/// The Arrow schema of the files: [`readings_schema`] with the coefficient columns after
-/// `kgco2e` (see "Stored layout" in the module doc).
+/// The decimal columns of the stored layout: `value = value_scaled / value_scale` where `value`
+/// is null.
+pub const VALUE_SCALED: &str = "value_scaled";
+pub const VALUE_SCALE: &str = "value_scale";
+
+/// The Arrow schema of the files: [`readings_schema`] with `value` nullable, the decimal
+/// columns after it and the coefficient columns after `kgco2e` (see "Stored layout" in the
+/// module doc).
 pub fn stored_schema() -> SchemaRef {
-    let logical = readings_schema();
-    let mut fields: Vec<Field> = logical
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let at = logical.index_of("kgco2e").map_or(fields.len(), |i| i + 1);
-    fields.insert(at, Field::new(KGCO2E_PER_UNIT, DataType::Float64, true));
-    fields.insert(at, Field::new(KGCE_PER_UNIT, DataType::Float64, true));
+    let mut fields = Vec::new();
+    for f in readings_schema().fields() {
+        match f.name().as_str() {
+            "value" => {
+                fields.push(Field::new("value", DataType::Float64, true));
+                fields.push(Field::new(VALUE_SCALED, DataType::Int64, true));
+                fields.push(Field::new(VALUE_SCALE, DataType::Float64, true));
+            }
+            "kgco2e" => {
+                fields.push(f.as_ref().clone());
+                fields.push(Field::new(KGCE_PER_UNIT, DataType::Float64, true));
+                fields.push(Field::new(KGCO2E_PER_UNIT, DataType::Float64, true));
+            }
+            _ => fields.push(f.as_ref().clone()),
+        }
+    }
     Arc::new(Schema::new(fields))
+}
+
+/// Scales tried for a value: a register resolves whole units down to 0.000001 of one.
+const SCALES: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+
+/// Splits `value` into what the file stores: per row either an integer `n` and a scale `s` with
+/// `n as f64 / s` bit-identical to the value (and the value null), or the value itself. A
+/// register that counts hundredths is then a column of integers that step by the delta in
+/// hundredths, which delta encoding packs into about a byte; as a double it costs 3.4.
+fn split_value(value: &Float64Array) -> (Float64Array, Int64Array, Float64Array) {
+    // Integers below 2^53 convert to f64 and back exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let n = value.len();
+    let mut stored = Float64Builder::with_capacity(n);
+    let mut scaled = arrow::array::Int64Builder::with_capacity(n);
+    let mut scale = Float64Builder::with_capacity(n);
+    let mut previous: Option<f64> = None;
+    for i in 0..n {
+        if value.is_null(i) {
+            stored.append_null();
+            scaled.append_null();
+            scale.append_null();
+            continue;
+        }
+        let v = value.value(i);
+        // The previous row's scale first, so that a series keeps one scale.
+        let found = previous.into_iter().chain(SCALES).find_map(|s| {
+            // Checked through the integer, as it is read back: -0.0 has no integer.
+            let m = (v * s).round();
+            let n = m as i64;
+            (m.abs() < EXACT && (n as f64 / s).to_bits() == v.to_bits()).then_some((n, s))
+        });
+        match found {
+            Some((m, s)) => {
+                stored.append_null();
+                scaled.append_value(m);
+                scale.append_value(s);
+                previous = Some(s);
+            }
+            None => {
+                stored.append_value(v);
+                scaled.append_null();
+                scale.append_null();
+            }
+        }
+    }
+    (stored.finish(), scaled.finish(), scale.finish())
 }
 
 /// The coefficients tried first for a category: the built-in factor tables' (see
@@ -226,13 +304,17 @@ pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::Arrow
     let delta = float("delta")?;
     let (kgce, kgce_per_unit) = split_derived(delta, float("kgce")?, category);
     let (kgco2e, kgco2e_per_unit) = split_derived(delta, float("kgco2e")?, category);
+    let (value, value_scaled, value_scale) = split_value(float("value")?);
     let schema = stored_schema();
     let columns = schema
         .fields()
         .iter()
         .map(|f| {
             Ok(match f.name().as_str() {
-                "kgce" => Arc::new(kgce.clone()) as ArrayRef,
+                "value" => Arc::new(value.clone()) as ArrayRef,
+                VALUE_SCALED => Arc::new(value_scaled.clone()),
+                VALUE_SCALE => Arc::new(value_scale.clone()),
+                "kgce" => Arc::new(kgce.clone()),
                 "kgco2e" => Arc::new(kgco2e.clone()),
                 KGCE_PER_UNIT => Arc::new(kgce_per_unit.clone()),
                 KGCO2E_PER_UNIT => Arc::new(kgco2e_per_unit.clone()),
@@ -270,12 +352,32 @@ pub fn from_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::Arr
                 .collect(),
         )
     };
+    let value = || -> Option<Float64Array> {
+        let (given, scale) = (float("value")?, float(VALUE_SCALE)?);
+        let scaled = batch
+            .column(stored.index_of(VALUE_SCALED).ok()?)
+            .as_primitive_opt::<arrow::datatypes::Int64Type>()?;
+        Some(
+            (0..batch.num_rows())
+                .map(|i| {
+                    if given.is_valid(i) {
+                        Some(given.value(i))
+                    } else if scaled.is_valid(i) && scale.is_valid(i) {
+                        Some(scaled.value(i) as f64 / scale.value(i))
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        )
+    };
     let schema = readings_schema();
     let columns = schema
         .fields()
         .iter()
         .map(|f| {
             let derived = match f.name().as_str() {
+                "value" => value(),
                 "kgce" => derive("kgce", KGCE_PER_UNIT),
                 "kgco2e" => derive("kgco2e", KGCO2E_PER_UNIT),
                 _ => None,
@@ -441,6 +543,13 @@ pub fn writer_properties() -> WriterProperties {
         // A cumulative register is different in nearly every row: a dictionary of it only adds
         // its indices to the values (5.4 against ~4.5 bytes per reading, see `disk_bytes`).
         .set_column_dictionary_enabled(col("value"), false)
+        // A register in hundredths steps by the delta in hundredths: delta-encoded, that is a
+        // few bits a row where a dictionary or plain int64s would be a byte or more.
+        .set_column_dictionary_enabled(col(VALUE_SCALED), false)
+        .set_column_encoding(
+            col(VALUE_SCALED),
+            parquet::basic::Encoding::DELTA_BINARY_PACKED,
+        )
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(col("meter"), true)
         // account, meter, quantity, ts: the sort order of every file.
@@ -738,6 +847,15 @@ mod tests {
             let r = &mut row.reading;
             let d = r.delta.unwrap_or(0.0) * 1.37 + 0.01;
             r.delta = Some(d);
+            r.value = match i % 5 {
+                // A register in hundredths, and one in thousandths: stored as decimals.
+                0 => (r.value * 100.0 + 7.0).round() / 100.0,
+                1 => (r.value * 1000.0 + 3.0) / 1000.0,
+                // No decimal of at most six places gives these bits: kept as given.
+                2 => r.value + 0.1 + 0.2 + 1e-9,
+                3 => -0.0,
+                _ => r.value * std::f64::consts::PI,
+            };
             (r.kgce, r.kgco2e) = match i % 7 {
                 // A deployment's own coefficient: not in the tables, found by division.
                 0 => (Some(d * 0.123_456_7), Some(d * 0.9876)),
@@ -779,13 +897,17 @@ mod tests {
         let stored = to_stored(&logical).unwrap();
         assert_eq!(stored.schema(), stored_schema());
         // Most values are left to the derivation; the ones it cannot express are kept.
-        let given = |name| bits(&stored, name).iter().filter(|v| v.is_some()).count();
+        let given = |name: &str| {
+            let c = stored.column(stored.schema().index_of(name).unwrap());
+            c.len() - c.null_count()
+        };
         assert!(
             given("kgce") > 0 && given("kgce") < rows.len() / 3,
             "{}",
             given("kgce")
         );
         assert!(given(KGCE_PER_UNIT) > rows.len() / 2);
+        assert!(given("value") > 0 && given(VALUE_SCALED) > rows.len() / 3);
         // Through a real file and back.
         let file = write_batch(tempfile::tempfile().unwrap(), &logical).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
