@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use device_profiles::{Library, Profile};
+use device_profiles::{Library, Phase, Profile};
 use reading_model::{
     AccountCode, CarbonFactor, Category, CoalFactor, EnergyCode, FactorSelection, FactorTables,
     GatewayId, MeterId, Quantity,
@@ -405,12 +405,85 @@ pub struct Device {
     pub max_delta: Vec<Option<f64>>,
     /// Per register: declared meter replacements, oldest first.
     pub replacements: Vec<Vec<crate::counter::Replacement>>,
+    /// The meter ids and counter keys its readings carry, made once here rather than per
+    /// reading.
+    pub channels: Channels,
 }
 
 impl Device {
     /// A short name for logs: `account/meter`.
     pub fn name(&self) -> String {
         format!("{}/{}", self.account, self.meter)
+    }
+
+    /// The meter id the readings of a register of `phase` are stored under.
+    pub fn channel_meter(&self, phase: Phase) -> &MeterId {
+        match Channels::slot(phase) {
+            Some(i) => self.channels.phases[i].as_ref().unwrap_or(&self.meter),
+            None => &self.meter,
+        }
+    }
+
+    /// The key of the counter of register `reg` (an index into `profile.registers`) in the
+    /// spool state, if the device reads it and it is cumulative.
+    pub fn counter_key(&self, reg: usize) -> Option<&str> {
+        self.channels
+            .counter_keys
+            .iter()
+            .find(|(r, _)| *r == reg)
+            .map(|(_, k)| &**k)
+    }
+}
+
+/// What a device's readings are stored under: the meter id of each phase channel it reads,
+/// and the spool-state key of each of its counters. Per device, not per register, so a
+/// thousand devices do not hold forty copies each.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    /// `meter:L1`, `meter:L2`, `meter:L3`, `meter:N`, for the phases the device reads.
+    phases: [Option<MeterId>; 4],
+    /// (index into `profile.registers`, `account/meter/quantity`) per cumulative register read.
+    counter_keys: Vec<(usize, Box<str>)>,
+}
+
+impl Channels {
+    fn slot(phase: Phase) -> Option<usize> {
+        match phase {
+            Phase::Total => None,
+            Phase::L1 => Some(0),
+            Phase::L2 => Some(1),
+            Phase::L3 => Some(2),
+            Phase::N => Some(3),
+        }
+    }
+
+    fn new(
+        account: &AccountCode,
+        meter: &MeterId,
+        profile: &Profile,
+        registers: &[usize],
+        quantities: &[Quantity],
+    ) -> Self {
+        let mut c = Self::default();
+        for &r in registers {
+            let Some(reg) = profile.registers.get(r) else {
+                continue;
+            };
+            let channel = match Self::slot(reg.phase) {
+                Some(i) => c.phases[i]
+                    .get_or_insert_with(|| crate::normalize::channel_meter(meter, reg.phase))
+                    .clone(),
+                None => meter.clone(),
+            };
+            let quantity = quantities.get(r).copied().unwrap_or(reg.quantity);
+            if quantity.is_cumulative() {
+                c.counter_keys.push((
+                    r,
+                    crate::normalize::counter_key_of(account, &channel, quantity).into(),
+                ));
+            }
+        }
+        c
     }
 }
 
@@ -806,7 +879,9 @@ impl GatewayConfig {
                     }
                 }
             }
+            let channels = Channels::new(&d.account, &d.meter, &profile, &registers, &quantities);
             devices.push(Device {
+                channels,
                 meter: d.meter,
                 account: d.account,
                 category: d.category,

@@ -1,13 +1,17 @@
 //! Samples → readings: account, category and item from the device's config; cumulative
 //! registers → interval deltas; deltas → kgce and kgCO2e with the account's factors.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
 use chrono::{Datelike, TimeZone, Utc};
 use device_profiles::Phase;
 use reading_model::factor::Resolved;
-use reading_model::{Batch, MeterId, Quality, Reading};
+use reading_model::{AccountCode, Batch, MeterId, Quality, Quantity, Reading};
 
 use crate::config::GatewayConfig;
-use crate::counter::{self, CounterRules, Step};
+use crate::counter::{self, Counter, CounterRules, Step};
 use crate::source::Sample;
 use crate::source::mqtt::MqttSample;
 use crate::spool::SpoolState;
@@ -25,8 +29,23 @@ pub fn channel_meter(meter: &MeterId, phase: Phase) -> MeterId {
     MeterId::parse(&format!("{meter}:{suffix}")).unwrap_or_else(|_| meter.clone())
 }
 
+/// The key of a reading's counter in the spool state: `account/meter/quantity`.
 pub fn counter_key(r: &Reading) -> String {
-    format!("{}/{}/{}", r.account, r.meter, r.quantity)
+    counter_key_of(&r.account, &r.meter, r.quantity)
+}
+
+pub fn counter_key_of(account: &AccountCode, meter: &MeterId, quantity: Quantity) -> String {
+    format!("{account}/{meter}/{quantity}")
+}
+
+/// Sets a counter, allocating its key only the first time it is seen.
+fn store_counter(counters: &mut BTreeMap<String, Counter>, key: &str, c: Counter) {
+    match counters.get_mut(key) {
+        Some(slot) => *slot = c,
+        None => {
+            counters.insert(key.to_owned(), c);
+        }
+    }
 }
 
 /// Brings counters up to date with a batch that was spooled but is not in the state snapshot.
@@ -37,23 +56,38 @@ pub fn replay(state: &mut SpoolState, batch: &Batch) {
 /// Advances counters to the cumulative readings of a spooled batch: a counter's last value is
 /// its newest spooled reading.
 pub fn replay_readings(state: &mut SpoolState, readings: &[Reading]) {
+    // One key buffer for the whole batch: the normalizer replays every batch it spools.
+    let mut key = String::new();
     for r in readings {
         if r.quantity.is_cumulative() {
-            state.counters.insert(
-                counter_key(r),
-                counter::Counter {
-                    value: r.value,
-                    ts: r.ts,
-                },
-            );
+            key.clear();
+            let _ = write!(key, "{}/{}/{}", r.account, r.meter, r.quantity);
+            let c = Counter {
+                value: r.value,
+                ts: r.ts,
+            };
+            store_counter(&mut state.counters, &key, c);
         }
     }
 }
 
 /// Turns one sample into readings, advancing counters in `state`.
 pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample) -> Vec<Reading> {
+    let mut out = Vec::with_capacity(sample.values.len());
+    normalize_into(config, state, sample, &mut out);
+    out
+}
+
+/// [`normalize`], appending to `out` (the normalizer's pending batch) rather than to a vector
+/// of its own.
+pub fn normalize_into(
+    config: &GatewayConfig,
+    state: &mut SpoolState,
+    sample: &Sample,
+    out: &mut Vec<Reading>,
+) {
     let Some(device) = config.devices.get(sample.device) else {
-        return vec![];
+        return;
     };
     let year = Utc
         .timestamp_millis_opt(sample.ts)
@@ -64,7 +98,7 @@ pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample
     let carbon = config
         .factors
         .carbon(&device.account, device.category, year, selection);
-    let mut out = Vec::with_capacity(sample.values.len());
+    out.reserve(sample.values.len());
     for &(reg_index, value) in &sample.values {
         let Some(reg) = device.profile.registers.get(reg_index) else {
             continue;
@@ -77,7 +111,7 @@ pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample
         let mut reading = Reading {
             ts: sample.ts,
             account: device.account.clone(),
-            meter: channel_meter(&device.meter, reg.phase),
+            meter: device.channel_meter(reg.phase).clone(),
             category: device.category,
             item: device.item,
             quantity,
@@ -94,8 +128,11 @@ pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample
                 let scaled = w * reg.scale.abs();
                 reg.unit.convert(scaled, value.unit).ok()
             });
-            let key = counter_key(&reading);
-            let mut c = state.counters.get(&key).copied();
+            let key = match device.counter_key(reg_index) {
+                Some(k) => Cow::Borrowed(k),
+                None => Cow::Owned(counter_key(&reading)),
+            };
+            let mut c = state.counters.get(&*key).copied();
             let replacements = device
                 .replacements
                 .get(reg_index)
@@ -114,12 +151,11 @@ pub fn normalize(config: &GatewayConfig, state: &mut SpoolState, sample: &Sample
                 }
             }
             if let Some(c) = c {
-                state.counters.insert(key, c);
+                store_counter(&mut state.counters, &key, c);
             }
         }
         out.push(reading);
     }
-    out
 }
 
 /// Sets a reading's interval consumption and, where it is consumption in the category's own
@@ -244,7 +280,7 @@ pub fn normalize_mqtt(
                 }
             }
             if let Some(c) = c {
-                state.counters.insert(key, c);
+                store_counter(&mut state.counters, &key, c);
             }
         }
         out.push(reading);
