@@ -17,12 +17,15 @@ use crate::config::{ForwardMode, GatewayConfig};
 use crate::forward::mqtt::MqttLink;
 use crate::forward::{ForwardError, ForwardStats, Forwarder, http_client, tls_client_config};
 use crate::normalize::normalize_mqtt;
-use crate::normalize::{normalize, replay, replay_readings};
+use crate::normalize::{normalize_into, replay, replay_readings};
 use crate::source::bus::{Bus, BusKey, SharedBus};
 use crate::source::modbus::{device_plan, poll_device};
 use crate::source::mqtt::{MessageAck, MqttConnection, MqttMessage, MqttSourceHandle};
 use crate::source::{DeviceStats, Sample};
-use crate::spool::{EncodedBatch, Spool, SpoolError, SpoolLimits, SpoolState};
+use crate::spool::{
+    ARROW_MIN_READINGS, EncodedBatch, Encoding, Spool, SpoolError, SpoolLimits, SpoolState,
+};
+use crate::wire::StreamEncoder;
 
 /// A gateway built from a validated config: spool opened, state recovered.
 #[derive(Debug)]
@@ -203,13 +206,20 @@ pub struct NormalizerStats {
     pub spool_full: AtomicBool,
 }
 
-/// Normalizes samples and spools them as batches: a batch is cut when it is full or when no
-/// sample has arrived for a moment (the end of a poll cycle).
+/// Normalizes samples and spools them as batches: a batch is cut when no sample has arrived
+/// for a moment (the end of a poll cycle) or when it holds `max_batch_readings`, so a site
+/// polled every few seconds spools, fsyncs and forwards one batch per cycle.
+///
+/// Readings are encoded into the open batch [`CHUNK_READINGS`] at a time (one Arrow record
+/// batch each, [`StreamEncoder`]), so a cycle of tens of thousands of readings is held as
+/// compressed columns rather than as [`Reading`]s; only its cumulative readings are kept,
+/// for the counters.
 ///
 /// Two states are kept: `working` advances with every sample; `committed` only with what is
-/// durably in the spool (what the spool's records and state snapshot say at the next open). If the spool is full, pending readings
-/// are let go and `working` falls back to `committed`: the meters keep counting, so the first
-/// delta after the spool has room again spans the whole wait and no energy is lost.
+/// durably in the spool (what the spool's records and state snapshot say at the next open). If
+/// the spool is full, the open batch and pending readings are let go and `working` falls back
+/// to `committed`: the meters keep counting, so the first delta after the spool has room again
+/// spans the whole wait and no energy is lost.
 struct Normalizer {
     config: Arc<GatewayConfig>,
     spool: Arc<Spool>,
@@ -217,6 +227,21 @@ struct Normalizer {
     working: SpoolState,
     notify: Arc<Notify>,
     stats: Arc<NormalizerStats>,
+    open: Option<OpenBatch>,
+}
+
+/// Readings encoded into the open batch at a time.
+const CHUNK_READINGS: usize = 4096;
+
+/// The batch being written: its seq, its body so far, and what its readings were.
+struct OpenBatch {
+    seq: u64,
+    encoder: StreamEncoder,
+    /// Its cumulative readings, in order: the committed counters advance to them once the
+    /// batch is spooled.
+    cumulative: Vec<Reading>,
+    /// How many instantaneous readings it holds.
+    instant: u64,
 }
 
 async fn run_normalizer(
@@ -228,6 +253,7 @@ async fn run_normalizer(
     notify: Arc<Notify>,
     stats: Arc<NormalizerStats>,
 ) {
+    let chunk = CHUNK_READINGS.min(config.forward.max_batch_readings);
     let mut n = Normalizer {
         config,
         spool,
@@ -235,13 +261,15 @@ async fn run_normalizer(
         working: state,
         notify,
         stats,
+        open: None,
     };
     let mut pending: Vec<Reading> = Vec::new();
-    // PUBACKs owed for MQTT messages whose readings are in `pending`, oldest first.
+    // PUBACKs owed for MQTT messages whose readings are in `pending` or the open batch,
+    // oldest first.
     let mut acks: Vec<MessageAck> = Vec::new();
     let linger = Duration::from_millis(200);
     loop {
-        let next = if pending.is_empty() {
+        let next = if pending.is_empty() && n.open.is_none() {
             recv_either(&mut rx, &mut mqtt_rx).await.map(Some)
         } else {
             match tokio::time::timeout(linger, recv_either(&mut rx, &mut mqtt_rx)).await {
@@ -253,7 +281,7 @@ async fn run_normalizer(
             Some(Some(input)) => {
                 match input {
                     Input::Modbus(sample) => {
-                        pending.extend(normalize(&n.config, &mut n.working, &sample));
+                        normalize_into(&n.config, &mut n.working, &sample, &mut pending);
                     }
                     Input::Mqtt(message) => {
                         for sample in &message.samples {
@@ -262,30 +290,38 @@ async fn run_normalizer(
                         acks.extend(message.ack);
                     }
                 }
-                if pending.len() >= n.config.forward.max_batch_readings {
-                    n.spool_pending(&mut pending).await;
+                if pending.len() >= chunk {
+                    n.encode_pending(&mut pending).await;
                 }
             }
-            Some(None) => n.spool_pending(&mut pending).await,
+            Some(None) => n.cut(&mut pending).await,
             None => {
-                n.spool_pending(&mut pending).await;
+                n.cut(&mut pending).await;
                 settle(&mut acks);
                 return;
             }
         }
         // Everything received so far is spooled (or let go under the full-spool policy):
         // the messages it came in are settled.
-        if pending.is_empty() {
+        if pending.is_empty() && n.open.is_none() {
             settle(&mut acks);
         }
     }
 }
 
+/// What a batch's body is made from when it is spooled.
+enum Body {
+    /// Encoded already (the open batch, finished).
+    Encoded(EncodedBatch),
+    /// Readings too few for an Arrow stream's overhead: encoded as the spool decides.
+    Small(Vec<Reading>),
+}
+
 /// Why a batch did not reach the spool.
 enum NotSpooled {
-    /// The spool is at its bound: the readings, given back.
-    Full(Vec<Reading>),
-    /// The blocking task that held them failed.
+    /// The spool is at its bound.
+    Full,
+    /// The blocking task that held it failed, or its body could not be encoded.
     Lost,
 }
 
@@ -314,57 +350,168 @@ async fn recv_either(
 }
 
 impl Normalizer {
-    async fn spool_pending(&mut self, pending: &mut Vec<Reading>) {
+    /// Encodes `pending` into the open batch (opening one if none is), spooling the open
+    /// batch each time it reaches `max_batch_readings`. Leaves `pending` empty, its capacity
+    /// kept for the next chunk.
+    async fn encode_pending(&mut self, pending: &mut Vec<Reading>) {
         let max = self.config.forward.max_batch_readings;
         while !pending.is_empty() {
-            // The whole of `pending` when it fits in one batch (the usual case): moved, not
-            // copied.
-            let readings = if pending.len() <= max {
-                std::mem::take(pending)
-            } else {
-                pending.drain(..max).collect()
-            };
-            if let Err(not_spooled) = self.spool_batch(readings).await {
-                let (held, full) = match not_spooled {
-                    NotSpooled::Full(held) => (held, true),
-                    NotSpooled::Lost => (Vec::new(), false),
-                };
-                let rest = std::mem::take(pending);
-                let all = held.iter().chain(&rest);
-                let (cumulative, instant): (Vec<&Reading>, Vec<&Reading>) =
-                    all.partition(|r| r.quantity.is_cumulative());
-                self.stats
-                    .readings_held_back
-                    .fetch_add(cumulative.len() as u64, Ordering::Relaxed);
-                self.stats
-                    .readings_dropped
-                    .fetch_add(instant.len() as u64, Ordering::Relaxed);
-                if full && !self.stats.spool_full.swap(true, Ordering::Relaxed) {
-                    error!(
-                        max_bytes = self.config.gateway.spool_max_bytes,
-                        "spool full: ingest has not acknowledged for a while; holding counters back \
-                         (their next deltas will span the wait) and dropping instantaneous values"
-                    );
+            let rows = self.open.as_ref().map_or(0, |o| o.encoder.rows());
+            if rows >= max {
+                if let Err(e) = self.spool_open().await {
+                    self.let_go(e, 0, 0, pending);
+                    return;
                 }
-                self.working = self.committed.clone();
+                continue;
+            }
+            let take = (max - rows).min(pending.len());
+            let written = match self.open.as_mut() {
+                Some(open) => open.encoder.write(&pending[..take]),
+                None => StreamEncoder::new(
+                    &self.config.gateway.id,
+                    self.committed.next_seq,
+                    WIRE_VERSION,
+                )
+                .and_then(|mut encoder| {
+                    encoder.write(&pending[..take])?;
+                    self.open = Some(OpenBatch {
+                        seq: self.committed.next_seq,
+                        encoder,
+                        cumulative: Vec::new(),
+                        instant: 0,
+                    });
+                    Ok(())
+                }),
+            };
+            if let Err(e) = written {
+                error!(seq = self.committed.next_seq, error = %e, "cannot encode readings; counters fall back to what is spooled");
+                self.let_go(NotSpooled::Lost, 0, 0, pending);
                 return;
             }
+            if let Some(open) = self.open.as_mut() {
+                for r in pending.drain(..take) {
+                    if r.quantity.is_cumulative() {
+                        open.cumulative.push(r);
+                    } else {
+                        open.instant += 1;
+                    }
+                }
+            }
+        }
+        if self.open.as_ref().is_some_and(|o| o.encoder.rows() >= max)
+            && let Err(e) = self.spool_open().await
+        {
+            self.let_go(e, 0, 0, pending);
         }
     }
 
-    /// Spools one batch; gives the readings back if the spool is full.
-    ///
-    /// The batch is encoded here, once, as the body the forwarder will send. Its fsync also
-    /// makes the counters it advances durable (the spool replays them at open), so no state
-    /// file is written per batch: only when the spool asks for a snapshot before it deletes a
-    /// segment ([`Spool::state_due`]), which is also checked while the spool is full, since that
-    /// is when the space is wanted.
-    async fn spool_batch(&mut self, readings: Vec<Reading>) -> Result<(), NotSpooled> {
-        if readings.is_empty() {
-            return Ok(());
+    /// The end of a poll cycle (or of the sources): spools the open batch with everything
+    /// pending.
+    async fn cut(&mut self, pending: &mut Vec<Reading>) {
+        if self.open.is_none() && pending.len() < ARROW_MIN_READINGS {
+            if pending.is_empty() {
+                return;
+            }
+            let readings = std::mem::take(pending);
+            let seq = self.committed.next_seq;
+            let (cumulative, instant) = count(&readings);
+            if let Err(e) = self.spool_body(seq, Body::Small(readings), None).await {
+                self.let_go(e, cumulative, instant, pending);
+            }
+            return;
         }
-        let seq = self.committed.next_seq;
-        let mut readings = readings;
+        self.encode_pending(pending).await;
+        if self.open.is_some()
+            && let Err(e) = self.spool_open().await
+        {
+            self.let_go(e, 0, 0, pending);
+        }
+    }
+
+    /// Finishes the open batch and spools it. On failure its readings are counted as let go.
+    async fn spool_open(&mut self) -> Result<(), NotSpooled> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let OpenBatch {
+            seq,
+            encoder,
+            cumulative,
+            instant,
+        } = open;
+        let readings = encoder.rows();
+        let body = match encoder.finish() {
+            Ok(payload) => EncodedBatch {
+                gateway: self.config.gateway.id.clone(),
+                seq,
+                encoding: Encoding::Arrow,
+                readings: u32::try_from(readings).unwrap_or(u32::MAX),
+                payload,
+            },
+            Err(e) => {
+                error!(seq, error = %e, "cannot encode readings; counters fall back to what is spooled");
+                self.count_let_go(cumulative.len(), instant);
+                return Err(NotSpooled::Lost);
+            }
+        };
+        let held = cumulative.len();
+        let spooled = self
+            .spool_body(seq, Body::Encoded(body), Some(cumulative))
+            .await;
+        if spooled.is_err() {
+            self.count_let_go(held, instant);
+        }
+        spooled
+    }
+
+    /// Lets go of `pending` (and of `cumulative` and `instant` readings already taken from
+    /// it) after a batch was not spooled: counters fall back to what is spooled, so their next
+    /// deltas span the wait and no energy is lost.
+    fn let_go(
+        &mut self,
+        why: NotSpooled,
+        cumulative: usize,
+        instant: u64,
+        pending: &mut Vec<Reading>,
+    ) {
+        let (c, i) = count(pending);
+        pending.clear();
+        let open = self.open.take();
+        let (oc, oi) = open.map_or((0, 0), |o| (o.cumulative.len(), o.instant));
+        self.count_let_go(cumulative + c + oc, instant + i + oi);
+        if matches!(why, NotSpooled::Full) && !self.stats.spool_full.swap(true, Ordering::Relaxed) {
+            error!(
+                max_bytes = self.config.gateway.spool_max_bytes,
+                "spool full: ingest has not acknowledged for a while; holding counters back \
+                 (their next deltas will span the wait) and dropping instantaneous values"
+            );
+        }
+        self.working = self.committed.clone();
+    }
+
+    fn count_let_go(&self, cumulative: usize, instant: u64) {
+        self.stats
+            .readings_held_back
+            .fetch_add(cumulative as u64, Ordering::Relaxed);
+        self.stats
+            .readings_dropped
+            .fetch_add(instant, Ordering::Relaxed);
+    }
+
+    /// Spools one batch as `seq`, retrying while the disk fails; the committed counters then
+    /// advance to its cumulative readings (`cumulative`, or the readings of a small body).
+    ///
+    /// Its fsync also makes the counters it advances durable (the spool replays them at
+    /// open), so no state file is written per batch: only when the spool asks for a snapshot
+    /// before it deletes a segment ([`Spool::state_due`]), which is also checked while the
+    /// spool is full, since that is when the space is wanted.
+    async fn spool_body(
+        &mut self,
+        seq: u64,
+        body: Body,
+        cumulative: Option<Vec<Reading>>,
+    ) -> Result<(), NotSpooled> {
+        let mut body = Some(body);
         let mut delay = Duration::from_millis(100);
         loop {
             // The committed state covers every batch appended so far, which is what a snapshot
@@ -372,7 +519,9 @@ impl Normalizer {
             let snapshot = self.spool.state_due().then(|| self.committed.clone());
             let sp = self.spool.clone();
             let gateway = self.config.gateway.id.clone();
-            let batch = std::mem::take(&mut readings);
+            let Some(b) = body.take() else {
+                return Err(NotSpooled::Lost);
+            };
             let res = tokio::task::spawn_blocking(move || {
                 let stored = (|| {
                     if let Some(state) = &snapshot {
@@ -381,31 +530,44 @@ impl Normalizer {
                     if !sp.has_room() {
                         return Ok(false);
                     }
-                    let encoded = EncodedBatch::new(&gateway, seq, WIRE_VERSION, &batch)?;
-                    sp.append_encoded(&encoded)?;
+                    match &b {
+                        Body::Encoded(encoded) => sp.append_encoded(encoded)?,
+                        Body::Small(readings) => sp.append_encoded(&EncodedBatch::new(
+                            &gateway,
+                            seq,
+                            WIRE_VERSION,
+                            readings,
+                        )?)?,
+                    }
                     Ok::<_, SpoolError>(true)
                 })();
-                (stored, batch)
+                (stored, b)
             })
             .await;
-            let (stored, batch) = match res {
+            let (stored, b) = match res {
                 Ok(r) => r,
                 Err(e) => {
-                    // The readings went with the task: let them go as a full spool does, so
+                    // The batch went with the task: it is let go as under a full spool, so
                     // counters fall back to what is spooled and lose no energy.
                     error!(seq, error = %e, "spool task failed; counters fall back to what is spooled");
                     return Err(NotSpooled::Lost);
                 }
             };
-            readings = batch;
             match stored {
                 Ok(true) => {
-                    replay_readings(&mut self.committed, &readings);
+                    let readings = match (&b, &cumulative) {
+                        (_, Some(c)) => c.as_slice(),
+                        (Body::Small(r), None) => r.as_slice(),
+                        (Body::Encoded(_), None) => &[],
+                    };
+                    replay_readings(&mut self.committed, readings);
+                    let n = match &b {
+                        Body::Encoded(e) => u64::from(e.readings),
+                        Body::Small(r) => r.len() as u64,
+                    };
                     self.committed.next_seq = seq + 1;
                     self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .readings_spooled
-                        .fetch_add(readings.len() as u64, Ordering::Relaxed);
+                    self.stats.readings_spooled.fetch_add(n, Ordering::Relaxed);
                     if self.stats.spool_full.swap(false, Ordering::Relaxed) {
                         info!(
                             "spool has room again; counters resume from their last spooled values"
@@ -414,7 +576,7 @@ impl Normalizer {
                     self.notify.notify_one();
                     return Ok(());
                 }
-                Ok(false) => return Err(NotSpooled::Full(readings)),
+                Ok(false) => return Err(NotSpooled::Full),
                 // A failing disk (not a full spool): keep the batch and try again; pollers keep
                 // their pace and the sample channel applies back-pressure if this lasts.
                 Err(e) => {
@@ -422,8 +584,18 @@ impl Normalizer {
                     error!(seq, error = %e, retry_in = ?delay, "cannot spool batch");
                 }
             }
+            body = Some(b);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
+}
+
+/// How many of `readings` are cumulative and how many instantaneous.
+fn count(readings: &[Reading]) -> (usize, u64) {
+    let cumulative = readings
+        .iter()
+        .filter(|r| r.quantity.is_cumulative())
+        .count();
+    (cumulative, (readings.len() - cumulative) as u64)
 }

@@ -38,6 +38,9 @@ const META_VERSION: &str = "jieneng.version";
 /// (3) at about half the CPU, which on a gateway matters more than a few bytes.
 const ZSTD_LEVEL: i32 = 1;
 
+/// Up to this many distinct values a dictionary is searched by a scan rather than a hash.
+const SCAN_MAX: usize = 16;
+
 /// Dictionary-encodes one string column, remembering the previous value: readings of one
 /// sample arrive together, so most rows repeat the row before and skip the hash lookup.
 #[derive(Default)]
@@ -66,16 +69,45 @@ impl<'a> Dict<'a> {
         let key = match self.last {
             Some((l, k)) if std::ptr::eq(l, v) || l == v => k,
             _ => {
-                let next = self.values.len() as i32;
-                let k = *self.index.entry(v).or_insert(next);
-                if k == next {
-                    self.values.push(v);
-                }
+                let k = self.lookup(v);
                 self.last = Some((v, k));
                 k
             }
         };
         self.keys.push(Some(key));
+    }
+
+    /// The key of `v`, added if new. Columns that change from row to row (quantity, unit) have
+    /// a handful of values, mostly the same `&'static str`s: a scan of those compares pointers
+    /// and is cheaper than hashing the string. Larger dictionaries (meters) are hashed.
+    fn lookup(&mut self, v: &'a str) -> i32 {
+        if self.values.len() <= SCAN_MAX {
+            if let Some(k) = self
+                .values
+                .iter()
+                .position(|&s| std::ptr::eq(s, v) || s == v)
+            {
+                return k as i32;
+            }
+            let k = self.values.len() as i32;
+            self.values.push(v);
+            if self.values.len() > SCAN_MAX {
+                // From now on the hash index answers: fill it with every value so far.
+                self.index = self
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| (s, i as i32))
+                    .collect();
+            }
+            return k;
+        }
+        let next = self.values.len() as i32;
+        let k = *self.index.entry(v).or_insert(next);
+        if k == next {
+            self.values.push(v);
+        }
+        k
     }
 
     fn finish(self) -> ArrayRef {
@@ -135,8 +167,69 @@ pub fn encode(
     version: u16,
     readings: &[Reading],
 ) -> Result<Vec<u8>, ArrowError> {
+    let mut stream = StreamEncoder::new(gateway, seq, version)?;
+    stream.write(readings)?;
+    stream.finish()
+}
+
+/// One batch body being written: its readings are added a chunk at a time, each chunk a record
+/// batch of the stream (the contract allows any number; rows count across them). The
+/// normalizer so holds a poll cycle's readings as compressed columns, not as [`Reading`]s,
+/// until the batch is cut. Dictionaries equal to the previous chunk's are not written again;
+/// a changed one (the meters of the next devices) is written as a replacement.
+pub struct StreamEncoder {
+    schema: Arc<Schema>,
+    writer: StreamWriter<Vec<u8>>,
+    rows: usize,
+}
+
+impl std::fmt::Debug for StreamEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamEncoder")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamEncoder {
+    pub fn new(gateway: &GatewayId, seq: u64, version: u16) -> Result<Self, ArrowError> {
+        let schema = Arc::new(schema(gateway, seq, version));
+        // 8-byte alignment (the format's minimum) rather than the default 64: the stream is
+        // sent, not memory-mapped, and the padding of 13 columns and 8 dictionaries would be
+        // kilobytes.
+        let options = IpcWriteOptions::try_new(8, false, MetadataVersion::V5)?
+            .try_with_compression(Some(CompressionType::ZSTD))?
+            .try_with_compression_level(Some(ZSTD_LEVEL))?;
+        let writer = StreamWriter::try_new_with_options(Vec::new(), &schema, options)?;
+        Ok(Self {
+            schema,
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Readings written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes `readings` as one record batch.
+    pub fn write(&mut self, readings: &[Reading]) -> Result<(), ArrowError> {
+        let batch = record_batch(&self.schema, readings)?;
+        self.writer.write(&batch)?;
+        self.rows += readings.len();
+        Ok(())
+    }
+
+    /// Ends the stream (its end-of-stream marker) and gives the body.
+    pub fn finish(mut self) -> Result<Vec<u8>, ArrowError> {
+        self.writer.finish()?;
+        self.writer.into_inner()
+    }
+}
+
+fn record_batch(schema: &Arc<Schema>, readings: &[Reading]) -> Result<RecordBatch, ArrowError> {
     let n = readings.len();
-    let schema = Arc::new(schema(gateway, seq, version));
     let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut account = Dict::with_capacity(n);
     let mut meter = Dict::with_capacity(n);
@@ -178,16 +271,7 @@ pub fn encode(
         factor.finish(),
         quality.finish(),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    // 8-byte alignment (the format's minimum) rather than the default 64: the stream is sent,
-    // not memory-mapped, and the padding of 13 columns and 8 dictionaries would be kilobytes.
-    let options = IpcWriteOptions::try_new(8, false, MetadataVersion::V5)?
-        .try_with_compression(Some(CompressionType::ZSTD))?
-        .try_with_compression_level(Some(ZSTD_LEVEL))?;
-    let mut w = StreamWriter::try_new_with_options(Vec::with_capacity(64 * n), &schema, options)?;
-    w.write(&batch)?;
-    w.finish()?;
-    w.into_inner()
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// Reads a stream [`encode`] wrote back into its batch.
@@ -352,6 +436,41 @@ mod tests {
             decode(&encode(&gw, 1, 1, &[]).unwrap()).unwrap(),
             Batch::new(gw, 1, vec![])
         );
+    }
+
+    #[test]
+    fn dictionaries_past_the_scan_limit_keep_every_value() {
+        // 40 meters revisited out of order: the meter dictionary starts as a scan and goes on
+        // as a hash once it holds more than SCAN_MAX values, so both find earlier values.
+        let gw = GatewayId::parse("gw-1").unwrap();
+        let readings: Vec<Reading> = (0..400)
+            .map(|i| Reading {
+                meter: MeterId::parse(&format!("m{}", (i * 7) % 40)).unwrap(),
+                ..reading(i)
+            })
+            .collect();
+        let batch = decode(&encode(&gw, 7, 1, &readings).unwrap()).unwrap();
+        assert_eq!(batch, Batch::new(gw, 7, readings));
+    }
+
+    #[test]
+    fn a_body_written_in_chunks_reads_back_as_one_batch() {
+        // Chunks with different meters (a replaced dictionary) and the same accounts (not
+        // written again), one of them empty.
+        let gw = GatewayId::parse("gw-1").unwrap();
+        let readings: Vec<Reading> = (0..300)
+            .map(|i| Reading {
+                meter: MeterId::parse(&format!("m{}", i / 7)).unwrap(),
+                ..reading(i)
+            })
+            .collect();
+        let mut stream = StreamEncoder::new(&gw, 9, 1).unwrap();
+        for chunk in [&readings[..100], &readings[100..100], &readings[100..]] {
+            stream.write(chunk).unwrap();
+        }
+        assert_eq!(stream.rows(), 300);
+        let batch = decode(&stream.finish().unwrap()).unwrap();
+        assert_eq!(batch, Batch::new(gw, 9, readings));
     }
 
     #[test]
