@@ -2,11 +2,13 @@
 //! 15-minute readings of `--accounts` × `--meters` meters for `--days` days ending at `--end`
 //! (Beijing midnight), one Parquet file per UTC date under `readings/date=…/`, and the hourly
 //! and daily rollups of every date under `rollups/{hourly,daily}/date=…/`, computed by the same
-//! function the store's maintenance uses.
+//! function the store's maintenance uses, then the monthly rollups of the Beijing months it
+//! covers whole. `--monthly-only` adds only those to a set written before they existed.
 //!
 //! ```sh
 //! cargo run --release -p jieneng-benches --example bench_data -- \
-//!     --dir /var/tmp/jieneng-bench-data [--accounts 100] [--meters 10] [--days 1042] [--end 2026-11-01]
+//!     --dir /var/tmp/jieneng-bench-data [--accounts 100] [--meters 10] [--days 1042] [--end 2026-11-01] \
+//!     [--monthly-only]
 //! ```
 //!
 //! The defaults make 100 accounts × 10 meters × 96 readings × 1 042 days ≈ 100 M readings.
@@ -20,8 +22,11 @@ use std::time::Instant;
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
-use query::report::period::local_midnight_ms;
-use query::rollup::{DAY_MS, FILE, Period, rollup, rollup_dir, write_rollup};
+use query::report::period::{Granularity, local_midnight_ms};
+use query::rollup::{
+    DAY_MS, FILE, Period, month_bounds, month_rollup, month_rollup_dir, rollup, rollup_dir,
+    write_month_rollup, write_rollup,
+};
 use query::storage::{
     StoredReading, file_name, partition_date, partition_dir, to_record_batch, write_batch,
 };
@@ -52,6 +57,8 @@ struct Args {
     meters: usize,
     days: i64,
     end: NaiveDate,
+    /// Only (re)build the monthly rollups of a data set written before they existed.
+    monthly_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -61,6 +68,7 @@ fn args() -> anyhow::Result<Args> {
         meters: 10,
         days: 1042,
         end: NaiveDate::from_ymd_opt(2026, 11, 1).context("date")?,
+        monthly_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +79,7 @@ fn args() -> anyhow::Result<Args> {
             "--meters" => a.meters = value()?.parse()?,
             "--days" => a.days = value()?.parse()?,
             "--end" => a.end = value()?.parse()?,
+            "--monthly-only" => a.monthly_only = true,
             other => anyhow::bail!("unknown argument {other}; see the example's doc comment"),
         }
     }
@@ -112,9 +121,46 @@ struct Meter {
     rng: u64,
 }
 
+/// The monthly rollups of every Beijing month wholly inside `(first_ms, end_ms]`, built from
+/// the daily and hourly ones as the store's maintenance builds them; how many.
+fn monthly_rollups(dir: &std::path::Path, first_ms: i64, end_ms: i64) -> anyhow::Result<usize> {
+    let mut n = 0;
+    // The Beijing month of the first instant.
+    let mut month = chrono::DateTime::from_timestamp_millis(first_ms + 1 + 8 * 3_600_000)
+        .map(|t| Granularity::Month.start(t.date_naive()));
+    while let Some(m) = month {
+        let Some((start, end)) = month_bounds(m) else {
+            break;
+        };
+        if end > end_ms {
+            break;
+        }
+        if start >= first_ms
+            && let Some((rows, inputs)) = month_rollup(dir, m)?
+        {
+            let d = month_rollup_dir(dir, m);
+            std::fs::create_dir_all(&d)?;
+            write_month_rollup(std::fs::File::create(d.join(FILE))?, &rows, &inputs)?;
+            n += 1;
+        }
+        month = m.checked_add_months(chrono::Months::new(1));
+    }
+    Ok(n)
+}
+
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     let started = Instant::now();
+    if a.monthly_only {
+        let end_ms = local_midnight_ms(a.end);
+        let n = monthly_rollups(&a.dir, end_ms - a.days * DAY_MS, end_ms)?;
+        println!(
+            "wrote {n} monthly rollups under {} in {:.1} s",
+            a.dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let tables = FactorTables::builtin()?;
     let sel = FactorSelection::default();
     let gateway = GatewayId::parse("gw-bench")?;
@@ -253,8 +299,9 @@ fn main() -> anyhow::Result<()> {
     let (rows, bytes) = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+    let months = monthly_rollups(&a.dir, first_ms, end_ms)?;
     println!(
-        "wrote {rows} readings ({:.1} M) of {} meters in {:.1} s: {:.0} MB of readings Parquet ({:.2} bytes/reading) plus rollups, under {}",
+        "wrote {rows} readings ({:.1} M) of {} meters in {:.1} s: {:.0} MB of readings Parquet ({:.2} bytes/reading) plus rollups ({months} monthly), under {}",
         rows as f64 / 1e6,
         meters.len(),
         started.elapsed().as_secs_f64(),

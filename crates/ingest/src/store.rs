@@ -1035,4 +1035,81 @@ mod tests {
         drop(store);
         threads.join();
     }
+
+    /// The month's energy in its monthly rollup, if it is current.
+    fn month_energy(dir: &Path, month: chrono::NaiveDate) -> Option<f64> {
+        use arrow::array::AsArray;
+        if !query::rollup::month_rollup_current(dir, month, &mut |_| true) {
+            return None;
+        }
+        let file = File::open(query::rollup::month_rollup_path(dir, month)).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+        let mut total = 0.0;
+        for b in reader {
+            let b = b.unwrap();
+            total += b
+                .column_by_name("energy")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .iter()
+                .flatten()
+                .sum::<f64>();
+        }
+        Some(total)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn maintenance_builds_a_months_rollup_and_rebuilds_it_after_a_late_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let march = chrono::NaiveDate::from_ymd_opt(2025, 3, 1).unwrap();
+        let hour = 3_600_000;
+        // Hourly readings from 2025-02-28 00:00 UTC to 2025-04-01 00:00 UTC: March in Beijing
+        // time, (02-28 16:00, 03-31 16:00] UTC, holds 31 × 24 of them.
+        let from = chrono::NaiveDate::from_ymd_opt(2025, 2, 28)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        let rows: Vec<Reading> = (0..=32 * 24)
+            .map(|h| reading("m1", from + h * hour, h as f64, 1.0))
+            .collect();
+        let (store, threads) =
+            Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
+        store.append(gw_batch(1, rows)).await.unwrap();
+        store.flush().await.unwrap();
+        store.maintain(true).await.unwrap();
+        assert_eq!(month_energy(dir.path(), march), Some(744.0));
+        // February and April are not wholly rolled up: no monthly rollup.
+        for m in [(2025, 2), (2025, 4)] {
+            let m = chrono::NaiveDate::from_ymd_opt(m.0, m.1, 1).unwrap();
+            assert!(!query::rollup::month_rollup_path(dir.path(), m).exists());
+        }
+        // A late reading in March: the monthly rollup is stale until maintenance has rolled up
+        // its date again and rebuilt the month.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store
+            .append(gw_batch(
+                2,
+                vec![reading("m2", from + 15 * 24 * hour + 30_000, 1.0, 5.0)],
+            ))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let (mut newest, dir_path) = (
+            |d| query::rollup::newest_readings(dir.path(), d),
+            dir.path(),
+        );
+        let late_day = (from + 15 * 24 * hour).div_euclid(query::rollup::DAY_MS);
+        assert!(!query::rollup::rollups_current(
+            dir_path,
+            late_day,
+            &mut newest
+        ));
+        store.maintain(true).await.unwrap();
+        assert_eq!(month_energy(dir.path(), march), Some(749.0));
+        drop(store);
+        threads.join();
+    }
 }

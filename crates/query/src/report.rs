@@ -19,7 +19,7 @@ pub mod consumption;
 pub mod csv;
 pub mod forms;
 pub mod period;
-mod rollup_read;
+pub(crate) mod rollup_read;
 pub mod savings;
 pub mod scope;
 pub mod source;

@@ -3,7 +3,9 @@
 //! up, one date whose rollup is older than a later file, unflushed rows in memory and an
 //! account whose main meter is configured — by day, month and year. Once the raw partitions
 //! of rolled-up dates are gone (retention), the rollup path still gives the same answer, so it
-//! does read the rollups.
+//! does read the rollups. Monthly rollups are built where a month is wholly rolled up; a late
+//! reading makes its month read by date until the month is rebuilt, and a month report does
+//! read them (a tampered one shows).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,9 +14,12 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use query::accounts::MainMeter;
-use query::report::consumption::{ConsumptionReport, ConsumptionRequest};
+use query::report::consumption::{ConsumptionReport, ConsumptionRequest, RowKind};
 use query::report::period::{Granularity, local_midnight_ms};
-use query::rollup::{DAY_MS, FILE, Period, rollup, rollup_dir, write_rollup};
+use query::rollup::{
+    DAY_MS, FILE, Period, month_rollup, month_rollup_current, month_rollup_dir, rollup, rollup_dir,
+    write_month_rollup, write_rollup,
+};
 use query::storage::{
     StoredReading, dedupe_batch, file_name, partition_date, partition_dir, partition_files,
     partitions, read_files, write_parquet,
@@ -27,6 +32,33 @@ use reading_model::{
 
 fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).unwrap()
+}
+
+/// What the store's maintenance does after rolling up dates: the monthly rollups of the Beijing
+/// months `months` whose dates are all rolled up and current; which months it wrote.
+fn roll_up_months(data_dir: &Path, months: &[NaiveDate]) -> Vec<NaiveDate> {
+    let mut written = Vec::new();
+    for &m in months {
+        if let Some((rows, inputs)) = month_rollup(data_dir, m).unwrap() {
+            let dir = month_rollup_dir(data_dir, m);
+            std::fs::create_dir_all(&dir).unwrap();
+            write_month_rollup(
+                std::fs::File::create(dir.join(FILE)).unwrap(),
+                &rows,
+                &inputs,
+            )
+            .unwrap();
+            written.push(m);
+        }
+    }
+    written
+}
+
+fn months_2025() -> Vec<NaiveDate> {
+    (1..=12)
+        .map(|m| d(2025, m, 1))
+        .chain([d(2026, 1, 1)])
+        .collect()
 }
 
 /// What the store's maintenance does for one date: its readings and the next date's, deduped,
@@ -152,7 +184,12 @@ async fn reports_through_rollups_equal_the_raw_path() {
             roll_up(data, date);
         }
     }
-    // A late file for 2025-08-10 after its rollup: that rollup is stale.
+    // Monthly rollups where every date of the month is rolled up: not July (unrolled dates).
+    let monthly = roll_up_months(data, &months_2025());
+    assert!(monthly.contains(&d(2025, 3, 1)) && monthly.contains(&d(2025, 8, 1)));
+    assert!(!monthly.contains(&d(2025, 7, 1)));
+    // A late file for 2025-08-10 after its rollup: that rollup is stale, and with it August's
+    // monthly rollup.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let late_ts = local_midnight_ms(d(2025, 8, 10)) + 3_600_000;
     let late_dir = partition_dir(data, &partition_date(late_ts));
@@ -181,6 +218,38 @@ async fn reports_through_rollups_equal_the_raw_path() {
         }
     }
 
+    // The late file's date (2025-08-09 UTC) and the date before rolled up again, as maintenance
+    // does: their rollups are current, August's
+    // monthly rollup was built from their old contents and must not be read until rebuilt.
+    let late_days = ["2025-08-08", "2025-08-09"];
+    let all_current = |_: i64| true;
+    assert!(month_rollup_current(data, d(2025, 8, 1), &mut {
+        all_current
+    }));
+    for date in late_days {
+        roll_up(data, date);
+    }
+    assert!(!month_rollup_current(data, d(2025, 8, 1), &mut {
+        all_current
+    }));
+    let raw = all(&reports(data, sample::accounts(), false)).await;
+    for (r, o) in raw
+        .iter()
+        .zip(&all(&reports(data, sample::accounts(), true)).await)
+    {
+        same(r, o);
+    }
+    assert_eq!(roll_up_months(data, &[d(2025, 8, 1)]), [d(2025, 8, 1)]);
+    assert!(month_rollup_current(data, d(2025, 8, 1), &mut {
+        all_current
+    }));
+    for (r, o) in raw
+        .iter()
+        .zip(&all(&reports(data, sample::accounts(), true)).await)
+    {
+        same(r, o);
+    }
+
     // Retention removes the raw partitions the rollups cover (not the unrolled, stale or live
     // ones, which the rollup path reads raw): the raw path loses them, the rollup path still answers as before.
     let before = all(&reports(data, sample::accounts(), true)).await;
@@ -203,4 +272,50 @@ async fn reports_through_rollups_equal_the_raw_path() {
         serde_json::to_value(&before).unwrap(),
         serde_json::to_value(&raw_after).unwrap()
     );
+
+    // March's monthly rollup is what month reports read: doubled, March doubles and April does
+    // not (its inputs are unchanged, so it still counts as current).
+    let march = d(2025, 3, 1);
+    let (rows, inputs) = month_rollup(data, march).unwrap().unwrap();
+    let energy = rows
+        .column(5)
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap();
+    let doubled: arrow::array::Float64Array = energy.iter().map(|v| v.map(|v| v * 2.0)).collect();
+    let mut cols = rows.columns().to_vec();
+    cols[5] = Arc::new(doubled);
+    let rows = arrow::record_batch::RecordBatch::try_new(rows.schema(), cols).unwrap();
+    write_month_rollup(
+        std::fs::File::create(month_rollup_dir(data, march).join(FILE)).unwrap(),
+        &rows,
+        &inputs,
+    )
+    .unwrap();
+    let tampered = all(&reports(data, sample::accounts(), true)).await;
+    let march_total = |r: &ConsumptionReport| {
+        r.rows
+            .iter()
+            .filter(|row| row.period == "2025-03" && row.kind == RowKind::Total)
+            .map(|row| row.consumption)
+            .sum::<f64>()
+    };
+    assert!(march_total(&before[0]) > 0.0);
+    assert!((march_total(&tampered[0]) - 2.0 * march_total(&before[0])).abs() < 1e-6);
+    // April's own amounts (its 环比 is March's).
+    let april = |r: &ConsumptionReport| {
+        r.rows
+            .iter()
+            .filter(|row| row.period == "2025-04")
+            .map(|row| {
+                (
+                    row.account.clone(),
+                    row.item.clone(),
+                    row.kind,
+                    row.consumption,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(april(&tampered[0]), april(&before[0]));
 }

@@ -35,7 +35,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
-use query::rollup::{FILE as ROLLUP_FILE, Period, ROLLUPS, rollup, rollup_dir, write_rollup};
+use query::rollup::{
+    DAY_MS, FILE as ROLLUP_FILE, MONTHLY, Period, ROLLUPS, month_rollup, month_rollup_dir,
+    months_of_day, rollup, rollup_dir, write_month_rollup, write_rollup,
+};
 use query::storage::{
     DataFile, READINGS, dedupe_batch, file_name, partition_dir, partition_files, partitions,
     read_files, write_batch,
@@ -213,6 +216,7 @@ impl Maintenance {
                 rollup_dates.insert(before);
             }
         }
+        let mut months = BTreeSet::new();
         for date in rollup_dates {
             if raw_cutoff.as_deref().is_some_and(|c| date.as_str() < c) {
                 warn!(
@@ -223,6 +227,14 @@ impl Maintenance {
             }
             self.rollup(&date)?;
             report.rollups += 1;
+            if let Some(day) = day_start_ms(&date).map(|ms| ms.div_euclid(DAY_MS)) {
+                months.extend(months_of_day(day));
+            }
+        }
+        // The months those dates feed, once each of their dates is rolled up: a late reading
+        // rebuilds its month here, right after its date.
+        for month in months {
+            self.month_rollup(month)?;
         }
         let grace = Duration::from_secs_f64(self.config.compact_grace);
         let mut kept = Vec::new();
@@ -324,6 +336,21 @@ impl Maintenance {
         Ok(())
     }
 
+    /// Rebuilds the monthly rollup of the Beijing month starting at `month` from its daily and
+    /// hourly rollups, if every date of it has current ones (see [`query::rollup::month_rollup`]).
+    fn month_rollup(&self, month: NaiveDate) -> Result<(), StoreError> {
+        let dir = month_rollup_dir(&self.data_dir, month);
+        let Some((rows, inputs)) =
+            month_rollup(&self.data_dir, month).map_err(|e| StoreError::Parquet {
+                path: e.path,
+                message: e.message,
+            })?
+        else {
+            return Ok(());
+        };
+        publish_file(&dir, ROLLUP_FILE, |w| write_month_rollup(w, &rows, &inputs))
+    }
+
     fn cutoff(&self, today: &str, days: u32) -> Option<String> {
         (days > 0)
             .then(|| date_add(today, -i64::from(days) + 1))
@@ -360,6 +387,24 @@ impl Maintenance {
             for e in fs::read_dir(&table).into_iter().flatten().flatten() {
                 if e.file_name().to_string_lossy().starts_with(".expired-") {
                     fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
+                }
+            }
+        }
+        // A monthly rollup goes with the last of its dates' rollups: before that it is what
+        // month and year reports read.
+        if let Some(cutoff) = self.cutoff(today, self.config.rollup_retention_days) {
+            let table = rollups.join(MONTHLY);
+            for e in fs::read_dir(&table).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let next_month = name
+                    .strip_prefix("month=")
+                    .and_then(|m| NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").ok())
+                    .and_then(|m| m.checked_add_months(chrono::Months::new(1)))
+                    .map(|next| next.format("%Y-%m-%d").to_string());
+                if next_month.is_some_and(|d| d.as_str() < cutoff.as_str()) {
+                    fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
+                    removed += 1;
+                    info!(partition = %e.path().display(), "removed by retention");
                 }
             }
         }

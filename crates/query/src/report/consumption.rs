@@ -265,15 +265,10 @@ impl Reports {
                 .push(s);
         }
         let catalog = ItemCatalog::builtin();
-        type Key = (
-            AccountCode,
-            NaiveDate,
-            Category,
-            String,
-            EnergyCode,
-            RowKind,
-        );
-        let mut all: BTreeMap<Key, Amount> = BTreeMap::new();
+        // Each row's amounts over the periods, so that 环比 and 同比 are looked up among one
+        // row's few periods rather than in a map of every row keyed by strings.
+        type Key = (AccountCode, Category, String, EnergyCode, RowKind);
+        let mut all: BTreeMap<Key, BTreeMap<NaiveDate, Amount>> = BTreeMap::new();
         // Relations are decided over the whole range, so a meter that is silent in one period
         // keeps its role; once per account and category, not per period.
         let mut by_category: BTreeMap<(&AccountCode, Category), Vec<&MeterSum>> = BTreeMap::new();
@@ -291,66 +286,60 @@ impl Reports {
         for ((account, period, category, unit), group) in &groups {
             let rel = relations.get(&(account, *category)).unwrap_or(&none);
             for (item, kind, amount) in tree(*category, group, rel) {
-                all.insert(
-                    (
-                        account.clone(),
-                        *period,
-                        *category,
-                        unit.clone(),
-                        item,
-                        kind,
-                    ),
-                    amount,
-                );
+                all.entry((account.clone(), *category, unit.clone(), item, kind))
+                    .or_default()
+                    .insert(*period, amount);
             }
         }
+        let labels: BTreeMap<NaiveDate, String> = groups
+            .keys()
+            .map(|(_, p, _, _)| (*p, g.label(*p)))
+            .collect();
         let mut rows = Vec::new();
         let mut indicators: BTreeMap<(AccountCode, NaiveDate), (f64, Option<f64>)> =
             BTreeMap::new();
-        for ((account, period, category, unit, item, kind), a) in &all {
-            if *period < first {
-                continue;
-            }
-            let at = |p: Option<NaiveDate>| {
-                let p = p?;
-                all.get(&(account.clone(), p, *category, unit.clone(), *item, *kind))
-                    .map(|a| round6(a.consumption))
-            };
-            let previous = at(g.previous(*period));
-            let year_before = at(g.year_before(*period));
-            let consumption = round6(a.consumption);
-            let (name_zh, name_en) = match kind {
-                RowKind::Unmetered => ("缺口量(未分项计量)", "unmetered remainder"),
-                _ => catalog.name(item),
-            };
-            rows.push(ItemRow {
-                account: account.to_string(),
-                period: g.label(*period),
-                category: category.code().to_owned(),
-                item: item.as_str().to_owned(),
-                level: item.level(),
-                kind: *kind,
-                name_zh: name_zh.to_owned(),
-                name_en: name_en.to_owned(),
-                unit: unit.clone(),
-                consumption,
-                kgce: round6(a.kgce),
-                kgco2e: round6(a.kgco2e),
-                previous,
-                mom_pct: pct(consumption, previous),
-                year_before,
-                yoy_pct: pct(consumption, year_before),
-            });
-            let is_total = matches!(kind, RowKind::Total)
-                || (matches!(kind, RowKind::Subtotal) && item.level() == 0);
-            if is_total {
-                let e = indicators
-                    .entry((account.clone(), *period))
-                    .or_insert((0.0, None));
-                if *category == Category::Water {
-                    *e.1.get_or_insert(0.0) += a.consumption;
-                } else {
-                    e.0 += a.kgce;
+        for ((account, category, unit, item, kind), periods) in &all {
+            let at = |p: Option<NaiveDate>| periods.get(&p?).map(|a| round6(a.consumption));
+            for (period, a) in periods.range(first..) {
+                let previous = at(g.previous(*period));
+                let year_before = at(g.year_before(*period));
+                let consumption = round6(a.consumption);
+                let (name_zh, name_en) = match kind {
+                    RowKind::Unmetered => ("缺口量(未分项计量)", "unmetered remainder"),
+                    _ => catalog.name(item),
+                };
+                rows.push(ItemRow {
+                    account: account.to_string(),
+                    period: labels
+                        .get(period)
+                        .cloned()
+                        .unwrap_or_else(|| g.label(*period)),
+                    category: category.code().to_owned(),
+                    item: item.as_str().to_owned(),
+                    level: item.level(),
+                    kind: *kind,
+                    name_zh: name_zh.to_owned(),
+                    name_en: name_en.to_owned(),
+                    unit: unit.clone(),
+                    consumption,
+                    kgce: round6(a.kgce),
+                    kgco2e: round6(a.kgco2e),
+                    previous,
+                    mom_pct: pct(consumption, previous),
+                    year_before,
+                    yoy_pct: pct(consumption, year_before),
+                });
+                let is_total = matches!(kind, RowKind::Total)
+                    || (matches!(kind, RowKind::Subtotal) && item.level() == 0);
+                if is_total {
+                    let e = indicators
+                        .entry((account.clone(), *period))
+                        .or_insert((0.0, None));
+                    if *category == Category::Water {
+                        *e.1.get_or_insert(0.0) += a.consumption;
+                    } else {
+                        e.0 += a.kgce;
+                    }
                 }
             }
         }

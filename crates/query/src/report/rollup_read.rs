@@ -20,28 +20,64 @@ use arrow::array::{Array, AsArray, DictionaryArray, StringArray};
 use arrow::datatypes::{
     DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimestampMillisecondType,
 };
-use chrono::NaiveDate;
+use chrono::{Months, NaiveDate};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
-use super::period::{Granularity, OFFSET_HOURS};
+use super::period::{Granularity, OFFSET_HOURS, local_midnight_ms};
 use crate::rollup::{Period, rollup_schema};
 use crate::storage::StorageError;
 
-/// One rollup file to read, and the length of its rows' periods.
+/// How long a rollup file's row periods are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Span {
+    /// Hourly or daily: `(ts, ts + length]`.
+    Fixed(i64),
+    /// A Beijing month starting at `ts`.
+    Month,
+}
+
+/// One rollup file to read: the rows whose period lies in `window` `(from, to]` count.
 #[derive(Debug, Clone)]
 pub(crate) struct RollupFile {
     pub path: PathBuf,
-    pub period: Period,
+    pub span: Span,
+    pub window: (i64, i64),
+}
+
+impl RollupFile {
+    pub fn new(path: PathBuf, period: Period, window: (i64, i64)) -> Self {
+        Self {
+            path,
+            span: Span::Fixed(period.millis()),
+            window,
+        }
+    }
 }
 
 /// Summed amounts of one group.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Sums {
     pub energy: f64,
     pub kgce: f64,
     pub kgco2e: f64,
+    /// The smallest and largest interval delta.
+    pub min: f64,
+    pub max: f64,
     pub intervals: i64,
+}
+
+impl Default for Sums {
+    fn default() -> Self {
+        Self {
+            energy: 0.0,
+            kgce: 0.0,
+            kgco2e: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            intervals: 0,
+        }
+    }
 }
 
 impl Sums {
@@ -49,6 +85,8 @@ impl Sums {
         self.energy += o.energy;
         self.kgce += o.kgce;
         self.kgco2e += o.kgco2e;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
         self.intervals += o.intervals;
     }
 }
@@ -56,11 +94,9 @@ impl Sums {
 /// (account, category, item, unit, first local date of the report period).
 pub(crate) type GroupKey = (String, String, String, String, NaiveDate);
 
-/// What to read: rows whose period `(ts, ts + length]` lies in `(from_ms, to_ms]`, of accounts
-/// `account_in_scope` accepts, bucketed by `granularity` in Beijing time.
+/// What to read: rows of accounts `account_in_scope` accepts, bucketed by `granularity` in
+/// Beijing time.
 pub(crate) struct RollupQuery<'a> {
-    pub from_ms: i64,
-    pub to_ms: i64,
     pub granularity: Granularity,
     pub account_in_scope: &'a (dyn Fn(&str) -> bool + Sync),
 }
@@ -180,7 +216,7 @@ fn read_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-const READ_COLUMNS: [&str; 9] = [
+const READ_COLUMNS: [&str; 11] = [
     "ts",
     "account",
     "category",
@@ -189,6 +225,8 @@ const READ_COLUMNS: [&str; 9] = [
     "energy",
     "kgce",
     "kgco2e",
+    "min_delta",
+    "max_delta",
     "intervals",
 ];
 
@@ -225,7 +263,7 @@ impl Partial {
             .with_batch_size(64 * 1024)
             .build()
             .map_err(|e| err(format!("rollup file: {e}")))?;
-        let len = file.period.millis();
+        let (from, to) = file.window;
         for batch in reader {
             let b = batch.map_err(|e| err(format!("rollup file: {e}")))?;
             let shape = |name: &str| err(format!("rollup file: column {name} has another type"));
@@ -253,6 +291,7 @@ impl Partial {
                 dict("unit")?,
             ];
             let (energy, kgce, kgco2e) = (float("energy")?, float("kgce")?, float("kgco2e")?);
+            let (min, max) = (float("min_delta")?, float("max_delta")?);
             let intervals = col("intervals")?
                 .as_primitive_opt::<Int64Type>()
                 .ok_or_else(|| shape("intervals"))?;
@@ -275,16 +314,20 @@ impl Partial {
                     .collect();
             }
             let keys = dicts.map(|d| d.keys());
+            // Rows come sorted by ts: the period of the last ts is usually this row's.
             let mut last: Option<(i64, Option<NaiveDate>)> = None;
             for i in 0..b.num_rows() {
                 let t = ts.value(i);
-                if t < q.from_ms || t + len > q.to_ms {
-                    continue;
-                }
                 let period = match last {
                     Some((lt, p)) if lt == t => p,
                     _ => {
-                        let p = report_period(t + len, q.granularity);
+                        let end = match file.span {
+                            Span::Fixed(len) => Some(t + len),
+                            Span::Month => month_end(t),
+                        };
+                        let p = end
+                            .filter(|&end| t >= from && end <= to)
+                            .and_then(|end| report_period(end, q.granularity));
                         last = Some((t, p));
                         p
                     }
@@ -304,6 +347,8 @@ impl Partial {
                 s.energy += energy.value(i);
                 s.kgce += kgce.value(i);
                 s.kgco2e += kgco2e.value(i);
+                s.min = s.min.min(min.value(i));
+                s.max = s.max.max(max.value(i));
                 s.intervals += intervals.value(i);
             }
         }
@@ -331,6 +376,12 @@ pub(crate) fn report_period(end_ms: i64, granularity: Granularity) -> Option<Nai
     Some(granularity.start(date))
 }
 
+/// The end of the Beijing month that starts at the UTC instant `start_ms`.
+fn month_end(start_ms: i64) -> Option<i64> {
+    let first = report_period(start_ms + 1, Granularity::Month)?;
+    Some(local_midnight_ms(first.checked_add_months(Months::new(1))?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +406,9 @@ mod tests {
             Some(d(2026, 1, 1))
         );
         assert_eq!(report_period(0, Granularity::Day), Some(d(1970, 1, 1)));
+        assert_eq!(
+            month_end(local_midnight_ms(d(2026, 2, 1))),
+            Some(local_midnight_ms(d(2026, 3, 1)))
+        );
     }
 }

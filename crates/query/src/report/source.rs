@@ -13,16 +13,19 @@ use datafusion::prelude::SessionContext;
 use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId};
 
 use super::period::{Granularity, OFFSET_HOURS, local_date_of_shifted_secs};
-use super::rollup_read::{RollupFile, RollupQuery, sum_rollup_files};
+use super::rollup_read::{RollupFile, RollupQuery, Span, report_period, sum_rollup_files};
 use super::scope::{Filter, matches_all, sql_all};
 use crate::accounts::{ACCOUNTS, Account, accounts_batch};
 use crate::report::{
     Query, QueryError, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
 };
-use crate::rollup::{DAY_MS, FILE as ROLLUP_FILE, Period, rollup_dir};
+use crate::rollup::{
+    DAY_MS, FILE as ROLLUP_FILE, Period, month_bounds, month_rollup_current, month_rollup_path,
+    newest_readings, rollup_dir, rollups_current,
+};
 use crate::savings::weather::{self, DailyTemperature, WeatherError};
-use crate::storage::{READINGS, partition_date, partition_dir, partition_files};
+use crate::storage::{READINGS, partition_date};
 
 /// Consumption of one meter in one period (and under one carbon factor).
 #[derive(Debug, Clone, PartialEq)]
@@ -315,13 +318,13 @@ pub struct Relations {
     pub subs: Vec<MeterId>,
 }
 
-/// Which UTC dates of a range a report reads from rollups, and how.
+/// Which parts of a range a report reads from rollups, and how.
 #[derive(Debug, Default)]
 struct RollupPlan {
-    /// Dates read from their daily rollup: wholly inside the range and one report period.
-    daily: Vec<String>,
-    /// Dates read from their hourly rollup (split by the report's periods or the range ends).
-    hourly: Vec<String>,
+    /// Monthly rollups of the Beijing months wholly inside the range (month and year reports),
+    /// daily rollups of dates wholly inside the range and one report period, and hourly
+    /// rollups of dates a report period or the range's end cuts.
+    files: Vec<RollupFile>,
     /// Ranges `(from, to]` read from the raw readings: dates not rolled up yet, or whose
     /// rollups are older than their readings, or with rows still in the server's memory.
     raw: Vec<(i64, i64)>,
@@ -335,42 +338,7 @@ impl Reports {
         self
     }
 
-    /// Whether the rollups of `date` (UTC) hold everything its readings say: both files exist
-    /// and neither is older than a readings file of the date or of the next one (whose first
-    /// instant closes the date's last interval). `newest(d)` is the modification time of the
-    /// newest live readings file of `d` (`Some(None)` for none, `None` if unlistable).
-    fn rollups_current(
-        &self,
-        day: i64,
-        newest: &mut impl FnMut(i64) -> Option<Option<SystemTime>>,
-    ) -> bool {
-        let data_dir = &self.query.data_dir;
-        let date = partition_date(day * DAY_MS);
-        let mtime = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut oldest_rollup = None;
-        for period in Period::ALL {
-            match mtime(rollup_dir(data_dir, period, &date).join(ROLLUP_FILE)) {
-                Some(t) => oldest_rollup = Some(oldest_rollup.map_or(t, |o: SystemTime| o.min(t))),
-                None => return false,
-            }
-        }
-        let Some(rolled) = oldest_rollup else {
-            return false;
-        };
-        for d in [day, day + 1] {
-            match newest(d) {
-                Some(Some(t)) if t > rolled => return false,
-                Some(_) => {}
-                None => return false,
-            }
-        }
-        true
-    }
-
     fn rollup_plan(&self, from_ms: i64, to_ms: i64, granularity: Granularity) -> RollupPlan {
-        // UTC dates whose period (D 00:00, D+1 00:00] meets (from, to].
-        let first = from_ms.div_euclid(DAY_MS);
-        let last = (to_ms - 1).div_euclid(DAY_MS);
         // Rows in the server's memory are newer than any rollup: their dates are read raw.
         let live: BTreeSet<i64> = self
             .query
@@ -381,43 +349,84 @@ impl Reports {
             .iter()
             .map(|r| (r.reading.ts - 1).div_euclid(DAY_MS))
             .collect();
+        let data_dir = &self.query.data_dir;
+        // Each readings partition is listed once, and each date checked once, though a date
+        // is asked about for itself, for the date before, and for its month.
+        let mut listed: BTreeMap<i64, Option<Option<SystemTime>>> = BTreeMap::new();
+        let mut checked: BTreeMap<i64, bool> = BTreeMap::new();
+        let mut current = |day: i64| {
+            *checked.entry(day).or_insert_with(|| {
+                !live.contains(&day)
+                    && rollups_current(data_dir, day, &mut |d| {
+                        *listed
+                            .entry(d)
+                            .or_insert_with(|| newest_readings(data_dir, d))
+                    })
+            })
+        };
+        let mut plan = RollupPlan::default();
+        // Months wholly inside the range whose monthly rollup is current; the rest of the
+        // range, in segments between them, by date.
+        let mut segments = Vec::new();
+        let mut cursor = from_ms;
+        if granularity != Granularity::Day {
+            let mut month = report_period(from_ms + 1, Granularity::Month);
+            while let Some(m) = month {
+                let Some((start, end)) = month_bounds(m) else {
+                    break;
+                };
+                if end > to_ms {
+                    break;
+                }
+                if start >= from_ms && month_rollup_current(data_dir, m, &mut current) {
+                    if cursor < start {
+                        segments.push((cursor, start));
+                    }
+                    plan.files.push(RollupFile {
+                        path: month_rollup_path(data_dir, m),
+                        span: Span::Month,
+                        window: (start, end),
+                    });
+                    cursor = end;
+                }
+                month = m.checked_add_months(chrono::Months::new(1));
+            }
+        }
+        if cursor < to_ms {
+            segments.push((cursor, to_ms));
+        }
         let local_date = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms + OFFSET_HOURS * 3_600_000)
                 .map(|t| t.date_naive())
         };
-        // Each readings partition is listed once, though it is checked for its own date and
-        // for the date before: a year report plans two years of dates.
-        let mut listed: BTreeMap<i64, Option<Option<SystemTime>>> = BTreeMap::new();
-        let data_dir = &self.query.data_dir;
-        let mut newest = |day: i64| {
-            *listed.entry(day).or_insert_with(|| {
-                let dir = partition_dir(data_dir, &partition_date(day * DAY_MS));
-                partition_files(&dir)
-                    .ok()
-                    .map(|(live, _)| live.iter().map(|f| f.modified).max())
-            })
-        };
-        let mut plan = RollupPlan::default();
-        for day in first..=last {
-            let start = day * DAY_MS;
-            let date = partition_date(start);
-            if live.contains(&day) || !self.rollups_current(day, &mut newest) {
-                let range = (start.max(from_ms), (start + DAY_MS).min(to_ms));
-                match plan.raw.last_mut() {
-                    Some(prev) if prev.1 == range.0 => prev.1 = range.1,
-                    _ => plan.raw.push(range),
+        for (from_ms, to_ms) in segments {
+            // UTC dates whose period (D 00:00, D+1 00:00] meets (from, to].
+            for day in from_ms.div_euclid(DAY_MS)..=(to_ms - 1).div_euclid(DAY_MS) {
+                let start = day * DAY_MS;
+                let date = partition_date(start);
+                if !current(day) {
+                    let range = (start.max(from_ms), (start + DAY_MS).min(to_ms));
+                    match plan.raw.last_mut() {
+                        Some(prev) if prev.1 == range.0 => prev.1 = range.1,
+                        _ => plan.raw.push(range),
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let whole = start >= from_ms && start + DAY_MS <= to_ms;
-            let one_period = match (local_date(start + 1), local_date(start + DAY_MS)) {
-                (Some(a), Some(b)) => granularity.start(a) == granularity.start(b),
-                _ => false,
-            };
-            if whole && one_period {
-                plan.daily.push(date);
-            } else {
-                plan.hourly.push(date);
+                let whole = start >= from_ms && start + DAY_MS <= to_ms;
+                let one_period = match (local_date(start + 1), local_date(start + DAY_MS)) {
+                    (Some(a), Some(b)) => granularity.start(a) == granularity.start(b),
+                    _ => false,
+                };
+                let period = if whole && one_period {
+                    Period::Daily
+                } else {
+                    Period::Hourly
+                };
+                plan.files.push(RollupFile::new(
+                    rollup_dir(data_dir, period, &date).join(ROLLUP_FILE),
+                    period,
+                    (start.max(from_ms), (start + DAY_MS).min(to_ms)),
+                ));
             }
         }
         plan
@@ -475,10 +484,7 @@ impl Reports {
                 .into_iter()
                 .map(|(_, s)| s),
         );
-        out.extend(
-            self.rollup_sums(&plan, from_ms, to_ms, granularity, in_scope)
-                .await?,
-        );
+        out.extend(self.rollup_sums(plan.files, granularity, in_scope).await?);
         out.sort_by(|a, b| {
             (
                 &a.account, a.period, a.category, &a.item, &a.meter, &a.factor,
@@ -494,30 +500,17 @@ impl Reports {
     /// period), of the accounts `account_in_scope` accepts (see [`super::rollup_read`]).
     async fn rollup_sums(
         &self,
-        plan: &RollupPlan,
-        from_ms: i64,
-        to_ms: i64,
+        files: Vec<RollupFile>,
         granularity: Granularity,
         account_in_scope: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     ) -> Result<Vec<MeterSum>, QueryError> {
-        if plan.daily.is_empty() && plan.hourly.is_empty() {
+        if files.is_empty() {
             return Ok(vec![]);
         }
         let data_dir = &self.query.data_dir;
-        let files: Vec<RollupFile> = [(Period::Daily, &plan.daily), (Period::Hourly, &plan.hourly)]
-            .into_iter()
-            .flat_map(|(period, dates)| {
-                dates.iter().map(move |d| RollupFile {
-                    path: rollup_dir(data_dir, period, d).join(ROLLUP_FILE),
-                    period,
-                })
-            })
-            .collect();
         // Blocking file reads on threads of their own, off the async runtime's workers.
         let sums = tokio::task::spawn_blocking(move || {
             let q = RollupQuery {
-                from_ms,
-                to_ms,
                 granularity,
                 account_in_scope: &*account_in_scope,
             };
