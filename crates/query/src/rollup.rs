@@ -495,7 +495,7 @@ pub fn month_rollup_current(
             return false;
         }
     }
-    lines.next().is_none() && days.into_iter().all(|d| day_current(d))
+    lines.next().is_none() && days.into_iter().all(day_current)
 }
 
 #[cfg(test)]
