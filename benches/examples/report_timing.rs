@@ -46,6 +46,8 @@ struct Args {
     /// Time only the report (`report`) or only the raw aggregate (`aggregate`).
     only: Option<String>,
     list: PathBuf,
+    /// How the raw aggregate finds a row's Beijing month (see `duckdb_aggregate.py --shape`).
+    shape: String,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -57,6 +59,7 @@ fn args() -> anyhow::Result<Args> {
         raw_report: false,
         tuned: false,
         only: None,
+        shape: "day".into(),
         list: std::env::temp_dir().join(format!("jieneng-bench-files-{}.txt", std::process::id())),
     };
     let mut it = std::env::args().skip(1);
@@ -70,6 +73,7 @@ fn args() -> anyhow::Result<Args> {
             "--raw-report" => a.raw_report = true,
             "--tuned" => a.tuned = true,
             "--only" => a.only = Some(value()?),
+            "--shape" => a.shape = value()?,
             "--list" => a.list = value()?.into(),
             other => anyhow::bail!("unknown argument {other}; see the example's doc comment"),
         }
@@ -173,12 +177,28 @@ async fn main() -> anyhow::Result<()> {
             .context("time")
     };
     let (from_s, to_s) = (rfc3339(from_ms)?, rfc3339(to_ms)?);
-    let sql = format!(
-        "SELECT account, category, date_trunc('month', ts + INTERVAL '8 hours' - INTERVAL '1 millisecond') AS month, \
-                sum(delta) AS consumption, count(*) AS n \
-         FROM readings WHERE delta IS NOT NULL AND ts > '{from_s}' AND ts <= '{to_s}' \
-         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-    );
+    let filter = format!("delta IS NOT NULL AND ts > '{from_s}' AND ts <= '{to_s}'");
+    let sql = match a.shape.as_str() {
+        "tz" => format!(
+            "SELECT account, category, date_trunc('month', ts + INTERVAL '8 hours' - INTERVAL '1 millisecond') AS month, \
+                    sum(delta) AS consumption, count(*) AS n \
+             FROM readings WHERE {filter} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ),
+        "int" => format!(
+            "SELECT account, category, date_trunc('month', to_timestamp_millis(CAST(ts AS BIGINT) + 28799999)) AS month, \
+                    sum(delta) AS consumption, count(*) AS n \
+             FROM readings WHERE {filter} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ),
+        "day" => format!(
+            "SELECT account, category, date_trunc('month', to_timestamp_seconds(day * 86400)) AS month, \
+                    sum(consumption) AS consumption, sum(n) AS n \
+             FROM (SELECT account, category, (CAST(ts AS BIGINT) + 28799999) / 86400000 AS day, \
+                          sum(delta) AS consumption, count(*) AS n \
+                   FROM readings WHERE {filter} GROUP BY 1, 2, 3) \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ),
+        other => anyhow::bail!("--shape {other}: tz, int or day"),
+    };
     println!(
         "raw aggregate over {} files (list in {}):\n  {sql}",
         files.len(),
@@ -193,7 +213,9 @@ async fn main() -> anyhow::Result<()> {
         let ctx = if !a.tuned {
             SessionContext::new()
         } else {
-            let mut config = SessionConfig::new().with_collect_statistics(false);
+            // DATAFUSION_* variables (batch size, partitions, Parquet options) on top, for
+            // trying settings without a rebuild.
+            let mut config = SessionConfig::from_env()?.with_collect_statistics(false);
             config.options_mut().execution.parquet.pushdown_filters = true;
             SessionContext::new_with_config(config)
         };

@@ -22,6 +22,13 @@ def main() -> None:
     p.add_argument("--from", dest="start", default="2025-11-01")
     p.add_argument("--to", dest="end", default="2026-11-01")
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument(
+        "--shape",
+        choices=["int", "tz", "day"],
+        default="int",
+        help="the month of each row from the milliseconds (int, as report_timing does) or by "
+        "interval arithmetic on the TIMESTAMPTZ (tz, the earlier form); same result",
+    )
     a = p.parse_args()
     files = [f for f in open(a.files, encoding="utf-8").read().splitlines() if f]
     utc = dt.timezone.utc
@@ -30,15 +37,31 @@ def main() -> None:
         d = dt.datetime.fromisoformat(day).replace(tzinfo=utc) - dt.timedelta(hours=8)
         return d.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
-    sql = (
-        "SELECT account, category, "
-        "date_trunc('month', ts + INTERVAL 8 HOUR - INTERVAL 1 MILLISECOND) AS month, "
-        "sum(delta) AS consumption, count(*) AS n "
-        f"FROM read_parquet({files!r}) "
-        f"WHERE delta IS NOT NULL AND ts > TIMESTAMPTZ '{bound(a.start)}' "
-        f"AND ts <= TIMESTAMPTZ '{bound(a.end)}' "
-        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    where = (
+        f"delta IS NOT NULL AND ts > TIMESTAMPTZ '{bound(a.start)}' "
+        f"AND ts <= TIMESTAMPTZ '{bound(a.end)}'"
     )
+    if a.shape == "day":
+        sql = (
+            "SELECT account, category, date_trunc('month', epoch_ms(day * 86400000)) AS month, "
+            "sum(consumption) AS consumption, sum(n) AS n "
+            "FROM (SELECT account, category, (epoch_ms(ts) + 28799999) // 86400000 AS day, "
+            "sum(delta) AS consumption, count(*) AS n "
+            f"FROM read_parquet({files!r}) WHERE {where} GROUP BY 1, 2, 3) "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+    else:
+        local = {
+            "int": "epoch_ms(epoch_ms(ts) + 28799999)",
+            "tz": "ts + INTERVAL 8 HOUR - INTERVAL 1 MILLISECOND",
+        }[a.shape]
+        sql = (
+            "SELECT account, category, "
+            f"date_trunc('month', {local}) AS month, "
+            "sum(delta) AS consumption, count(*) AS n "
+            f"FROM read_parquet({files!r}) WHERE {where} "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     threads = con.execute("SELECT current_setting('threads')").fetchone()[0]

@@ -69,6 +69,18 @@ impl Granularity {
     }
 }
 
+/// SQL for the local (Beijing) time of the timestamp column `column` less `minus_ms`, as a
+/// timestamp without a zone: integer arithmetic on the milliseconds. The same instant as
+/// `ts + INTERVAL '8 hours' - INTERVAL …` on the `Timestamp(ms, "UTC")` column, which DataFusion
+/// computes row by row through the time-zone database and `date_trunc` through it again: that
+/// was ~60 % of a raw aggregate's time over a year of readings.
+pub(crate) fn local_ts_sql(column: &str, minus_ms: i64) -> String {
+    format!(
+        "to_timestamp_millis(CAST({column} AS BIGINT) + {})",
+        OFFSET_HOURS * 3_600_000 - minus_ms
+    )
+}
+
 /// Midnight of local date `d` as UTC milliseconds.
 pub fn local_midnight_ms(d: NaiveDate) -> i64 {
     Utc.from_utc_datetime(&d.and_time(NaiveTime::MIN))

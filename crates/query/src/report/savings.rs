@@ -26,7 +26,7 @@ use reading_model::{AccountCode, Category, FactorSelection, Quantity};
 use serde::Serialize;
 
 use super::consumption::category_total;
-use super::period::{OFFSET_HOURS, local_midnight_ms};
+use super::period::{local_midnight_ms, local_ts_sql};
 use super::scope::{Filter, sql_all};
 use super::source::{MeterSum, Relations, Reports};
 use crate::report::{QueryError, column_floats, column_ints, column_strings, rfc3339};
@@ -398,7 +398,7 @@ impl Reports {
         // `readings` view does not order its rows.
         let sql = format!(
             "SELECT account, quantity, \
-                    to_unixtime(date_trunc('second', ts + INTERVAL '{OFFSET_HOURS} hours')) AS t, \
+                    to_unixtime(date_trunc('second', {local})) AS t, \
                     value \
              FROM {READINGS} \
              WHERE quantity IN ('{outdoor}', '{indoor}') \
@@ -409,6 +409,7 @@ impl Reports {
             from = rfc3339(from_ms),
             to = rfc3339(to_ms),
             scope = sql_all(filters),
+            local = local_ts_sql("ts", 0),
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
         let mut by: BTreeMap<(AccountCode, Quantity), Vec<(NaiveDateTime, f64)>> = BTreeMap::new();

@@ -12,7 +12,7 @@ use arrow::array::Array;
 use datafusion::prelude::SessionContext;
 use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId};
 
-use super::period::{Granularity, OFFSET_HOURS, local_date_of_shifted_secs};
+use super::period::{Granularity, OFFSET_HOURS, local_date_of_shifted_secs, local_ts_sql};
 use super::rollup_read::{RollupFile, RollupQuery, Span, report_period, sum_rollup_files};
 use super::scope::{Filter, matches_all, sql_all};
 use crate::accounts::{ACCOUNTS, Account, accounts_batch};
@@ -185,7 +185,7 @@ impl Reports {
         // start as seconds since the epoch.
         let sql = format!(
             "SELECT account, meter, category, item, unit, factor, \
-                    to_unixtime(date_trunc('{g}', ts + INTERVAL '{OFFSET_HOURS} hours' - INTERVAL '1 millisecond')) AS period, \
+                    to_unixtime(date_trunc('{g}', {local})) AS period, \
                     sum(delta) AS consumption, \
                     coalesce(sum(kgce), 0.0) AS kgce, \
                     coalesce(sum(kgco2e), 0.0) AS kgco2e, \
@@ -195,6 +195,7 @@ impl Reports {
                AND ({when}) AND {condition} \
              GROUP BY account, meter, category, item, unit, factor, period",
             g = trunc,
+            local = local_ts_sql("ts", 1),
             q = consumption_quantities_sql(),
         );
         let batches = ctx.sql(&sql).await?.collect().await?;
