@@ -1111,5 +1111,13 @@ mod tests {
         assert_eq!(month_energy(dir.path(), march), Some(749.0));
         drop(store);
         threads.join();
+        // A data directory from before monthly rollups: the first pass builds them.
+        fs::remove_dir_all(query::rollup::month_rollup_dir(dir.path(), march)).unwrap();
+        let (store, threads) =
+            Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
+        store.maintain(false).await.unwrap();
+        assert_eq!(month_energy(dir.path(), march), Some(749.0));
+        drop(store);
+        threads.join();
     }
 }

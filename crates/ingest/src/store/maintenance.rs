@@ -70,6 +70,9 @@ pub(super) struct Maintenance {
     dirty: BTreeMap<String, Option<Instant>>,
     /// Compacted-away files and when they were replaced.
     doomed: Vec<(PathBuf, Instant)>,
+    /// Whether the first pass is still to build the monthly rollups of months that have daily
+    /// rollups but none of their own (a data directory from before monthly rollups).
+    months_missing: bool,
     metrics: Arc<StoreMetrics>,
 }
 
@@ -148,6 +151,7 @@ impl Maintenance {
             config,
             dirty: BTreeMap::new(),
             doomed: Vec::new(),
+            months_missing: true,
             metrics,
         };
         for period in Period::ALL {
@@ -217,6 +221,18 @@ impl Maintenance {
             }
         }
         let mut months = BTreeSet::new();
+        if std::mem::take(&mut self.months_missing) {
+            let daily = self.data_dir.join(ROLLUPS).join(Period::Daily.name());
+            for date in partitions(&daily).map_err(io_err(&daily))? {
+                if let Some(day) = day_start_ms(&date).map(|ms| ms.div_euclid(DAY_MS)) {
+                    months.extend(months_of_day(day).into_iter().filter(|&m| {
+                        !month_rollup_dir(&self.data_dir, m)
+                            .join(ROLLUP_FILE)
+                            .exists()
+                    }));
+                }
+            }
+        }
         for date in rollup_dates {
             if raw_cutoff.as_deref().is_some_and(|c| date.as_str() < c) {
                 warn!(
