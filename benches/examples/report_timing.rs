@@ -10,8 +10,14 @@
 //! ```sh
 //! cargo run --release -p jieneng-benches --example report_timing -- \
 //!     --dir /var/tmp/jieneng-bench-data [--from 2025-11-01] [--to 2026-11-01] [--runs 10] [--raw-report] [--tuned] \
-//!     [--only report|aggregate] [--list /tmp/jieneng-bench-files-<pid>.txt]
+//!     [--only report|aggregate] [--list /tmp/jieneng-bench-files-<pid>.txt] [--shape day|int|tz]
 //! ```
+//!
+//! `--shape` is how the aggregate finds a row's Beijing month, the same on both sides: `day`
+//! (default) sums per local day, the day taken from the integer milliseconds, then truncates the
+//! days to months; `int` truncates each row's local time, taken from the milliseconds; `tz` adds
+//! `INTERVAL '8 hours'` to the UTC-zoned column, which both engines compute per row through the
+//! time-zone database (DataFusion 14–25 s against 1.2–1.4 s for `day` on 100 M readings).
 //!
 //! Prints each run's wall time, then the minimum and median. `--list` is where the raw
 //! aggregate's file list goes for `duckdb_aggregate.py --files`; by default a file named after

@@ -2,7 +2,7 @@
 over a year) with DuckDB on the same Parquet files, for a side-by-side time.
 
     /work/main/.venv/bin/python benches/scripts/duckdb_aggregate.py \
-        --files <the list report_timing printed> [--from 2025-11-01] [--to 2026-11-01] [--runs 10]
+        --files <the list report_timing printed> [--shape day|int|tz] [--from 2025-11-01] [--to 2026-11-01] [--runs 10]
 
 `--files` is the list `report_timing` writes (one path a line; it prints where). Periods are Beijing time, as in
 jieneng: the year's bounds are the local midnights, 16:00 UTC the day before.
@@ -25,9 +25,10 @@ def main() -> None:
     p.add_argument(
         "--shape",
         choices=["int", "tz", "day"],
-        default="int",
-        help="the month of each row from the milliseconds (int, as report_timing does) or by "
-        "interval arithmetic on the TIMESTAMPTZ (tz, the earlier form); same result",
+        default="day",
+        help="how a row's Beijing month is found, as report_timing --shape: day (sums per "
+        "local day from the milliseconds, then months), int (each row's month from the "
+        "milliseconds) or tz (interval arithmetic on the TIMESTAMPTZ); the same result",
     )
     a = p.parse_args()
     files = [f for f in open(a.files, encoding="utf-8").read().splitlines() if f]
