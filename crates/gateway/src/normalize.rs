@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use chrono::{Datelike, TimeZone, Utc};
 use device_profiles::Phase;
@@ -35,7 +34,21 @@ pub fn counter_key(r: &Reading) -> String {
 }
 
 pub fn counter_key_of(account: &AccountCode, meter: &MeterId, quantity: Quantity) -> String {
-    format!("{account}/{meter}/{quantity}")
+    let mut key = String::new();
+    push_counter_key(&mut key, account, meter, quantity);
+    key
+}
+
+/// Appends `account/meter/quantity` to `key`, without the formatting machinery: the
+/// normalizer builds one per cumulative reading it spools.
+fn push_counter_key(key: &mut String, account: &AccountCode, meter: &MeterId, quantity: Quantity) {
+    let name = quantity.name();
+    key.reserve(account.as_str().len() + meter.as_str().len() + name.len() + 2);
+    key.push_str(account.as_str());
+    key.push('/');
+    key.push_str(meter.as_str());
+    key.push('/');
+    key.push_str(name);
 }
 
 /// Sets a counter, allocating its key only the first time it is seen.
@@ -61,7 +74,7 @@ pub fn replay_readings(state: &mut SpoolState, readings: &[Reading]) {
     for r in readings {
         if r.quantity.is_cumulative() {
             key.clear();
-            let _ = write!(key, "{}/{}/{}", r.account, r.meter, r.quantity);
+            push_counter_key(&mut key, &r.account, &r.meter, r.quantity);
             let c = Counter {
                 value: r.value,
                 ts: r.ts,
@@ -132,7 +145,9 @@ pub fn normalize_into(
                 Some(k) => Cow::Borrowed(k),
                 None => Cow::Owned(counter_key(&reading)),
             };
-            let mut c = state.counters.get(&*key).copied();
+            // One lookup: the slot is read here and written after the step.
+            let slot = state.counters.get_mut(&*key);
+            let mut c = slot.as_deref().copied();
             let replacements = device
                 .replacements
                 .get(reg_index)
@@ -150,8 +165,12 @@ pub fn normalize_into(
                     apply_delta(&mut reading, delta, quality, coal.as_ref(), carbon.as_ref());
                 }
             }
-            if let Some(c) = c {
-                store_counter(&mut state.counters, &key, c);
+            match (slot, c) {
+                (Some(s), Some(c)) => *s = c,
+                (None, Some(c)) => {
+                    state.counters.insert(key.into_owned(), c);
+                }
+                (_, None) => {}
             }
         }
         out.push(reading);

@@ -47,8 +47,18 @@ const SCAN_MAX: usize = 16;
 struct Dict<'a> {
     values: Vec<&'a str>,
     index: HashMap<&'a str, i32>,
-    keys: Vec<Option<i32>>,
+    keys: Vec<i32>,
+    /// Validity per row, kept only once a row is null (most columns never are).
+    valid: Option<Vec<bool>>,
     last: Option<(&'a str, i32)>,
+}
+
+/// Whether two short strings are equal: the same pointer, or the same bytes compared in
+/// place (codes like `01A10` live in each reading, and a call to memcmp for five bytes cost
+/// more than the compare).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || (a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y))
 }
 
 impl<'a> Dict<'a> {
@@ -61,20 +71,27 @@ impl<'a> Dict<'a> {
 
     fn push(&mut self, v: Option<&'a str>) {
         let Some(v) = v else {
-            self.keys.push(None);
+            let rows = self.keys.len();
+            self.valid
+                .get_or_insert_with(|| vec![true; rows])
+                .push(false);
+            self.keys.push(0);
             return;
         };
         // Ids are shared `Arc<str>`s and codes `&'static str`s, so a repeat is usually the very
         // same pointer: compared before the bytes.
         let key = match self.last {
-            Some((l, k)) if std::ptr::eq(l, v) || l == v => k,
+            Some((l, k)) if same(l, v) => k,
             _ => {
                 let k = self.lookup(v);
                 self.last = Some((v, k));
                 k
             }
         };
-        self.keys.push(Some(key));
+        self.keys.push(key);
+        if let Some(valid) = &mut self.valid {
+            valid.push(true);
+        }
     }
 
     /// The key of `v`, added if new. Columns that change from row to row (quantity, unit) have
@@ -82,10 +99,12 @@ impl<'a> Dict<'a> {
     /// and is cheaper than hashing the string. Larger dictionaries (meters) are hashed.
     fn lookup(&mut self, v: &'a str) -> i32 {
         if self.values.len() <= SCAN_MAX {
+            // Pointers first: the `&'static str` codes are found without reading a byte.
             if let Some(k) = self
                 .values
                 .iter()
-                .position(|&s| std::ptr::eq(s, v) || s == v)
+                .position(|&s| std::ptr::eq(s, v))
+                .or_else(|| self.values.iter().position(|&s| same(s, v)))
             {
                 return k as i32;
             }
@@ -111,7 +130,15 @@ impl<'a> Dict<'a> {
     }
 
     fn finish(self) -> ArrayRef {
-        let keys = Int32Array::from(self.keys);
+        let keys = match self.valid {
+            None => Int32Array::from(self.keys),
+            Some(valid) => self
+                .keys
+                .iter()
+                .zip(valid)
+                .map(|(&k, v)| v.then_some(k))
+                .collect(),
+        };
         let values = Arc::new(StringArray::from(self.values));
         // Keys are indices into `values` by construction.
         match DictionaryArray::<Int32Type>::try_new(keys, values) {
