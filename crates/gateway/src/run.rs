@@ -207,8 +207,9 @@ pub struct NormalizerStats {
 }
 
 /// Normalizes samples and spools them as batches: a batch is cut when no sample has arrived
-/// for a moment (the end of a poll cycle) or when it holds `max_batch_readings`, so a site
-/// polled every few seconds spools, fsyncs and forwards one batch per cycle.
+/// for a moment (the end of a poll cycle), when its first reading is [`MAX_BATCH_AGE`] old, or
+/// when it holds `max_batch_readings`, so a site polled every second or slower spools, fsyncs
+/// and forwards one batch per cycle.
 ///
 /// Readings are encoded into the open batch [`CHUNK_READINGS`] at a time (one Arrow record
 /// batch each, [`StreamEncoder`]), so a cycle of tens of thousands of readings is held as
@@ -232,6 +233,10 @@ struct Normalizer {
 
 /// Readings encoded into the open batch at a time.
 const CHUNK_READINGS: usize = 4096;
+
+/// The longest a reading waits in the open batch: a batch is cut when its first reading is
+/// this old, even if samples keep coming.
+const MAX_BATCH_AGE: Duration = Duration::from_secs(1);
 
 /// The batch being written: its seq, its body so far, and what its readings were.
 struct OpenBatch {
@@ -268,11 +273,19 @@ async fn run_normalizer(
     // oldest first.
     let mut acks: Vec<MessageAck> = Vec::new();
     let linger = Duration::from_millis(200);
+    // When the oldest reading not yet spooled arrived.
+    let mut since: Option<tokio::time::Instant> = None;
     loop {
         let next = if pending.is_empty() && n.open.is_none() {
+            since = None;
             recv_either(&mut rx, &mut mqtt_rx).await.map(Some)
         } else {
-            match tokio::time::timeout(linger, recv_either(&mut rx, &mut mqtt_rx)).await {
+            let now = tokio::time::Instant::now();
+            let first = *since.get_or_insert(now);
+            // A source that never pauses (a saturated serial line, a busy MQTT broker) still
+            // gets its readings spooled, and its messages acknowledged, every MAX_BATCH_AGE.
+            let deadline = (now + linger).min(first + MAX_BATCH_AGE);
+            match tokio::time::timeout_at(deadline, recv_either(&mut rx, &mut mqtt_rx)).await {
                 Ok(s) => s.map(Some),
                 Err(_) => Some(None),
             }
