@@ -259,12 +259,16 @@ fn split_derived(
         let found = (!delta.is_null(i)).then(|| delta.value(i)).and_then(|d| {
             // The previous row's coefficient first (a series keeps its factor), then the
             // tables', then the quotient: whichever reproduces the exact bits.
-            let exact = |c: f64| (d * c).to_bits() == value.to_bits();
-            previous
-                .into_iter()
-                .chain(table_coefficients(category.value(i)).iter().copied())
-                .chain(std::iter::once(value / d))
-                .find(|&c| c.is_finite() && exact(c))
+            // The tables are looked up only when the previous coefficient fails: nearly every
+            // row takes the first test, and the lookup hashes the category.
+            let exact = |c: &f64| c.is_finite() && (d * c).to_bits() == value.to_bits();
+            previous.filter(exact).or_else(|| {
+                table_coefficients(category.value(i))
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(value / d))
+                    .find(exact)
+            })
         });
         match found {
             Some(c) => {
