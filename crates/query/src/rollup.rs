@@ -99,14 +99,52 @@ pub fn rollup_schema() -> SchemaRef {
     ]))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Acc {
-    energy: f64,
-    kgce: f64,
-    kgco2e: f64,
-    min: f64,
-    max: f64,
-    intervals: i64,
+/// The amounts of one rollup row: summed while rolling up readings, and again when a report
+/// or a monthly rollup adds rollup rows together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sums {
+    pub energy: f64,
+    pub kgce: f64,
+    pub kgco2e: f64,
+    /// The smallest and largest interval delta.
+    pub min: f64,
+    pub max: f64,
+    pub intervals: i64,
+}
+
+impl Default for Sums {
+    fn default() -> Self {
+        Self {
+            energy: 0.0,
+            kgce: 0.0,
+            kgco2e: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            intervals: 0,
+        }
+    }
+}
+
+impl Sums {
+    /// Adds one interval's delta and its kgce and kgCO2e.
+    fn add_interval(&mut self, delta: f64, kgce: f64, kgco2e: f64) {
+        self.energy += delta;
+        self.kgce += kgce;
+        self.kgco2e += kgco2e;
+        self.min = self.min.min(delta);
+        self.max = self.max.max(delta);
+        self.intervals += 1;
+    }
+
+    /// Adds the amounts of another row of the same group.
+    pub(crate) fn add(&mut self, o: &Sums) {
+        self.energy += o.energy;
+        self.kgce += o.kgce;
+        self.kgco2e += o.kgco2e;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.intervals += o.intervals;
+    }
 }
 
 /// Rolls up the readings of `batches` (of [`crate::readings_schema`], deduplicated) whose
@@ -123,7 +161,7 @@ pub fn rollup(
         .filter(|q| q.is_consumption())
         .map(|q| q.name())
         .collect();
-    let mut groups: BTreeMap<(i64, String, String, String, String), Acc> = BTreeMap::new();
+    let mut groups: BTreeMap<(i64, String, String, String, String), Sums> = BTreeMap::new();
     for b in batches {
         let schema = b.schema();
         let col = |name: &str| -> Result<&dyn Array, ArrowError> {
@@ -166,20 +204,10 @@ pub fn rollup(
                 unit.value(i).to_owned(),
             );
             let opt = |a: &Float64Array| if a.is_null(i) { 0.0 } else { a.value(i) };
-            let acc = groups.entry(key).or_insert(Acc {
-                energy: 0.0,
-                kgce: 0.0,
-                kgco2e: 0.0,
-                min: f64::INFINITY,
-                max: f64::NEG_INFINITY,
-                intervals: 0,
-            });
-            acc.energy += d;
-            acc.kgce += opt(kgce);
-            acc.kgco2e += opt(kgco2e);
-            acc.min = acc.min.min(d);
-            acc.max = acc.max.max(d);
-            acc.intervals += 1;
+            groups
+                .entry(key)
+                .or_default()
+                .add_interval(d, opt(kgce), opt(kgco2e));
         }
     }
     let n = groups.len();

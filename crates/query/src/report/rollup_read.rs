@@ -25,7 +25,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
 use super::period::{Granularity, OFFSET_HOURS, local_midnight_ms};
-use crate::rollup::{Period, rollup_schema};
+use crate::rollup::{Period, Sums, rollup_schema};
 use crate::storage::StorageError;
 
 /// How long a rollup file's row periods are.
@@ -52,42 +52,6 @@ impl RollupFile {
             span: Span::Fixed(period.millis()),
             window,
         }
-    }
-}
-
-/// Summed amounts of one group.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Sums {
-    pub energy: f64,
-    pub kgce: f64,
-    pub kgco2e: f64,
-    /// The smallest and largest interval delta.
-    pub min: f64,
-    pub max: f64,
-    pub intervals: i64,
-}
-
-impl Default for Sums {
-    fn default() -> Self {
-        Self {
-            energy: 0.0,
-            kgce: 0.0,
-            kgco2e: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            intervals: 0,
-        }
-    }
-}
-
-impl Sums {
-    fn add(&mut self, o: &Sums) {
-        self.energy += o.energy;
-        self.kgce += o.kgce;
-        self.kgco2e += o.kgco2e;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-        self.intervals += o.intervals;
     }
 }
 
@@ -343,13 +307,17 @@ impl Partial {
                 let (Some(a), Some(c), Some(it), Some(u)) = (id(0), id(1), id(2), id(3)) else {
                     continue;
                 };
-                let s = self.groups.entry((a, c, it, u, period)).or_default();
-                s.energy += energy.value(i);
-                s.kgce += kgce.value(i);
-                s.kgco2e += kgco2e.value(i);
-                s.min = s.min.min(min.value(i));
-                s.max = s.max.max(max.value(i));
-                s.intervals += intervals.value(i);
+                self.groups
+                    .entry((a, c, it, u, period))
+                    .or_default()
+                    .add(&Sums {
+                        energy: energy.value(i),
+                        kgce: kgce.value(i),
+                        kgco2e: kgco2e.value(i),
+                        min: min.value(i),
+                        max: max.value(i),
+                        intervals: intervals.value(i),
+                    });
             }
         }
         Ok(())
