@@ -612,3 +612,95 @@ fn count(readings: &[Reading]) -> (usize, u64) {
         .count();
     (cumulative, (readings.len() - cumulative) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use device_profiles::DecodedValue;
+    use reading_model::Unit;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const SITE: &str = r#"[gateway]
+id = "gw-test"
+spool_dir = "/tmp/unused"
+poll_interval = 60
+[forward]
+url = "http://127.0.0.1:9/api/v1/batches"
+token = "0123456789abcdef0123"
+[[device]]
+meter = "main"
+account = "110108A001"
+category = "01"
+item = "01A10"
+profile = "eastron/sdm630"
+source = { type = "modbus-tcp", host = "127.0.0.1" }
+"#;
+
+    /// A source that never pauses as long as the linger (a saturated serial line, a busy MQTT
+    /// broker) must not hold its readings, and the PUBACKs behind them, until the batch is
+    /// full: the batch is cut once its first reading is `MAX_BATCH_AGE` old.
+    #[tokio::test]
+    async fn a_batch_is_cut_at_its_age_while_samples_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(GatewayConfig::parse("site.toml", SITE, None).unwrap());
+        let (spool, state) = Spool::open(dir.path(), SpoolLimits::for_max(64 << 20), |_, _| {})
+            .expect("open the spool");
+        let spool = Arc::new(spool);
+        let (tx, rx) = mpsc::channel(64);
+        let (mqtt_tx, mqtt_rx) = mpsc::channel(1);
+        let normalizer = tokio::spawn(run_normalizer(
+            config.clone(),
+            spool.clone(),
+            state,
+            rx,
+            mqtt_rx,
+            Arc::new(Notify::new()),
+            Arc::new(NormalizerStats::default()),
+        ));
+        let power = config.devices[0]
+            .profile
+            .registers
+            .iter()
+            .position(|r| r.name == "power_l2")
+            .unwrap();
+        // A sample every 50 ms, a quarter of the 200 ms linger, for 1.5 × MAX_BATCH_AGE.
+        let start = Instant::now();
+        let mut sent = 0;
+        while start.elapsed() < MAX_BATCH_AGE * 3 / 2 {
+            let sample = Sample {
+                device: 0,
+                ts: 1_767_225_600_000 + sent * 1_000,
+                values: vec![(
+                    power,
+                    DecodedValue {
+                        raw: 500.0,
+                        value: 0.5,
+                        unit: Unit::Kilowatt,
+                    },
+                )],
+            };
+            tx.send(sample).await.unwrap();
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let spooled_while_flowing = spool.pending().unwrap();
+        // Both sources gone: the normalizer cuts what is left and returns.
+        drop((tx, mqtt_tx));
+        normalizer.await.unwrap();
+
+        assert!(
+            !spooled_while_flowing.is_empty(),
+            "no batch spooled after {:?} of samples without a pause",
+            start.elapsed()
+        );
+        // Cutting early loses nothing: every sample's reading is spooled exactly once.
+        let spooled: usize = spool
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|seq| spool.read(seq).unwrap().readings.len())
+            .sum();
+        assert_eq!(spooled, sent as usize);
+    }
+}
