@@ -318,13 +318,14 @@ fn ratio_factor(device: &crate::config::Device, reg: &device_profiles::RegisterD
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use device_profiles::DecodedValue;
     use reading_model::{Quantity, Unit};
 
     use super::*;
 
-    const SITE: &str = r#"[gateway]
+    /// One SDM630 on Modbus TCP: the site of the normalizer's tests here and in `run`.
+    pub(crate) const SITE: &str = r#"[gateway]
 id = "gw-test"
 spool_dir = "/tmp/x"
 poll_interval = 60

@@ -620,22 +620,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-
-    const SITE: &str = r#"[gateway]
-id = "gw-test"
-spool_dir = "/tmp/unused"
-poll_interval = 60
-[forward]
-url = "http://127.0.0.1:9/api/v1/batches"
-token = "0123456789abcdef0123"
-[[device]]
-meter = "main"
-account = "110108A001"
-category = "01"
-item = "01A10"
-profile = "eastron/sdm630"
-source = { type = "modbus-tcp", host = "127.0.0.1" }
-"#;
+    use crate::normalize::tests::SITE;
 
     /// A source that never pauses as long as the linger (a saturated serial line, a busy MQTT
     /// broker) must not hold its readings, and the PUBACKs behind them, until the batch is
