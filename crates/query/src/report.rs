@@ -35,16 +35,13 @@ use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, String
 use arrow::datatypes::{Float64Type, Int64Type};
 use chrono::{TimeZone, Utc};
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use reading_model::Quantity;
 
 use crate::storage::{
-    KGCE_PER_UNIT, KGCO2E_PER_UNIT, READINGS, StoredReading, VALUE_SCALE, VALUE_SCALED,
-    partition_files, partitions, readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
+    KGCE_PER_UNIT, KGCO2E_PER_UNIT, READINGS, StoredReading, StoredReadings, partition_files,
+    partitions, readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
 };
 
 /// Acknowledged readings that are not in Parquet yet: the ingest store's memory, which
@@ -220,14 +217,7 @@ impl Query {
             let table: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
                 Arc::new(MemTable::try_new(stored_schema(), vec![vec![]])?)
             } else {
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet");
-                // The files' own schema: a layout-1 file lacks the coefficient columns, which
-                // then read as null, so its kgce and kgCO2e are the given ones.
-                let config = ListingTableConfig::new_with_multi_paths(urls)
-                    .with_listing_options(options)
-                    .with_schema(stored_schema());
-                Arc::new(ListingTable::try_new(config)?)
+                Arc::new(StoredReadings::try_new(urls)?)
             };
             ctx.register_table(name, table)?;
         }
@@ -237,17 +227,12 @@ impl Query {
             Arc::new(MemTable::try_new(schema.clone(), vec![vec![live]])?),
         )?;
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        // From the files: value is the given one or the decimal; kgce and kgCO2e are the given
-        // value or delta × the row's coefficient (see "Stored layout" in `crate::storage`): the
-        // same f64 quotient and product, so the bits that were sent.
+        // From the files: value as the table rebuilds it; kgce and kgCO2e are the given value
+        // or delta × the row's coefficient (see "Stored layout" in `crate::storage`): the same
+        // f64 product, so the bits that were sent.
         let from_files = columns
             .iter()
             .map(|&c| match c {
-                "value" => {
-                    format!(
-                        "coalesce(value, CAST({VALUE_SCALED} AS DOUBLE) / {VALUE_SCALE}) AS value"
-                    )
-                }
                 "kgce" => format!("coalesce(kgce, delta * {KGCE_PER_UNIT}) AS kgce"),
                 "kgco2e" => format!("coalesce(kgco2e, delta * {KGCO2E_PER_UNIT}) AS kgco2e"),
                 c => c.to_owned(),

@@ -29,13 +29,25 @@
 //! that were sent ([`from_stored`]).
 //!
 //! `value`: a register counts in decimal steps (0.01 kWh), but as a double a reading costs 3.4
-//! bytes, since its low mantissa bits differ in every row. So per row:
+//! bytes, since its low mantissa bits differ in every row; and the step from one reading to the
+//! next is the delta, which the file holds anyway. So per row, one of:
 //!
-//! - `value` null and `value_scaled`, `value_scale` set: the value is `value_scaled as f64 /
-//!   value_scale` (an integer below 2^53 over a power of ten up to 10^6). The writer chooses
-//!   this only where that quotient has the exact bits. Sorted by series and time, the integers
-//!   step by the delta in hundredths, which DELTA_BINARY_PACKED packs into a few bits.
+//! - a *step*: only `value_scale` set (`value`, `value_scaled` null). The row's decimal is the
+//!   row before's plus `round(delta × value_scale)`, and the value that decimal over
+//!   `value_scale`. The writer chooses this only where the row before is the same series in the
+//!   same row group with a decimal of the same scale, `delta × value_scale` lies within a
+//!   quarter of an integer (so any rounding rule agrees) and the result has the exact bits.
+//! - a *decimal*: `value_scaled` and `value_scale` set: the value is `value_scaled as f64 /
+//!   value_scale` (an integer below 2^53 over a power of ten up to 10^6), chosen where that
+//!   quotient has the exact bits. The first row of each series in each row group, and a row
+//!   after a counter reset, a meter swap or a delta that does not match.
 //! - `value` set: that is the value (a double with no short decimal, -0.0, NaN).
+//!
+//! A value therefore depends on the rows before it in its row group: a reader reads whole row
+//! groups, in order ([`ValueReader`]; [`StoredReadings`] for DataFusion, which reads files that
+//! way wherever a query wants `value`). Row groups hold [`ROW_GROUP_ROWS`] rows and may be
+//! skipped whole. Every other number is per row, so queries that do not read `value` prune as
+//! they like.
 //!
 //! kgce and kgCO2e are a delta times a coefficient, and stored as such they cost as much as the
 //! delta itself (1.4 bytes per reading each, against a 2-byte budget for everything). So a file
@@ -50,22 +62,32 @@
 //!
 //! Likewise `kgco2e` with `kgco2e_per_unit`. A series keeps its factor, so the coefficient
 //! columns are a few runs per row group and cost next to nothing. The file's key-value metadata
-//! says `jieneng.readings.layout = 2` ([`LAYOUT_KEY`]). Files written before (layout 1, no key)
-//! have none of these columns and every number given: readers take columns by name and treat a
-//! missing column as null, so both layouts read alike ([`from_stored`], and the query layer's
-//! `readings` view, which selects the `coalesce`s below).
+//! says `jieneng.readings.layout = 3` ([`LAYOUT_KEY`]). Layout 2 is the same without steps (every
+//! decimal given), and reads alike. Files written before (layout 1, no key) have none of these
+//! columns and every number given: readers take columns by name and treat a missing column as
+//! null, so all layouts read alike ([`from_stored`], and the query layer's `readings` view,
+//! which selects the `coalesce`s below over [`StoredReadings`]).
 //!
-//! A DuckDB or pyarrow user reading the files directly gets the numbers the same way:
+//! A DuckDB user reading the files directly gets the numbers the same way, in file order:
 //!
 //! ```sql
-//! SELECT coalesce(value, value_scaled / value_scale) AS value,
-//!        coalesce(kgce, delta * kgce_per_unit) AS kgce,
-//!        coalesce(kgco2e, delta * kgco2e_per_unit) AS kgco2e
-//! FROM read_parquet('readings/*/*.parquet', hive_partitioning = true, union_by_name = true)
+//! SELECT * EXCLUDE (step, run),
+//!        coalesce(value, (first_value(value_scaled) OVER r + sum(step) OVER r) / value_scale)
+//!            AS value_as_sent,
+//!        coalesce(kgce, delta * kgce_per_unit) AS kgce_as_sent,
+//!        coalesce(kgco2e, delta * kgco2e_per_unit) AS kgco2e_as_sent
+//! FROM (SELECT *, count(value_scaled) OVER (PARTITION BY filename ORDER BY file_row_number) AS run
+//!       FROM (SELECT *, CASE WHEN value IS NULL AND value_scaled IS NULL
+//!                            THEN CAST(round(delta * value_scale) AS BIGINT) ELSE 0 END AS step
+//!             FROM read_parquet('readings/*/*.parquet', hive_partitioning = true,
+//!                               union_by_name = true, filename = true, file_row_number = true)))
+//! WINDOW r AS (PARTITION BY filename, run ORDER BY file_row_number
+//!              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 //! ```
 //!
-//! (`union_by_name` only matters while layout-1 files remain), or reads the rollups, whose
-//! kgce and kgCO2e are plain sums. `delta` and every other column are stored as they are.
+//! (`union_by_name` only matters while layout-1 files remain; `tests/peers/dump_parquet.py` does
+//! the same in Python), or reads the rollups, whose kgce and kgCO2e are plain sums. `delta` and
+//! every other column are stored as they are.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +106,9 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use reading_model::{Category, FactorTables, GatewayId, Reading};
+
+mod table;
+pub use table::StoredReadings;
 
 pub const READINGS: &str = "readings";
 
@@ -136,7 +161,7 @@ pub fn readings_schema() -> SchemaRef {
 
 /// The layout version written to each file's key-value metadata under [`LAYOUT_KEY`] (see
 /// "Stored layout" in the module doc). Files without the key are layout 1.
-pub const LAYOUT: &str = "2";
+pub const LAYOUT: &str = "3";
 pub const LAYOUT_KEY: &str = "jieneng.readings.layout";
 
 /// The coefficient columns of the stored layout: `kgce = delta × kgce_per_unit` where `kgce` is
@@ -175,48 +200,142 @@ pub fn stored_schema() -> SchemaRef {
 /// Scales tried for a value: a register resolves whole units down to 0.000001 of one.
 const SCALES: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 
-/// Splits `value` into what the file stores: per row either an integer `n` and a scale `s` with
-/// `n as f64 / s` bit-identical to the value (and the value null), or the value itself. A
-/// register that counts hundredths is then a column of integers that step by the delta in
-/// hundredths, which delta encoding packs into about a byte; as a double it costs 3.4.
-fn split_value(value: &Float64Array) -> (Float64Array, Int64Array, Float64Array) {
-    // Integers below 2^53 convert to f64 and back exactly.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
+/// Integers below 2^53 convert to f64 and back exactly.
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Rows per row group of a readings file. Each row group starts every series with a full
+/// decimal (see "Stored layout"), so a reader may skip row groups but never part of one.
+pub const ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// The step, in units of `1 / scale`, that `delta` stands for: `round(delta × scale)`, where
+/// that product lies within a quarter of an integer below 2^53. The margin makes every rounding
+/// rule (Rust's half away from zero, NumPy's half to even, DuckDB's) give the same integer, so
+/// a peer rebuilding values gets the same bits.
+fn decimal_step(delta: f64, scale: f64) -> Option<i64> {
+    let x = delta * scale;
+    let k = x.round();
+    (k.abs() < EXACT && (x - k).abs() <= 0.25).then_some(k as i64)
+}
+
+/// Splits `value` into what the file stores (see "Stored layout" in the module doc): per row a
+/// step (only `value_scale` set), a full decimal (`value_scaled` and `value_scale`) or the value
+/// itself. `continues[i]` says row `i` is the same series as row `i - 1`; the first row of the
+/// batch never does, so a batch written as one row group starts every series in full.
+fn split_value(
+    value: &Float64Array,
+    delta: &Float64Array,
+    continues: &[bool],
+) -> (Float64Array, Int64Array, Float64Array) {
     let n = value.len();
     let mut stored = Float64Builder::with_capacity(n);
     let mut scaled = arrow::array::Int64Builder::with_capacity(n);
     let mut scale = Float64Builder::with_capacity(n);
-    let mut previous: Option<f64> = None;
-    for i in 0..n {
+    // The previous row's decimal, if it had one.
+    let mut previous: Option<(i64, f64)> = None;
+    for (i, &continues) in continues.iter().enumerate().take(n) {
         if value.is_null(i) {
             stored.append_null();
             scaled.append_null();
             scale.append_null();
+            previous = None;
             continue;
         }
         let v = value.value(i);
         // The previous row's scale first, so that a series keeps one scale.
-        let found = previous.into_iter().chain(SCALES).find_map(|s| {
-            // Checked through the integer, as it is read back: -0.0 has no integer.
-            let m = (v * s).round();
-            let n = m as i64;
-            (m.abs() < EXACT && (n as f64 / s).to_bits() == v.to_bits()).then_some((n, s))
-        });
+        let found = previous
+            .map(|(_, s)| s)
+            .into_iter()
+            .chain(SCALES)
+            .find_map(|s| {
+                // Checked through the integer, as it is read back: -0.0 has no integer.
+                let m = (v * s).round();
+                let n = m as i64;
+                (m.abs() < EXACT && (n as f64 / s).to_bits() == v.to_bits()).then_some((n, s))
+            });
         match found {
             Some((m, s)) => {
+                let step = previous
+                    .filter(|&(_, ps)| continues && ps == s)
+                    .and_then(|(pm, _)| {
+                        let d = (!delta.is_null(i)).then(|| delta.value(i))?;
+                        (decimal_step(d, s)? == m.checked_sub(pm)?).then_some(())
+                    });
                 stored.append_null();
-                scaled.append_value(m);
+                match step {
+                    Some(()) => scaled.append_null(),
+                    None => scaled.append_value(m),
+                }
                 scale.append_value(s);
-                previous = Some(s);
+                previous = Some((m, s));
             }
             None => {
                 stored.append_value(v);
                 scaled.append_null();
                 scale.append_null();
+                previous = None;
             }
         }
     }
     (stored.finish(), scaled.finish(), scale.finish())
+}
+
+/// Rebuilds the `value` column of a file from its stored form, row after row. One reader per
+/// file, fed the file's rows in order: the rows of whole row groups, none skipped inside one.
+#[derive(Debug, Default, Clone)]
+pub struct ValueReader {
+    /// The previous row's decimal, if it had one.
+    previous: Option<(i64, f64)>,
+}
+
+impl ValueReader {
+    /// The values of the next rows. `scaled` and `scale` are the file's decimal columns (absent
+    /// in layout-1 files, whose values are all given); `delta` is needed for steps.
+    pub fn read(
+        &mut self,
+        given: &Float64Array,
+        scaled: Option<&Int64Array>,
+        scale: Option<&Float64Array>,
+        delta: Option<&Float64Array>,
+    ) -> Result<Float64Array, arrow::error::ArrowError> {
+        let (Some(scaled), Some(scale)) = (scaled, scale) else {
+            self.previous = None;
+            return Ok(given.clone());
+        };
+        let mut out = Float64Builder::with_capacity(given.len());
+        for i in 0..given.len() {
+            if given.is_valid(i) {
+                out.append_value(given.value(i));
+                self.previous = None;
+                continue;
+            }
+            if scale.is_null(i) {
+                out.append_null();
+                self.previous = None;
+                continue;
+            }
+            let s = scale.value(i);
+            let m = if scaled.is_valid(i) {
+                scaled.value(i)
+            } else {
+                // A step from the row before (same series, same scale, by the writer's rule).
+                let d = delta.filter(|d| d.is_valid(i)).map(|d| d.value(i));
+                self.previous
+                    .filter(|&(_, ps)| ps == s)
+                    .zip(d.and_then(|d| decimal_step(d, s)))
+                    .and_then(|((pm, _), k)| pm.checked_add(k))
+                    .ok_or_else(|| {
+                        arrow::error::ArrowError::InvalidArgumentError(format!(
+                            "row {i} of a batch: value stored as a step from the row before, \
+                             but the row before has no decimal of scale {s} or the row no \
+                             usable delta (rows of a row group read out of order?)"
+                        ))
+                    })?
+            };
+            self.previous = Some((m, s));
+            out.append_value(m as f64 / s);
+        }
+        Ok(out.finish())
+    }
 }
 
 /// The coefficients tried first for a category: the built-in factor tables' (see
@@ -302,13 +421,20 @@ pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::Arrow
                 ))
             })
     };
-    let category = column("category")?.as_string_opt::<i32>().ok_or_else(|| {
-        arrow::error::ArrowError::SchemaError("readings column category is not utf8".into())
-    })?;
+    let string = |name: &str| -> Result<&StringArray, arrow::error::ArrowError> {
+        column(name)?.as_string_opt::<i32>().ok_or_else(|| {
+            arrow::error::ArrowError::SchemaError(format!("readings column {name} is not utf8"))
+        })
+    };
+    let category = string("category")?;
     let delta = float("delta")?;
     let (kgce, kgce_per_unit) = split_derived(delta, float("kgce")?, category);
     let (kgco2e, kgco2e_per_unit) = split_derived(delta, float("kgco2e")?, category);
-    let (value, value_scaled, value_scale) = split_value(float("value")?);
+    let series = [string("account")?, string("meter")?, string("quantity")?];
+    let continues: Vec<bool> = (0..batch.num_rows())
+        .map(|i| i > 0 && series.iter().all(|c| c.value(i) == c.value(i - 1)))
+        .collect();
+    let (value, value_scaled, value_scale) = split_value(float("value")?, delta, &continues);
     let schema = stored_schema();
     let columns = schema
         .fields()
@@ -329,12 +455,16 @@ pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::Arrow
     RecordBatch::try_new(schema, columns)
 }
 
-/// A batch read from a file of either layout as a batch of [`readings_schema`]: `kgce` and
-/// `kgco2e` filled in from their coefficients where the file left them to the derivation.
-/// Columns are taken by name; a layout-1 file has no coefficient columns and every value given.
-pub fn from_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// A batch read from a file of either layout as a batch of [`readings_schema`]: values rebuilt
+/// by `values` (the file's reader, see [`ValueReader`]), `kgce` and `kgco2e` filled in from their
+/// coefficients where the file left them to the derivation. Columns are taken by name; a
+/// layout-1 file has no coefficient or decimal columns and every value given.
+pub fn from_stored(
+    batch: &RecordBatch,
+    values: &mut ValueReader,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     use arrow::array::AsArray;
-    use arrow::datatypes::Float64Type;
+    use arrow::datatypes::{Float64Type, Int64Type};
     let stored = batch.schema();
     let float = |name: &str| -> Option<&Float64Array> {
         let i = stored.index_of(name).ok()?;
@@ -356,32 +486,21 @@ pub fn from_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::Arr
                 .collect(),
         )
     };
-    let value = || -> Option<Float64Array> {
-        let (given, scale) = (float("value")?, float(VALUE_SCALE)?);
-        let scaled = batch
-            .column(stored.index_of(VALUE_SCALED).ok()?)
-            .as_primitive_opt::<arrow::datatypes::Int64Type>()?;
-        Some(
-            (0..batch.num_rows())
-                .map(|i| {
-                    if given.is_valid(i) {
-                        Some(given.value(i))
-                    } else if scaled.is_valid(i) && scale.is_valid(i) {
-                        Some(scaled.value(i) as f64 / scale.value(i))
-                    } else {
-                        None
-                    }
-                })
-                .collect(),
-        )
-    };
+    let given = float("value").ok_or_else(|| {
+        arrow::error::ArrowError::SchemaError("readings file has no float64 value column".into())
+    })?;
+    let scaled = stored
+        .index_of(VALUE_SCALED)
+        .ok()
+        .and_then(|i| batch.column(i).as_primitive_opt::<Int64Type>());
+    let value = values.read(given, scaled, float(VALUE_SCALE), float("delta"))?;
     let schema = readings_schema();
     let columns = schema
         .fields()
         .iter()
         .map(|f| {
             let derived = match f.name().as_str() {
-                "value" => value(),
+                "value" => Some(value.clone()),
                 "kgce" => derive("kgce", KGCE_PER_UNIT),
                 "kgco2e" => derive("kgco2e", KGCO2E_PER_UNIT),
                 _ => None,
@@ -589,9 +708,32 @@ pub fn write_batch<W: std::io::Write + Send>(
     w: W,
     batch: &RecordBatch,
 ) -> Result<W, parquet::errors::ParquetError> {
-    let stored = to_stored(batch)?;
-    let mut writer = ArrowWriter::try_new(w, stored.schema(), Some(writer_properties()))?;
-    writer.write(&stored)?;
+    write_row_groups(w, batch, ROW_GROUP_ROWS)
+}
+
+/// [`write_batch`] with row groups of `rows` rows: each is stored on its own ([`to_stored`]),
+/// so that its series start in full.
+fn write_row_groups<W: std::io::Write + Send>(
+    w: W,
+    batch: &RecordBatch,
+    rows: usize,
+) -> Result<W, parquet::errors::ParquetError> {
+    let properties = writer_properties()
+        .into_builder()
+        .set_max_row_group_row_count(Some(rows.max(1)))
+        .build();
+    let mut writer = ArrowWriter::try_new(w, stored_schema(), Some(properties))?;
+    let mut start = 0;
+    loop {
+        let len = rows.max(1).min(batch.num_rows() - start);
+        writer.write(&to_stored(&batch.slice(start, len))?)?;
+        // Ends the row group here, whatever the writer's own limits would do.
+        writer.flush()?;
+        start += len;
+        if start >= batch.num_rows() {
+            break;
+        }
+    }
     writer.into_inner()
 }
 
@@ -694,9 +836,10 @@ pub fn read_files(files: &[DataFile]) -> Result<RecordBatch, StorageError> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(64 * 1024).build())
             .map_err(|e| err(e.to_string()))?;
+        let mut values = ValueReader::default();
         for b in reader {
             let b = b.map_err(|e| err(e.to_string()))?;
-            batches.push(from_stored(&b).map_err(|e| err(e.to_string()))?);
+            batches.push(from_stored(&b, &mut values).map_err(|e| err(e.to_string()))?);
         }
     }
     arrow::compute::concat_batches(&schema, &batches).map_err(|e| StorageError {
@@ -926,13 +1069,128 @@ mod tests {
             Some(LAYOUT)
         );
         let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
-        let back =
-            from_stored(&arrow::compute::concat_batches(&stored_schema(), &batches).unwrap())
-                .unwrap();
+        let back = from_stored(
+            &arrow::compute::concat_batches(&stored_schema(), &batches).unwrap(),
+            &mut ValueReader::default(),
+        )
+        .unwrap();
         for name in ["kgce", "kgco2e", "delta", "value"] {
             assert_eq!(bits(&back, name), bits(&logical, name), "{name}");
         }
         assert_eq!(back, logical);
+    }
+
+    /// Cumulative registers as gateways send them (value in hundredths or thousandths, delta
+    /// the difference), with what breaks a run of steps: a counter reset without delta, a delta
+    /// that disagrees with the difference, a value with no short decimal, a new scale.
+    pub(crate) fn register_rows() -> Vec<StoredReading> {
+        let mut rows = Vec::new();
+        for (m, (meter, mut scale)) in [("m1", 100.0), ("m2", 1000.0), ("m3", 100.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut total: i64 = 1_000_000 + m as i64 * 12_345;
+            for k in 0..60_i64 {
+                let step = k * 37 % 11 + 3;
+                total += step;
+                let (mut value, mut delta) = (total as f64 / scale, Some(step as f64 / scale));
+                match k {
+                    20 => (total, delta) = (500, None),
+                    30 => delta = delta.map(|d| d + 0.01),
+                    40 => value += 1e-9,
+                    // The meter is swapped for one in tenths of the unit.
+                    45 => (total, scale) = (total / 10, scale / 10.0),
+                    _ => {}
+                }
+                if matches!(k, 20 | 45) {
+                    value = total as f64 / scale;
+                }
+                let mut r = rows_for(meter, 1_767_225_600_000 + k * 900_000, value, delta);
+                r.reading.kgce = delta.map(|d| d * 0.1229);
+                rows.push(r);
+            }
+        }
+        sort_and_dedupe(&mut rows);
+        rows
+    }
+
+    fn rows_for(meter: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
+        StoredReading {
+            gateway: GatewayId::parse("gw-a").unwrap(),
+            reading: Reading {
+                ts,
+                account: AccountCode::parse("110108A001").unwrap(),
+                meter: MeterId::parse(meter).unwrap(),
+                category: Category::Electricity,
+                item: EnergyCode::parse("01000").unwrap(),
+                quantity: Quantity::EnergyImport,
+                unit: Unit::KilowattHour,
+                value,
+                delta,
+                kgce: None,
+                kgco2e: None,
+                factor: None,
+                quality: Quality::Good,
+            },
+        }
+    }
+
+    #[test]
+    fn values_stored_as_steps_read_back_bit_for_bit_from_any_row_group() {
+        let logical = to_record_batch(&register_rows(), 2).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(2, 2));
+        write_row_groups(std::fs::File::create(&path).unwrap(), &logical, 7).unwrap();
+        // Most rows are steps: neither the value nor its decimal is in the file.
+        let stored = to_stored(&logical).unwrap();
+        let column = |name: &str| {
+            stored
+                .column(stored.schema().index_of(name).unwrap())
+                .clone()
+        };
+        let steps = (0..stored.num_rows())
+            .filter(|&i| {
+                column("value").is_null(i)
+                    && column(VALUE_SCALED).is_null(i)
+                    && column(VALUE_SCALE).is_valid(i)
+            })
+            .count();
+        assert!(steps > logical.num_rows() * 3 / 4, "{steps}");
+        // The whole file.
+        let (files, _) = partition_files(dir.path()).unwrap();
+        let back = read_files(&files).unwrap();
+        assert_eq!(bits(&back, "value"), bits(&logical, "value"));
+        assert_eq!(back, logical);
+        // Each row group on its own, read in small batches: every one starts its series in full.
+        let open = || {
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap()
+        };
+        let groups = open().metadata().num_row_groups();
+        assert_eq!(groups, logical.num_rows().div_ceil(7));
+        for g in 0..groups {
+            let mut values = ValueReader::default();
+            let read: Vec<RecordBatch> = open()
+                .with_row_groups(vec![g])
+                .with_batch_size(3)
+                .build()
+                .unwrap()
+                .map(|b| from_stored(&b.unwrap(), &mut values).unwrap())
+                .collect();
+            let read = arrow::compute::concat_batches(&readings_schema(), &read).unwrap();
+            assert_eq!(read, logical.slice(g * 7, read.num_rows()), "row group {g}");
+        }
+    }
+
+    #[test]
+    fn a_step_without_the_row_before_is_an_error_not_a_guess() {
+        let logical = to_record_batch(&register_rows(), 2).unwrap();
+        let stored = to_stored(&logical).unwrap();
+        // Rows 1.. of a series, without row 0 that holds its decimal.
+        let err = from_stored(&stored.slice(1, 10), &mut ValueReader::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("step from the row before"),
+            "{err}"
+        );
     }
 
     #[test]
