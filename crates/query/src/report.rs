@@ -51,6 +51,23 @@ pub trait LiveReadings: Send + Sync + std::fmt::Debug {
     fn snapshot(&self) -> Vec<StoredReading>;
 }
 
+/// The settings of every session over the readings.
+///
+/// - DataFusion 55's new aggregation streams give a group-by that the input is "partially
+///   sorted" on (a column the query filters to one value, such as `category = '01'` or one
+///   account, or the files' own sort order) to an ordered stream that emits its groups
+///   `batch_size` at a time, each time moving all groups not yet emitted: quadratic in the
+///   groups. A year of hourly sums per meter (8.8 M groups) took ~75 s of the savings analysis.
+///   The hash aggregation it replaces emits once.
+/// - No statistics pass over the files before planning: it reads every footer before each query
+///   and only serves to infer that ordering; row groups are still pruned on their statistics
+///   while scanning.
+pub(crate) fn session_config() -> datafusion::prelude::SessionConfig {
+    let mut config = datafusion::prelude::SessionConfig::new().with_collect_statistics(false);
+    config.options_mut().execution.enable_migration_aggregate = false;
+    config
+}
+
 /// The generation live rows carry in queries: newer than any file.
 const LIVE_GEN: i64 = i64::MAX;
 
@@ -212,7 +229,7 @@ impl Query {
         if clean.is_empty() && mixed.is_empty() && live.is_empty() {
             return Ok(None);
         }
-        let ctx = SessionContext::new();
+        let ctx = SessionContext::new_with_config(session_config());
         for (name, urls) in [("readings_clean", clean), ("readings_stored", mixed)] {
             let table: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
                 Arc::new(MemTable::try_new(stored_schema(), vec![vec![]])?)

@@ -232,7 +232,7 @@ fn split_value(
     let mut scale = Float64Builder::with_capacity(n);
     // The previous row's decimal, if it had one.
     let mut previous: Option<(i64, f64)> = None;
-    for (i, &continues) in continues.iter().enumerate().take(n) {
+    for (i, &same_series) in continues.iter().enumerate().take(n) {
         if value.is_null(i) {
             stored.append_null();
             scaled.append_null();
@@ -254,12 +254,13 @@ fn split_value(
             });
         match found {
             Some((m, s)) => {
-                let step = previous
-                    .filter(|&(_, ps)| continues && ps == s)
-                    .and_then(|(pm, _)| {
-                        let d = (!delta.is_null(i)).then(|| delta.value(i))?;
-                        (decimal_step(d, s)? == m.checked_sub(pm)?).then_some(())
-                    });
+                let step =
+                    previous
+                        .filter(|&(_, ps)| same_series && ps == s)
+                        .and_then(|(pm, _)| {
+                            let d = (!delta.is_null(i)).then(|| delta.value(i))?;
+                            (decimal_step(d, s)? == m.checked_sub(pm)?).then_some(())
+                        });
                 stored.append_null();
                 match step {
                     Some(()) => scaled.append_null(),

@@ -110,7 +110,10 @@ impl Reports {
     ) -> Result<(SessionContext, bool), QueryError> {
         let (ctx, has_readings) = match self.query.session_matching(keep).await? {
             Some(ctx) => (ctx, true),
-            None => (SessionContext::new(), false),
+            None => (
+                SessionContext::new_with_config(super::session_config()),
+                false,
+            ),
         };
         let list: Vec<Account> = self.accounts.values().cloned().collect();
         ctx.register_batch(ACCOUNTS, accounts_batch(&list)?)?;
