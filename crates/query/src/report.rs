@@ -334,32 +334,18 @@ impl Query {
 
 #[cfg(test)]
 mod tests {
-    use reading_model::{
-        AccountCode, Category, EnergyCode, GatewayId, MeterId, Quality, Reading, Unit,
-    };
+    use reading_model::EnergyCode;
 
     use super::*;
     use crate::storage::{file_name, partition_date, partition_dir, write_parquet};
 
     fn row(meter: &str, item: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
-        StoredReading {
-            gateway: GatewayId::parse("gw").unwrap(),
-            reading: Reading {
-                ts,
-                account: AccountCode::parse("110108A001").unwrap(),
-                meter: MeterId::parse(meter).unwrap(),
-                category: Category::Electricity,
-                item: EnergyCode::parse(item).unwrap(),
-                quantity: Quantity::EnergyImport,
-                unit: Unit::KilowattHour,
-                value,
-                delta,
-                kgce: delta.map(|d| d * 0.1229),
-                kgco2e: delta.map(|d| d * 0.5),
-                factor: Some("f".into()),
-                quality: Quality::Good,
-            },
-        }
+        let mut r = crate::storage::tests::reading(meter, ts, value, delta);
+        r.reading.item = EnergyCode::parse(item).unwrap();
+        r.reading.kgce = delta.map(|d| d * 0.1229);
+        r.reading.kgco2e = delta.map(|d| d * 0.5);
+        r.reading.factor = Some("f".into());
+        r
     }
 
     #[tokio::test]
@@ -368,28 +354,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let day = 86_400_000;
         let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
-        // Day 0: one layout-2 file (read as is); day 1: one layout-1 file (read as is); day 2:
-        // a layout-1 and a layout-2 file with an overlapping key (read through the dedupe).
+        // Day 0: one file of today's layout (read as is); day 1: one layout-1 file (read as is);
+        // day 2: a layout-1 file and one of today's with overlapping keys (read through the
+        // dedupe). Values are a register whose delta is its step, so today's files store most
+        // of them as steps from the row before, and every fourth an arbitrary double.
         let kg = |d: f64, i: usize| match i % 3 {
             0 => (Some(d * 0.1229), Some(d * 0.5366)),
             1 => (Some(d * 0.777_7), Some((d * 0.5 * 100.0).round() / 100.0)),
             _ => (None, None),
         };
         let rows_of = |start: i64, n: usize, seed: f64| -> Vec<StoredReading> {
+            let mut hundredths = 10_000_i64;
             (0..n)
                 .map(|i| {
                     let d = seed + i as f64 * 0.37;
-                    // Registers in hundredths (stored as decimals) and arbitrary doubles.
-                    let value = if i % 2 == 0 {
-                        (100.0 + d) * 100.0
-                    } else {
-                        (100.0 + d) * 100.0 + 0.5
-                    };
-                    let value = if i % 4 == 1 {
-                        value.round() / 100.0
-                    } else {
-                        value / 7.0
-                    };
+                    hundredths += (d * 100.0).round() as i64;
+                    let register = hundredths as f64 / 100.0;
+                    let value = if i % 4 == 3 { register / 7.0 } else { register };
                     let mut r = row("m1", "01A10", start + i as i64 * 900_000, value, Some(d));
                     (r.reading.kgce, r.reading.kgco2e) = kg(d, i);
                     r
@@ -419,6 +400,27 @@ mod tests {
         write(&b, 2, true);
         write(&c_old, 3, true);
         write(&c_new, 4, false);
+        // Today's files hold most values as steps: neither value nor value_scaled.
+        let day_0 = partition_dir(dir.path(), &partition_date(t0)).join(file_name(1, 1));
+        let stored = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(day_0).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+        let column = |name: &str| {
+            stored
+                .column(stored.schema().index_of(name).unwrap())
+                .clone()
+        };
+        let (value, scaled) = (column("value"), column(crate::storage::VALUE_SCALED));
+        let steps = (0..stored.num_rows())
+            .filter(|&i| value.is_null(i) && scaled.is_null(i))
+            .count();
+        assert!(steps >= 5, "only {steps} of 20 rows are steps");
         // What the view should give: per key the newer generation's row.
         let mut expected: Vec<StoredReading> = [a, b, c_old, c_new].concat();
         sort_and_dedupe(&mut expected);

@@ -528,32 +528,15 @@ pub fn month_rollup_current(
 
 #[cfg(test)]
 mod tests {
-    use reading_model::{
-        AccountCode, Category, EnergyCode, GatewayId, MeterId, Quality, Reading, Unit,
-    };
 
     use super::*;
     use crate::storage::{StoredReading, to_record_batch};
 
     fn row(meter: &str, ts: i64, delta: Option<f64>, quantity: Quantity) -> StoredReading {
-        StoredReading {
-            gateway: GatewayId::parse("gw").unwrap(),
-            reading: Reading {
-                ts,
-                account: AccountCode::parse("110108A001").unwrap(),
-                meter: MeterId::parse(meter).unwrap(),
-                category: Category::Electricity,
-                item: EnergyCode::parse("01000").unwrap(),
-                quantity,
-                unit: Unit::KilowattHour,
-                value: 1.0,
-                delta,
-                kgce: delta.map(|d| d * 0.125),
-                kgco2e: None,
-                factor: None,
-                quality: Quality::Good,
-            },
-        }
+        let mut r = crate::storage::tests::reading(meter, ts, 1.0, delta);
+        r.reading.quantity = quantity;
+        r.reading.kgce = delta.map(|d| d * 0.125);
+        r
     }
 
     #[test]

@@ -942,7 +942,7 @@ pub struct StorageError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use reading_model::{AccountCode, Category, EnergyCode, MeterId, Quality, Quantity, Unit};
 
     use super::*;
@@ -1106,7 +1106,7 @@ mod tests {
                 if matches!(k, 20 | 45) {
                     value = total as f64 / scale;
                 }
-                let mut r = rows_for(meter, 1_767_225_600_000 + k * 900_000, value, delta);
+                let mut r = reading(meter, 1_767_225_600_000 + k * 900_000, value, delta);
                 r.reading.kgce = delta.map(|d| d * 0.1229);
                 rows.push(r);
             }
@@ -1115,9 +1115,11 @@ mod tests {
         rows
     }
 
-    fn rows_for(meter: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
+    /// An electricity reading of meter `meter` of account 110108A001 (item 01000, kWh, no kgce):
+    /// the row the crate's tests start from and change what they need.
+    pub(crate) fn reading(meter: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
         StoredReading {
-            gateway: GatewayId::parse("gw-a").unwrap(),
+            gateway: GatewayId::parse("gw").unwrap(),
             reading: Reading {
                 ts,
                 account: AccountCode::parse("110108A001").unwrap(),
