@@ -62,8 +62,16 @@ pub trait LiveReadings: Send + Sync + std::fmt::Debug {
 /// - No statistics pass over the files before planning: it reads every footer before each query
 ///   and only serves to infer that ordering; row groups are still pruned on their statistics
 ///   while scanning.
-pub(crate) fn session_config() -> datafusion::prelude::SessionConfig {
-    let mut config = datafusion::prelude::SessionConfig::new().with_collect_statistics(false);
+pub fn session_config() -> datafusion::prelude::SessionConfig {
+    with_session_settings(datafusion::prelude::SessionConfig::new())
+}
+
+/// `config` with the settings of [`session_config`] (for benchmarks that start from the
+/// environment's settings).
+pub fn with_session_settings(
+    config: datafusion::prelude::SessionConfig,
+) -> datafusion::prelude::SessionConfig {
+    let mut config = config.with_collect_statistics(false);
     config.options_mut().execution.enable_migration_aggregate = false;
     config
 }
