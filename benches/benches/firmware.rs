@@ -1,5 +1,5 @@
 //! MQTT firmware decoding throughput: how many messages per second one core turns from payload
-//! bytes into values, per firmware, on the documented fixtures (`crates/firmware-bridge/fixtures`).
+//! bytes into values, per firmware, on the documented fixtures (`firmware-bridge/fixtures`).
 //! Stateful firmwares are measured in their steady state: a Shelly `NotifyStatus` delta merged
 //! into a known status, Sparkplug NDATA with consecutive `seq` after an NBIRTH.
 //!
@@ -19,7 +19,7 @@ use firmware_bridge::{
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../crates/firmware-bridge/fixtures"
+    "/../firmware-bridge/fixtures"
 );
 
 fn fixture(name: &str) -> Vec<u8> {

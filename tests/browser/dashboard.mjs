@@ -1,5 +1,5 @@
 // End-to-end test of the dashboard in Debian's chromium, driven by playwright-core. Run by
-// crates/jieneng/tests/dashboard.rs against `jieneng serve` over data the demo wrote:
+// jieneng/tests/dashboard.rs against `jieneng serve` over data the demo wrote:
 //
 //   BASE_URL=http://127.0.0.1:PORT ADMIN_KEY=… OFFICER_KEY=… OFFICER_ACCOUNTS=a,b OUT_DIR=dir \
 //     node tests/browser/dashboard.mjs

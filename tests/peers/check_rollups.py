@@ -7,7 +7,7 @@ Prints JSON {"hourly": {"rollup": [...], "raw": [...]}, "daily": {...}}, each ro
 [account, category, item, period_start_ms, energy, kgce, intervals, min_delta, max_delta].
 
 A raw row's kgce is `kgce` where the file gives it, else `delta * kgce_per_unit` (the stored
-layout, see crates/query/src/storage.rs).
+layout, see query/src/storage.rs).
 
 Usage: check_rollups.py DATA_DIR
 """

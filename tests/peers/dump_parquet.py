@@ -2,7 +2,7 @@
 """Prints every stored reading of a jieneng data directory as JSON rows (pyarrow, files as they
 are), sorted by (account, meter, quantity, ts), with ts as integer ms since the epoch. The
 storage's own `gen` column (which flush wrote the row) is not part of a reading and is left out.
-value, kgce and kgco2e are as the storage documents them (crates/query/src/storage.rs, "Stored
+value, kgce and kgco2e are as the storage documents them (query/src/storage.rs, "Stored
 layout"): the file's number where it gives one; else value_scaled / value_scale, where
 value_scaled is the file's or (a step) the row before's plus round(delta * value_scale); and
 delta times the row's coefficient column. Those storage columns are then dropped.

@@ -12,7 +12,7 @@ import sys
 import duckdb
 
 data_dir = sys.argv[1]
-# The stored layout (crates/query/src/storage.rs): value is given, or a decimal
+# The stored layout (query/src/storage.rs): value is given, or a decimal
 # value_scaled / value_scale, where a step row (only value_scale set) has the row before's
 # value_scaled plus round(delta * value_scale). In file order, a run starts at each row with
 # value_scaled and sums the steps after it.

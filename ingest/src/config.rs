@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/server.toml");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml");
         let c = ServeConfig::load(&p).unwrap();
         assert_eq!(c.gateway.len(), 1);
         assert_eq!(c.account.len(), 1);

@@ -1,6 +1,6 @@
 //! Batch bodies as ingest accepts them: wire format v1 as an Arrow IPC stream
 //! (`application/vnd.apache.arrow.stream`), the contract ingest documents in
-//! `crates/ingest/src/decode/ipc.rs`.
+//! `ingest/src/decode/ipc.rs`.
 //!
 //! The normalizer encodes a batch once, when it is cut; the spool stores those bytes and the
 //! forwarder sends them as they are, over HTTP or MQTT, without parsing or encoding again.

@@ -87,7 +87,7 @@ fn errors_name_file_line_and_key() {
 
 #[test]
 fn example_configs_parse() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();

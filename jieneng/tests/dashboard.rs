@@ -68,7 +68,7 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 
 #[test]
 fn dashboard_in_chromium_shows_the_api_numbers() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let browser = root.join("tests/browser");
     assert!(
         browser.join("node_modules/playwright-core").is_dir(),

@@ -664,7 +664,7 @@ password = "secret-secret"
 
     #[test]
     fn the_example_site_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gateway-site.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway-site.toml");
         let c = GatewayConfig::load(&path).unwrap();
         assert_eq!(c.mqtt.sources.len(), 1);
         assert_eq!(c.mqtt.devices.len(), 3);
