@@ -22,17 +22,17 @@ use std::time::Instant;
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
-use query::report::period::{Granularity, local_midnight_ms};
-use query::rollup::{
-    DAY_MS, FILE, Period, month_bounds, month_rollup, month_rollup_dir, rollup, rollup_dir,
-    write_month_rollup, write_rollup,
-};
-use query::storage::{
-    StoredReading, file_name, partition_date, partition_dir, to_record_batch, write_batch,
-};
+use reading_model::time::{Granularity, local_midnight_ms};
 use reading_model::{
     AccountCode, Category, EnergyCode, FactorSelection, FactorTables, GatewayId, MeterId, Quality,
     Quantity, Reading, Unit,
+};
+use storage::rollup::{
+    DAY_MS, FILE, Period, month_bounds, month_rollup, month_rollup_dir, rollup, rollup_dir,
+    write_month_rollup, write_rollup,
+};
+use storage::{
+    StoredReading, file_name, partition_date, partition_dir, to_record_batch, write_batch,
 };
 
 const STEP_MS: i64 = 900_000;
@@ -126,8 +126,8 @@ struct Meter {
 fn monthly_rollups(dir: &std::path::Path, first_ms: i64, end_ms: i64) -> anyhow::Result<usize> {
     let mut n = 0;
     // The Beijing month of the first instant.
-    let mut month = chrono::DateTime::from_timestamp_millis(first_ms + 1 + 8 * 3_600_000)
-        .map(|t| Granularity::Month.start(t.date_naive()));
+    let mut month =
+        reading_model::time::local_date(first_ms + 1).map(|d| Granularity::Month.start(d));
     while let Some(m) = month {
         let Some((start, end)) = month_bounds(m) else {
             break;
@@ -239,17 +239,16 @@ fn main() -> anyhow::Result<()> {
                 let delta = if ts == first_ms {
                     None
                 } else {
-                    let local = chrono::DateTime::from_timestamp_millis(ts - 1 + 8 * 3_600_000)
-                        .context("time")?;
-                    let step = ((ts - 1 + 8 * 3_600_000).rem_euclid(DAY_MS)) / STEP_MS;
+                    let local = reading_model::time::local_datetime(ts - 1).context("time")?;
+                    let step =
+                        ((ts - 1 + reading_model::time::OFFSET_MS).rem_euclid(DAY_MS)) / STEP_MS;
                     let kw = m.base
                         * shape(step, local.weekday().num_days_from_monday())
                         * (0.95 + 0.1 * noise(&mut m.rng));
                     Some((kw * 0.25 * 100.0).round() / 100.0)
                 };
                 m.total += delta.unwrap_or(0.0);
-                let year = chrono::DateTime::from_timestamp_millis(ts - 1 + 8 * 3_600_000)
-                    .map_or(2026, |t| t.year());
+                let year = reading_model::time::interval_date(ts).map_or(2026, |d| d.year());
                 let c = *coal
                     .entry((m.category, year))
                     .or_insert_with(|| tables.coal(m.category, year, &sel).map(|f| f.per_unit));

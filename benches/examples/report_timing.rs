@@ -35,10 +35,10 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use query::report::consumption::ConsumptionRequest;
-use query::report::period::{Granularity, local_midnight_ms};
-use query::storage::{partition_date, partition_dir, partition_files, readings_schema};
 use query::{Query, Reports};
 use reading_model::FactorTables;
+use reading_model::time::{Granularity, local_midnight_ms};
+use storage::{partition_date, partition_dir, partition_files, readings_schema};
 
 struct Args {
     dir: PathBuf,

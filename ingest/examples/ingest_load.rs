@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ingest::config::{GatewayAuth, token_hash};
+
 use ingest::decode::{ARROW_STREAM, ipc};
-use ingest::{ServeConfig, Server};
+use ingest::{IngestConfig, Server};
 use reading_model::{
     AccountCode, Batch, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
 };
@@ -111,27 +111,15 @@ async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir_in(&a.dir)?;
     let token = |c: usize| format!("load-generator-token-{c:04}");
-    let config = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
+    let mut config = IngestConfig {
         flush_interval: 10.0,
         flush_rows: 500_000,
         max_body_bytes: 64 << 20,
-        gateway: (0..a.clients)
-            .map(|c| {
-                Ok(GatewayAuth {
-                    id: GatewayId::parse(&format!("load-{c}"))?,
-                    token_sha256: token_hash(&token(c)),
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
+        ..IngestConfig::loopback(dir.path().join("data"))
     };
+    for c in 0..a.clients {
+        config = config.with_gateway(GatewayId::parse(&format!("load-{c}"))?, &token(c));
+    }
     let server = Server::start(&config).await?;
     let url = format!("http://{}/api/v1/batches", server.addr);
 

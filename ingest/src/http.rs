@@ -7,9 +7,9 @@
 //! 413 `too_large`, 415 `unsupported_media_type`, 422 `invalid`, 503 `storage` (retry). Every
 //! reject is counted by reason in `/metrics`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,10 +18,10 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_contract::{JsonError, Rejects, bearer, token_hash};
 use reading_model::GatewayId;
 use serde_json::json;
 
-use crate::config::token_hash;
 use crate::decode::{self, DECOMPRESSION_FACTOR, DecodeError, Encoding, Format};
 use crate::store::{Appended, Store};
 
@@ -31,55 +31,28 @@ pub struct App {
     pub store: Store,
     /// sha256(token) → gateway.
     pub tokens: HashMap<String, GatewayId>,
-    pub rejects: Mutex<BTreeMap<&'static str, u64>>,
+    /// Refusals by reason; shared with the read API's router when the binary merges them.
+    pub rejects: Arc<Rejects>,
     /// TLS handshakes that failed (shared with the TLS listener).
     pub tls_handshake_failures: Arc<AtomicU64>,
     /// Batches taken off the embedded MQTT broker.
     pub mqtt_batches: AtomicU64,
 }
 
-/// An API error: a status and a message that names the problem.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
-    /// The reading at fault, for errors about one reading.
-    at: Option<(usize, String)>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message, "reason": self.reason });
-        if let Some((row, field)) = self.at {
-            body["row"] = json!(row);
-            body["field"] = json!(field);
-        }
-        (self.status, axum::Json(body)).into_response()
-    }
-}
+/// A refused batch: the JSON error every jieneng API answers with.
+pub type ApiError = JsonError;
 
 impl App {
     /// Counts a refused batch under `reason` (HTTP or MQTT alike).
     pub(crate) fn count_reject(&self, reason: &'static str, message: String) -> String {
-        *self
-            .rejects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        self.rejects.count(reason);
         tracing::debug!(reason, %message, "batch rejected");
         message
     }
 
     fn reject(&self, status: StatusCode, reason: &'static str, message: String) -> ApiError {
         let message = self.count_reject(reason, message);
-        ApiError {
-            status,
-            reason,
-            message,
-            at: None,
-        }
+        JsonError::new(status, reason, message)
     }
 
     fn decode_error(&self, e: DecodeError) -> ApiError {
@@ -88,7 +61,7 @@ impl App {
             DecodeError::Invalid { row, field, .. } => Some((*row, field.clone())),
             _ => None,
         };
-        ApiError {
+        JsonError {
             at,
             ..self.reject(status, reason, e.to_string())
         }
@@ -121,28 +94,20 @@ async fn post_batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            app.reject(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "missing Authorization: Bearer <gateway token>".into(),
-            )
-        })?;
-    let gateway = app
-        .tokens
-        .get(&token_hash(token.trim()))
-        .cloned()
-        .ok_or_else(|| {
-            app.reject(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "unknown gateway token".into(),
-            )
-        })?;
+    let token = bearer(&headers).ok_or_else(|| {
+        app.reject(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing Authorization: Bearer <gateway token>".into(),
+        )
+    })?;
+    let gateway = app.tokens.get(&token_hash(token)).cloned().ok_or_else(|| {
+        app.reject(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "unknown gateway token".into(),
+        )
+    })?;
     let header_text = |name: header::HeaderName| {
         headers
             .get(&name)
@@ -361,11 +326,6 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         "counter",
         g(&m.partitions_expired).to_string(),
     );
-    out.push_str("# HELP jieneng_rejects_total Requests rejected, by reason.\n# TYPE jieneng_rejects_total counter\n");
-    for (reason, n) in app.rejects.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        out.push_str(&format!(
-            "jieneng_rejects_total{{reason=\"{reason}\"}} {n}\n"
-        ));
-    }
+    out.push_str(&app.rejects.prometheus());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

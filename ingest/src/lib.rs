@@ -1,5 +1,7 @@
-//! The server side of jieneng: takes batches from gateways, makes them durable, and turns them
-//! into Parquet.
+//! jieneng's write path: takes batches from gateways (HTTP and the embedded MQTT broker), makes
+//! them durable, turns them into Parquet in the `storage` layout and keeps that layout
+//! maintained (compaction, rollups, retention). It serves no reports and holds no analysis: the
+//! read API is the `api` crate, which the binary merges onto the same listener.
 //!
 //! Data flow: [`http`] authenticates a gateway and validates its batch; the [`store`]'s writer
 //! appends it to the [`wal`] and fsyncs (one fsync for all batches waiting at that moment) before
@@ -7,9 +9,7 @@
 //! (published atomically), after which their WAL segments are deleted. On start the WAL is
 //! replayed, so nothing acknowledged is lost to a crash.
 
-pub mod api;
 pub mod config;
-pub mod dashboard;
 pub mod decode;
 pub mod http;
 pub mod mqtt;
@@ -18,5 +18,5 @@ pub mod store;
 pub mod tls;
 pub mod wal;
 
-pub use config::ServeConfig;
+pub use config::IngestConfig;
 pub use server::{Server, ServerHandle};

@@ -53,7 +53,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{MqttSettings, token_hash};
+use http_contract::token_hash;
+
+use crate::config::MqttSettings;
 use crate::decode::{self, DECOMPRESSION_FACTOR, Encoding, Format, ipc::META_SEQ};
 use crate::http::{App, status_of};
 use crate::store::Appended;

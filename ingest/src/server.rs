@@ -1,16 +1,20 @@
-//! `jieneng serve`: the store, the HTTP listener, the flush timer, and an orderly stop.
+//! The write path running: the store, the HTTP listener (the batch API, and whatever routes the
+//! binary merges in, such as the read API), the embedded broker, the flush timer, and an
+//! orderly stop.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::Router;
+use http_contract::Rejects;
+use storage::LiveReadings;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::api;
-use crate::config::ServeConfig;
+use crate::config::IngestConfig;
 use crate::http::{App, router};
 use crate::mqtt::{self, MqttHandle};
 use crate::store::{FlushReport, Store, StoreError, StoreThreads};
@@ -34,8 +38,19 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// Opens the store (replaying the WAL), binds the listener and starts serving.
-    pub async fn start(config: &ServeConfig) -> anyhow::Result<ServerHandle> {
+    /// Opens the store (replaying the WAL), binds the listener and serves the batch API.
+    pub async fn start(config: &IngestConfig) -> anyhow::Result<ServerHandle> {
+        Self::start_with(config, Arc::default(), |_| Ok(Router::new())).await
+    }
+
+    /// [`Server::start`], with the routes `more` makes from the store's acknowledged rows
+    /// merged into the same listener, and refusals counted in `rejects` (shared with those
+    /// routes, so `/metrics` shows all of them).
+    pub async fn start_with(
+        config: &IngestConfig,
+        rejects: Arc<Rejects>,
+        more: impl FnOnce(Arc<dyn LiveReadings>) -> anyhow::Result<Router>,
+    ) -> anyhow::Result<ServerHandle> {
         std::fs::create_dir_all(&config.data_dir)?;
         let (store, threads) =
             Store::open(&config.data_dir, config.flush_rows, config.storage.clone())?;
@@ -46,7 +61,7 @@ impl Server {
                 .iter()
                 .map(|g| (g.token_sha256.clone(), g.id.clone()))
                 .collect(),
-            rejects: Mutex::new(BTreeMap::new()),
+            rejects,
             tls_handshake_failures: Arc::default(),
             mqtt_batches: Default::default(),
         });
@@ -71,9 +86,7 @@ impl Server {
         } else {
             None
         };
-        let routes = router(app.clone(), config.max_body_bytes)
-            .merge(api::router(Arc::new(api::Api::from_config(config, app)?)))
-            .merge(crate::dashboard::router());
+        let routes = router(app.clone(), config.max_body_bytes).merge(more(store.live())?);
         let stopped = async move {
             let _ = http_rx.wait_for(|s| *s).await;
         };

@@ -10,7 +10,7 @@
 //! fsync directory), then records the marks in `ingest-state.json`, then deletes the closed WAL
 //! segments. A crash at any point leaves either the WAL segment or the Parquet file (or both —
 //! replay skips batches the state file already covers, and a row published twice is one row to
-//! readers: the key dedupes across files, see `query::storage`).
+//! readers: the key dedupes across files, see `storage`).
 //!
 //! Rows stay visible to queries ([`Store::live`]) from the moment they are acknowledged until
 //! their file is published: first in the writer's buffer, then in the flusher's queue.
@@ -20,19 +20,19 @@ mod columns;
 mod maintenance;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use maintenance::Maintenance;
 pub use maintenance::MaintenanceReport;
-use maintenance::{Maintenance, publish_file};
-use query::LiveReadings;
-use query::storage::{StoredReading, file_name, partition_dir, write_batch};
 use reading_model::{Batch, GatewayId};
 use serde::{Deserialize, Serialize};
+use storage::LiveReadings;
+use storage::publish::{PublishError, publish_file};
+use storage::{StoredReading, file_name, partition_dir, write_batch};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -44,8 +44,24 @@ use columns::Rows;
 pub enum StoreError {
     #[error(transparent)]
     Wal(#[from] WalError),
-    #[error("parquet {path}: {message}")]
-    Parquet { path: PathBuf, message: String },
+    /// A file could not be published (written, fsynced, renamed).
+    #[error("publishing {0}")]
+    Publish(#[from] PublishError),
+    /// A stored file could not be read back (compaction, rollups).
+    #[error("reading {0}")]
+    Read(#[from] storage::StorageError),
+    /// A directory of the data directory could not be listed, renamed or removed.
+    #[error("data directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Rows that could not be merged or rolled up (an Arrow error over files that read).
+    #[error("{}: {source}", path.display())]
+    Arrow {
+        path: PathBuf,
+        source: arrow::error::ArrowError,
+    },
     #[error("state {path}: {message}")]
     State { path: PathBuf, message: String },
     #[error("the store is shutting down")]
@@ -122,7 +138,7 @@ fn lock(m: &Shared) -> std::sync::MutexGuard<'_, Memory> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The store's memory as [`LiveReadings`] for [`query::Query::with_live`].
+/// The store's memory as [`LiveReadings`] for the query layer (`query::Query::with_live`).
 #[derive(Debug, Clone)]
 pub struct LiveMemory(Shared);
 
@@ -190,22 +206,6 @@ impl std::fmt::Debug for Command {
 
 fn state_path(data_dir: &Path) -> PathBuf {
     data_dir.join("ingest-state.json")
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
 }
 
 impl Store {
@@ -559,12 +559,14 @@ impl Flusher {
                         .collect(),
                 };
                 let sp = state_path(&self.data_dir);
-                write_atomic(&sp, &serde_json::to_vec_pretty(&state).unwrap_or_default()).map_err(
-                    |e| StoreError::State {
-                        path: sp.clone(),
-                        message: e.to_string(),
-                    },
-                )?;
+                storage::publish::publish_bytes(
+                    &sp,
+                    &serde_json::to_vec_pretty(&state).unwrap_or_default(),
+                )
+                .map_err(|e| StoreError::State {
+                    path: sp.clone(),
+                    message: e.to_string(),
+                })?;
                 let wal_dir = self.data_dir.join("wal");
                 if let Some(closed) = closed_segment {
                     wal::remove_upto(&wal_dir, closed)?;
@@ -656,7 +658,9 @@ mod tests {
         AccountCode, Category, EnergyCode, MeterId, Quality, Quantity, Reading, Unit,
     };
 
-    use query::storage::partition_date;
+    use std::fs::File;
+
+    use storage::partition_date;
 
     use super::*;
 
@@ -682,8 +686,8 @@ mod tests {
     /// Rows in the live files (what readers see); compaction may run meanwhile.
     fn parquet_rows(dir: &Path) -> usize {
         let mut n = 0;
-        for date in query::storage::partitions(&dir.join("readings")).unwrap() {
-            let (live, _) = query::storage::partition_files(&partition_dir(dir, &date)).unwrap();
+        for date in storage::partitions(&dir.join("readings")).unwrap() {
+            let (live, _) = storage::partition_files(&partition_dir(dir, &date)).unwrap();
             for f in live {
                 let file = File::open(&f.path).unwrap();
                 let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
@@ -792,8 +796,8 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        let (live, _) = query::storage::partition_files(&partition_dir(dir, date)).unwrap();
-        let rows = query::storage::read_files(&live).unwrap().num_rows();
+        let (live, _) = storage::partition_files(&partition_dir(dir, date)).unwrap();
+        let rows = storage::read_files(&live).unwrap().num_rows();
         (names, rows)
     }
 
@@ -853,7 +857,7 @@ mod tests {
         let report = store.maintain(true).await.unwrap();
         assert_eq!((report.compacted, report.files_merged), (1, 3));
         let (names, rows) = partition(dir.path(), &date);
-        assert_eq!(names, vec![query::storage::file_name(1, 3)]);
+        assert_eq!(names, vec![storage::file_name(1, 3)]);
         assert_eq!(rows, 3);
         assert_eq!(consumption(&q, t0, t0 + 3_600_000).await, before);
         assert_eq!(store.metrics.compactions.load(Ordering::Relaxed), 1);
@@ -867,14 +871,11 @@ mod tests {
         let (names, _) = partition(dir.path(), &date);
         assert_eq!(
             names,
-            vec![
-                query::storage::file_name(1, 3),
-                query::storage::file_name(4, 4)
-            ]
+            vec![storage::file_name(1, 3), storage::file_name(4, 4)]
         );
         store.maintain(true).await.unwrap();
         let (names, rows) = partition(dir.path(), &date);
-        assert_eq!((names, rows), (vec![query::storage::file_name(1, 4)], 4));
+        assert_eq!((names, rows), (vec![storage::file_name(1, 4)], 4));
         drop(store);
         threads.join();
     }
@@ -900,11 +901,10 @@ mod tests {
         threads.join();
         // What a crash right after the compacted file's rename leaves: old and new side by side.
         let part = partition_dir(dir.path(), &date);
-        let (live, _) = query::storage::partition_files(&part).unwrap();
-        let merged =
-            query::storage::dedupe_batch(&query::storage::read_files(&live).unwrap()).unwrap();
-        publish_file(&part, &query::storage::file_name(1, 3), |w| {
-            query::storage::write_batch(w, &merged)
+        let (live, _) = storage::partition_files(&part).unwrap();
+        let merged = storage::dedupe_batch(&storage::read_files(&live).unwrap()).unwrap();
+        publish_file(&part, &storage::file_name(1, 3), |w| {
+            storage::write_batch(w, &merged)
         })
         .unwrap();
         // And a temp file of a write that never finished.
@@ -927,7 +927,7 @@ mod tests {
         let (store, threads) = Store::open(dir.path(), 1_000_000, config).unwrap();
         store.maintain(false).await.unwrap();
         let (names, rows) = partition(dir.path(), &date);
-        assert_eq!((names, rows), (vec![query::storage::file_name(1, 3)], 3));
+        assert_eq!((names, rows), (vec![storage::file_name(1, 3)], 3));
         // The next flush does not reuse a generation the old files had.
         store
             .append(gw_batch(4, vec![reading("m1", t0 + 240_000, 4.0, 1.0)]))
@@ -937,7 +937,7 @@ mod tests {
         assert!(
             partition(dir.path(), &date)
                 .0
-                .contains(&query::storage::file_name(4, 4))
+                .contains(&storage::file_name(4, 4))
         );
         drop(store);
         threads.join();
@@ -999,9 +999,10 @@ mod tests {
         let old = today - 10 * day;
         let old_date = partition_date(old);
         // A rollup of the old date, made while it was within retention.
-        let rollup = query::rollup::rollup_dir(dir.path(), query::rollup::Period::Daily, &old_date);
+        let rollup =
+            storage::rollup::rollup_dir(dir.path(), storage::rollup::Period::Daily, &old_date);
         fs::create_dir_all(&rollup).unwrap();
-        fs::write(rollup.join(query::rollup::FILE), b"kept").unwrap();
+        fs::write(rollup.join(storage::rollup::FILE), b"kept").unwrap();
         let config = StorageConfig {
             retention_days: 3,
             ..StorageConfig::default()
@@ -1024,14 +1025,17 @@ mod tests {
         assert!(partition_dir(dir.path(), &partition_date(today)).exists());
         assert_eq!(store.metrics.partitions_expired.load(Ordering::Relaxed), 1);
         // The old rollup was neither recomputed from the late rows nor removed.
-        assert_eq!(fs::read(rollup.join(query::rollup::FILE)).unwrap(), b"kept");
+        assert_eq!(
+            fs::read(rollup.join(storage::rollup::FILE)).unwrap(),
+            b"kept"
+        );
         // Today's rollups were computed.
-        let today_rollup = query::rollup::rollup_dir(
+        let today_rollup = storage::rollup::rollup_dir(
             dir.path(),
-            query::rollup::Period::Hourly,
+            storage::rollup::Period::Hourly,
             &partition_date(today),
         );
-        assert!(today_rollup.join(query::rollup::FILE).exists());
+        assert!(today_rollup.join(storage::rollup::FILE).exists());
         drop(store);
         threads.join();
     }
@@ -1039,10 +1043,10 @@ mod tests {
     /// The month's energy in its monthly rollup, if it is current.
     fn month_energy(dir: &Path, month: chrono::NaiveDate) -> Option<f64> {
         use arrow::array::AsArray;
-        if !query::rollup::month_rollup_current(dir, month, &mut |_| true) {
+        if !storage::rollup::month_rollup_current(dir, month, &mut |_| true) {
             return None;
         }
-        let file = File::open(query::rollup::month_rollup_path(dir, month)).unwrap();
+        let file = File::open(storage::rollup::month_rollup_path(dir, month)).unwrap();
         let reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
         let mut total = 0.0;
@@ -1084,7 +1088,7 @@ mod tests {
         // February and April are not wholly rolled up: no monthly rollup.
         for m in [(2025, 2), (2025, 4)] {
             let m = chrono::NaiveDate::from_ymd_opt(m.0, m.1, 1).unwrap();
-            assert!(!query::rollup::month_rollup_path(dir.path(), m).exists());
+            assert!(!storage::rollup::month_rollup_path(dir.path(), m).exists());
         }
         // A late reading in March: the monthly rollup is stale until maintenance has rolled up
         // its date again and rebuilt the month.
@@ -1098,11 +1102,11 @@ mod tests {
             .unwrap();
         store.flush().await.unwrap();
         let (mut newest, dir_path) = (
-            |d| query::rollup::newest_readings(dir.path(), d),
+            |d| storage::rollup::newest_readings(dir.path(), d),
             dir.path(),
         );
-        let late_day = (from + 15 * 24 * hour).div_euclid(query::rollup::DAY_MS);
-        assert!(!query::rollup::rollups_current(
+        let late_day = (from + 15 * 24 * hour).div_euclid(storage::rollup::DAY_MS);
+        assert!(!storage::rollup::rollups_current(
             dir_path,
             late_day,
             &mut newest
@@ -1112,7 +1116,7 @@ mod tests {
         drop(store);
         threads.join();
         // A data directory from before monthly rollups: the first pass builds them.
-        fs::remove_dir_all(query::rollup::month_rollup_dir(dir.path(), march)).unwrap();
+        fs::remove_dir_all(storage::rollup::month_rollup_dir(dir.path(), march)).unwrap();
         let (store, threads) =
             Store::open(dir.path(), 1_000_000, StorageConfig::default()).unwrap();
         store.maintain(false).await.unwrap();

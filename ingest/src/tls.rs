@@ -80,7 +80,7 @@ impl TlsFiles {
         Ok(Arc::new(config))
     }
 
-    pub(crate) fn resolve(&mut self, base: &Path) {
+    pub fn resolve(&mut self, base: &Path) {
         for p in [&mut self.cert_file, &mut self.key_file] {
             if p.is_relative() {
                 *p = base.join(&*p);

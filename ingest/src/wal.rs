@@ -486,9 +486,7 @@ pub fn remove_upto(dir: &Path, upto: u64) -> Result<(), WalError> {
 
 #[cfg(test)]
 mod tests {
-    use reading_model::{
-        AccountCode, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
-    };
+    use reading_model::{Category, EnergyCode, GatewayId, Quality, Quantity, Reading, Unit};
 
     use super::*;
 
@@ -496,22 +494,17 @@ mod tests {
         Batch::new(GatewayId::parse("gw").unwrap(), seq, vec![])
     }
 
+    /// A lighting reading with every optional field set.
     fn reading(meter: &str, ts: i64) -> Reading {
-        Reading {
-            ts,
-            account: AccountCode::parse("110108A001").unwrap(),
-            meter: MeterId::parse(meter).unwrap(),
-            category: Category::Electricity,
-            item: EnergyCode::parse("01A10").unwrap(),
-            quantity: Quantity::EnergyImport,
-            unit: Unit::KilowattHour,
-            value: 1234.56,
-            delta: Some(0.25),
-            kgce: Some(0.25 * 0.1229),
-            kgco2e: Some(0.25 * 0.5366),
-            factor: Some("mee-nbs-2023/grid/华北".to_owned()),
-            quality: Quality::Good,
-        }
+        let mut r = test_support::ReadingBuilder::new(meter, ts)
+            .item("01A10")
+            .value(1234.56)
+            .delta(Some(0.25))
+            .kgce(Some(0.25 * 0.1229))
+            .kgco2e(Some(0.25 * 0.5366))
+            .build();
+        r.factor = Some("mee-nbs-2023/grid/华北".to_owned());
+        r
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use device_profiles::Library;
 use gateway::{Gateway, GatewayConfig};
-use ingest::{ServeConfig, Server};
+use jieneng::config::ServeConfig;
 
 use crate::history;
 use crate::report;
@@ -195,7 +195,7 @@ climate_zone = "cold"
 /// holds them). The demo runs with it on loopback ports of the OS's choosing; it also writes it
 /// as `demo-server.toml` (port 8080, no MQTT) so `jieneng serve` can show the same data after.
 fn server_toml(data_dir: &std::path::Path, listen: &str, mqtt: bool) -> String {
-    use ingest::config::token_hash;
+    use http_contract::token_hash;
     format!(
         r#"# Written by `jieneng demo`: serves the demo's data and dashboard with `jieneng serve --config <this file>`.
 # The dashboard is at http://{listen}/ ; API keys: {ADMIN_KEY} (admin), {OFFICER_KEY} (officer, region {OFFICER_REGION}).
@@ -265,7 +265,7 @@ pub async fn run(
     let for_serve = data_dir.join("demo-server.toml");
     std::fs::write(&for_serve, server_toml(&data_dir, "127.0.0.1:8080", false))
         .with_context(|| format!("writing {}", for_serve.display()))?;
-    let server = Server::start(&serve).await?;
+    let server = jieneng::serve::start(&serve).await?;
     // The past, once: the live counters carry on from where it ends.
     let past: Vec<history::PastMeter> = METERS
         .iter()

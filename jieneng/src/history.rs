@@ -113,9 +113,7 @@ fn iso(ms: i64) -> String {
 
 /// Beijing local date of UTC ms.
 fn local_date(ms: i64) -> NaiveDate {
-    Utc.timestamp_millis_opt(ms + 8 * HOUR_MS)
-        .single()
-        .map_or_else(|| Utc::now().date_naive(), |t| t.date_naive())
+    reading_model::time::local_date(ms).unwrap_or_else(|| Utc::now().date_naive())
 }
 
 /// The readings, oldest first per meter: from local midnight of the first of the month 25 months

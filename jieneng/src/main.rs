@@ -170,7 +170,7 @@ async fn savings_command(a: SavingsArgs) -> anyhow::Result<()> {
 
     let (accounts, mut csv_path) = match &a.config {
         Some(p) => {
-            let c = ingest::ServeConfig::load(p)?;
+            let c = jieneng::config::ServeConfig::load(p)?;
             (c.account, c.savings.temperature_csv)
         }
         None => (vec![], None),
@@ -260,14 +260,14 @@ async fn savings_command(a: SavingsArgs) -> anyhow::Result<()> {
 async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
     use query::report::carbon::CarbonRequest;
     use query::report::consumption::ConsumptionRequest;
-    use query::report::period::Granularity;
+    use reading_model::time::Granularity;
     // Optional only so that `jieneng report savings` needs neither.
     let (Some(from), Some(to)) = (a.from, a.to) else {
         anyhow::bail!("jieneng report: --from and --to are required (YYYY-MM-DD)");
     };
 
     let accounts = match &a.config {
-        Some(p) => ingest::ServeConfig::load(p)?.account,
+        Some(p) => jieneng::config::ServeConfig::load(p)?.account,
         None => vec![],
     };
     let names = accounts
@@ -367,8 +367,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve { config } => {
-            let config = ingest::ServeConfig::load(&config)?;
-            let server = ingest::Server::start(&config).await?;
+            let config = jieneng::config::ServeConfig::load(&config)?;
+            let server = jieneng::serve::start(&config).await?;
             tokio::signal::ctrl_c()
                 .await
                 .context("waiting for Ctrl-C")?;
@@ -389,7 +389,7 @@ async fn main() -> anyhow::Result<()> {
             what: None,
             consumption,
         } => report_command(*consumption).await?,
-        Command::TokenHash { token } => println!("{}", ingest::config::token_hash(&token)),
+        Command::TokenHash { token } => println!("{}", http_contract::token_hash(&token)),
     }
     Ok(())
 }

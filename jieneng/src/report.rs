@@ -569,7 +569,7 @@ mod tests {
     #[test]
     fn tree_table_and_xlsx_of_a_report() {
         use query::report::consumption::{ConsumptionReport, IndicatorRow, ItemRow, RowKind};
-        use query::report::period::Granularity;
+        use reading_model::time::Granularity;
         let item = |item: &str, level: u8, kind: RowKind, consumption: f64| ItemRow {
             account: "110108A001".into(),
             period: "2026-01".into(),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
+use chrono::{Datelike, Timelike, Utc, Weekday};
 use device_profiles::decode::Ratios;
 use device_profiles::{FunctionCode, Profile, encode_register};
 use reading_model::Quantity;
@@ -46,10 +46,7 @@ pub struct SimMeter {
 
 /// Beijing wall-clock time (UTC+8, no DST): occupancy follows local office hours.
 fn local(ts_ms: i64) -> chrono::NaiveDateTime {
-    let shifted = ts_ms.saturating_add(8 * 3_600_000);
-    Utc.timestamp_millis_opt(shifted)
-        .single()
-        .map_or_else(|| Utc::now().naive_utc(), |t| t.naive_utc())
+    reading_model::time::local_datetime(ts_ms).unwrap_or_else(|| Utc::now().naive_utc())
 }
 
 /// 0..1: how occupied an office is at a local time (08:30–17:30 weekdays, ramps, lunch dip).

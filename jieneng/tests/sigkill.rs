@@ -207,7 +207,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_shows_no_partial_file
     for c in 0..CLIENTS {
         toml.push_str(&format!(
             "[[gateway]]\nid = \"gw-{c}\"\ntoken_sha256 = \"{}\"\n\n",
-            ingest::config::token_hash(&token(c))
+            http_contract::token_hash(&token(c))
         ));
     }
     std::fs::write(&config, toml)?;
@@ -354,7 +354,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_shows_no_partial_file
     // No compacted-away file, no temp file left after a clean stop.
     for part in std::fs::read_dir(data.join("readings"))? {
         let part = part?.path();
-        let (live, superseded) = query::storage::partition_files(&part)?;
+        let (live, superseded) = storage::partition_files(&part)?;
         assert!(superseded.is_empty(), "{superseded:?}");
         assert_eq!(live.len(), 1, "one compacted file per partition: {live:?}");
         for f in std::fs::read_dir(&part)? {

@@ -4,11 +4,11 @@
 //! [`Query::consumption`] is the flat sum of stored readings; the modules below build the
 //! reports people and the statistics system read ([`Reports`]): the item tree with the
 //! unmetered remainder, 同比/环比 and indicators ([`consumption`]), carbon with the factors used
-//! ([`carbon`]), their CSV ([`csv`]), over periods in Beijing time ([`period`]) and account
+//! ([`carbon`]), their CSV ([`csv`]), over periods in Beijing time (`reading_model::time`, SQL in [`period`]) and account
 //! scopes ([`scope`]).
 //!
 //! Every query reads the `readings` view: the live files of every partition (see
-//! [`crate::storage`]) together with the rows the ingest server has acknowledged but not yet
+//! [`storage`]) together with the rows the ingest server has acknowledged but not yet
 //! written to Parquet ([`LiveReadings`]), deduplicated on the key (account, meter, quantity,
 //! ts) so that the highest generation wins — live rows are newer than any file. The live rows
 //! are taken before the files are listed: a row flushed in between is then seen twice (and
@@ -19,7 +19,6 @@ pub mod consumption;
 pub mod csv;
 pub mod forms;
 pub mod period;
-pub(crate) mod rollup_read;
 pub mod savings;
 pub mod scope;
 pub mod source;
@@ -33,23 +32,16 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Float64Type, Int64Type};
-use chrono::{TimeZone, Utc};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use reading_model::Quantity;
 
-use crate::storage::{
-    KGCE_PER_UNIT, KGCO2E_PER_UNIT, READINGS, StoredReading, StoredReadings, partition_files,
-    partitions, readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
+use crate::table::StoredReadings;
+use storage::{
+    KGCE_PER_UNIT, KGCO2E_PER_UNIT, LiveReadings, READINGS, partition_files, partitions,
+    readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
 };
-
-/// Acknowledged readings that are not in Parquet yet: the ingest store's memory, which
-/// queries read so that a reading is visible as soon as it is acknowledged.
-pub trait LiveReadings: Send + Sync + std::fmt::Debug {
-    /// The rows in arrival order (a later row with the same key replaces an earlier one).
-    fn snapshot(&self) -> Vec<StoredReading>;
-}
 
 /// The settings of every session over the readings.
 ///
@@ -88,10 +80,16 @@ pub enum QueryError {
     #[error("query: unexpected result column {0}")]
     Shape(&'static str),
     #[error("query: {0}")]
-    Storage(#[from] crate::storage::StorageError),
-    /// The savings analyses' own data (calendar, benchmark sets) or a bad savings request.
-    #[error("{0}")]
-    Savings(String),
+    Storage(#[from] storage::StorageError),
+    /// A savings request whose periods do not make sense: the caller's mistake (a 400).
+    #[error("savings: {0}")]
+    SavingsRequest(String),
+    /// The built-in holiday calendar does not load: the build's data is broken (a 500).
+    #[error("savings: holiday calendar: {0}")]
+    Calendar(#[from] crate::savings::calendar::CalendarError),
+    /// The built-in benchmark sets do not load: the build's data is broken (a 500).
+    #[error("savings: benchmark sets: {0}")]
+    Benchmarks(#[from] crate::savings::benchmark::BenchmarkError),
 }
 
 /// Consumption of one (account, category, item) over a period.
@@ -116,12 +114,7 @@ pub struct Query {
     live: Option<Arc<dyn LiveReadings>>,
 }
 
-pub(crate) fn rfc3339(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms).single().map_or_else(
-        || "1970-01-01T00:00:00Z".into(),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
-}
+pub(crate) use reading_model::time::rfc3339_ms as rfc3339;
 
 /// The consumption quantities as an SQL list: `'energy_import', 'water', …`.
 pub(crate) fn consumption_quantities_sql() -> String {
@@ -203,7 +196,7 @@ impl Query {
         let schema = readings_schema();
         let mut live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
         sort_and_dedupe(&mut live);
-        let storage = |e: std::io::Error, path: PathBuf| crate::storage::StorageError {
+        let storage = |e: std::io::Error, path: PathBuf| storage::StorageError {
             path,
             message: e.to_string(),
         };
@@ -215,7 +208,7 @@ impl Query {
         // first-value over every column) made a raw report over 115 k readings take ~10 s.
         let live_dates: BTreeSet<String> = live
             .iter()
-            .map(|r| crate::storage::partition_date(r.reading.ts))
+            .map(|r| storage::partition_date(r.reading.ts))
             .collect();
         let (mut clean, mut mixed) = (Vec::new(), Vec::new());
         for date in partitions(&table_dir).map_err(|e| storage(e, table_dir.clone()))? {
@@ -253,7 +246,7 @@ impl Query {
         )?;
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         // From the files: value as the table rebuilds it; kgce and kgCO2e are the given value
-        // or delta × the row's coefficient (see "Stored layout" in `crate::storage`): the same
+        // or delta × the row's coefficient (see "Stored layout" in `storage`): the same
         // f64 product, so the bits that were sent.
         let from_files = columns
             .iter()
@@ -342,18 +335,24 @@ impl Query {
 
 #[cfg(test)]
 mod tests {
-    use reading_model::EnergyCode;
+    use storage::StoredReading;
 
     use super::*;
-    use crate::storage::{file_name, partition_date, partition_dir, write_parquet};
+    use storage::{file_name, partition_date, partition_dir, write_parquet};
 
     fn row(meter: &str, item: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
-        let mut r = crate::storage::tests::reading(meter, ts, value, delta);
-        r.reading.item = EnergyCode::parse(item).unwrap();
-        r.reading.kgce = delta.map(|d| d * 0.1229);
-        r.reading.kgco2e = delta.map(|d| d * 0.5);
-        r.reading.factor = Some("f".into());
-        r
+        let mut reading = test_support::ReadingBuilder::new(meter, ts)
+            .item(item)
+            .value(value)
+            .delta(delta)
+            .kgce(delta.map(|d| d * 0.1229))
+            .kgco2e(delta.map(|d| d * 0.5))
+            .build();
+        reading.factor = Some("f".into());
+        StoredReading {
+            gateway: test_support::gateway(),
+            reading,
+        }
     }
 
     #[tokio::test]
@@ -396,7 +395,7 @@ mod tests {
                 w.write(&batch).unwrap();
                 w.close().unwrap();
             } else {
-                crate::storage::write_batch(file, &batch).unwrap();
+                storage::write_batch(file, &batch).unwrap();
             }
         };
         let (a, b) = (rows_of(t0, 20, 1.0), rows_of(t0 + day, 20, 2.0));
@@ -424,7 +423,7 @@ mod tests {
                 .column(stored.schema().index_of(name).unwrap())
                 .clone()
         };
-        let (value, scaled) = (column("value"), column(crate::storage::VALUE_SCALED));
+        let (value, scaled) = (column("value"), column(storage::VALUE_SCALED));
         let steps = (0..stored.num_rows())
             .filter(|&i| value.is_null(i) && scaled.is_null(i))
             .count();

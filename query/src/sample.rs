@@ -6,15 +6,15 @@
 
 use std::path::Path;
 
-use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate};
 use reading_model::{
     AccountCode, Category, EnergyCode, FactorSelection, FactorTables, GatewayId, MeterId, Quality,
     Quantity, Reading, Unit,
 };
 
 use crate::accounts::{Account, ClimateZone, InstitutionType, OfficeClass};
-use crate::report::period::local_midnight_ms;
-use crate::storage::{StoredReading, file_name, partition_dir, sort_and_dedupe, write_parquet};
+use reading_model::time::local_midnight_ms;
+use storage::{StoredReading, file_name, partition_dir, sort_and_dedupe, write_parquet};
 
 /// One generated meter: account, meter, item, and quarter-units per interval by (day, slot).
 #[derive(Debug, Clone, Copy)]
@@ -245,10 +245,7 @@ pub fn write_days(data_dir: &Path, from: NaiveDate, to: NaiveDate) -> Result<usi
         let start = local_midnight_ms(first_day());
         // The baseline reading at the first midnight has no delta.
         let mut push = |ts: i64, value: f64, delta: Option<f64>| {
-            let year = Utc
-                .timestamp_millis_opt(ts - 1 + 8 * 3_600_000)
-                .single()
-                .map_or(2025, |t| t.year());
+            let year = reading_model::time::interval_date(ts).map_or(2025, |d| d.year());
             let coal = tables.coal(category, year, &sel);
             let carbon = tables.carbon(&account, category, year, &sel);
             let reading = Reading {
@@ -271,7 +268,7 @@ pub fn write_days(data_dir: &Path, from: NaiveDate, to: NaiveDate) -> Result<usi
                 quality: Quality::Good,
             };
             by_date
-                .entry(crate::storage::partition_date(ts))
+                .entry(storage::partition_date(ts))
                 .or_default()
                 .push(StoredReading {
                     gateway: gateway.clone(),

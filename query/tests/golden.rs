@@ -10,10 +10,10 @@ use chrono::NaiveDate;
 use query::report::carbon::CarbonRequest;
 use query::report::consumption::ConsumptionRequest;
 use query::report::csv;
-use query::report::period::Granularity;
 use query::report::savings::{SavingsRequest, TemperatureSource};
 use query::report::scope::{Filter, Region};
 use query::{Query, Reports, sample};
+use reading_model::time::Granularity;
 use reading_model::{AccountCode, Category, FactorTables};
 
 fn golden_dir() -> PathBuf {

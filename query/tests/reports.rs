@@ -7,10 +7,10 @@
 use chrono::NaiveDate;
 use query::report::carbon::CarbonRequest;
 use query::report::consumption::{ConsumptionRequest, RowKind};
-use query::report::period::Granularity;
 use query::report::scope::{Filter, Region};
 use query::sample::{self, METERS, OFFICE_UNMETERED_QUARTERS};
 use query::{Query, Reports};
+use reading_model::time::Granularity;
 use reading_model::{AccountCode, Category, FactorTables};
 
 fn d(y: i32, m: u32, day: u32) -> NaiveDate {

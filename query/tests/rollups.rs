@@ -15,20 +15,18 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use query::accounts::MainMeter;
 use query::report::consumption::{ConsumptionReport, ConsumptionRequest, RowKind};
-use query::report::period::{Granularity, local_midnight_ms};
-use query::rollup::{
+use query::{LiveReadings, Query, Reports, sample};
+use reading_model::time::{Granularity, local_midnight_ms};
+use reading_model::{Category, FactorTables, GatewayId, MeterId};
+use storage::rollup::{
     DAY_MS, FILE, Period, month_rollup, month_rollup_current, month_rollup_dir, rollup, rollup_dir,
     write_month_rollup, write_rollup,
 };
-use query::storage::{
+use storage::{
     StoredReading, dedupe_batch, file_name, partition_date, partition_dir, partition_files,
     partitions, read_files, write_parquet,
 };
-use query::{LiveReadings, Query, Reports, sample};
-use reading_model::{
-    AccountCode, Category, EnergyCode, FactorTables, GatewayId, MeterId, Quality, Quantity,
-    Reading, Unit,
-};
+use test_support::ReadingBuilder;
 
 fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).unwrap()
@@ -86,23 +84,17 @@ fn roll_up(data_dir: &Path, date: &str) {
 }
 
 fn reading(meter: &str, item: &str, ts: i64, value: f64, delta: f64) -> StoredReading {
+    let mut reading = ReadingBuilder::new(meter, ts)
+        .item(item)
+        .value(value)
+        .delta(Some(delta))
+        .kgce(Some(delta * 0.1229))
+        .kgco2e(Some(delta * 0.5))
+        .build();
+    reading.factor = Some("late".into());
     StoredReading {
         gateway: GatewayId::parse("gw-late").unwrap(),
-        reading: Reading {
-            ts,
-            account: AccountCode::parse("110108A001").unwrap(),
-            meter: MeterId::parse(meter).unwrap(),
-            category: Category::Electricity,
-            item: EnergyCode::parse(item).unwrap(),
-            quantity: Quantity::EnergyImport,
-            unit: Unit::KilowattHour,
-            value,
-            delta: Some(delta),
-            kgce: Some(delta * 0.1229),
-            kgco2e: Some(delta * 0.5),
-            factor: Some("late".into()),
-            quality: Quality::Good,
-        },
+        reading,
     }
 }
 
@@ -176,7 +168,7 @@ async fn reports_through_rollups_equal_the_raw_path() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     sample::write(data).unwrap();
-    let table = data.join(query::storage::READINGS);
+    let table = data.join(storage::READINGS);
     let dates = partitions(&table).unwrap();
     // 2025-07-01..2025-07-05 are not rolled up yet.
     for date in &dates {

@@ -9,16 +9,16 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, NaiveDate};
 use query::report::csv;
-use query::report::period::local_midnight_ms;
 use query::report::savings::{SavingsReport, SavingsRequest, TemperatureSource};
 use query::savings::Calendar;
-use query::storage::{
-    StoredReading, file_name, partition_date, partition_dir, sort_and_dedupe, write_parquet,
-};
 use query::{Account, Query, Reports};
+use reading_model::time::local_midnight_ms;
 use reading_model::{
     AccountCode, Category, EnergyCode, FactorTables, GatewayId, MeterId, Quality, Quantity,
     Reading, Unit,
+};
+use storage::{
+    StoredReading, file_name, partition_date, partition_dir, sort_and_dedupe, write_parquet,
 };
 
 const OFFICE: &str = "110108A001";

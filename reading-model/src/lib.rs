@@ -12,6 +12,7 @@ pub mod factor;
 pub mod quality;
 pub mod quantity;
 pub mod reading;
+pub mod time;
 pub mod unit;
 
 pub use account::{AccountCode, BuildingClass, GatewayId, MeterId};
@@ -22,6 +23,7 @@ pub use factor::{
 pub use quality::Quality;
 pub use quantity::Quantity;
 pub use reading::{Batch, Reading, WIRE_VERSION};
+pub use time::Granularity;
 pub use unit::{Unit, UnitError};
 
 /// An error parsing one of the model's codes; carries the offending text.

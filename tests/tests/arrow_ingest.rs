@@ -5,8 +5,7 @@
 //! malformed, cut short, unauthenticated, another gateway's, unsupported, oversize and zip
 //! bombs — and each gets its status and a JSON error naming the problem, with nothing stored.
 
-use ingest::config::{GatewayAuth, token_hash};
-use ingest::{ServeConfig, Server};
+use ingest::{IngestConfig, Server};
 use jieneng_tests::run_json;
 use reading_model::GatewayId;
 use serde_json::Value;
@@ -24,23 +23,13 @@ fn error_of(case: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyarrow_client_batches_round_trip_and_bad_bodies_are_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
+    let serve = IngestConfig {
         flush_interval: 3600.0,
         flush_rows: 1_000_000,
         max_body_bytes: MAX_BODY,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-py")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-py")?, TOKEN);
     let server = Server::start(&serve).await?;
     let base = format!("http://{}", server.addr);
     let out = tokio::task::spawn_blocking(move || {

@@ -18,8 +18,8 @@ use gateway::source::bus::Bus;
 use gateway::source::modbus::{device_plan, poll_device};
 use gateway::source::{DeviceStats, Sample};
 use gateway::{Gateway, GatewayConfig};
-use ingest::config::{GatewayAuth, token_hash};
-use ingest::{ServeConfig, Server};
+
+use ingest::{IngestConfig, Server};
 use jieneng_tests::{peer, python, run_json};
 use reading_model::GatewayId;
 use serde_json::{Value, json};
@@ -128,23 +128,13 @@ async fn exceptions_silence_and_dropped_connections() -> anyhow::Result<()> {
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("no port"))?;
 
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
+    let serve = IngestConfig {
         flush_interval: 0.5,
         flush_rows: 100_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-faults")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-faults")?, TOKEN);
     let server = Server::start(&serve).await?;
     // max_gap = 0 keeps energy (0x0048) and power (0x0034) in separate requests, so the
     // exception costs unit 1 its power only.

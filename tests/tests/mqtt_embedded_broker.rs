@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, GatewayConfig};
-use ingest::config::{GatewayAuth, token_hash};
-use ingest::{ServeConfig, Server};
+
+use ingest::{IngestConfig, Server};
 use jieneng_tests::mqtt::{free_port, publish, wait_for_port};
 use jieneng_tests::run_json;
 use reading_model::GatewayId;
@@ -19,23 +19,12 @@ const TOKEN: &str = "mqtt-embedded-test-token-01";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugs_publish_to_the_embedded_broker_and_reach_parquet() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
-        flush_interval: 1.0,
+    let serve = IngestConfig {
         flush_rows: 100_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-embedded")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-embedded")?, TOKEN);
     let server = Server::start(&serve).await?;
     let port = free_port()?;
     let site = format!(

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use gateway::forward::mqtt::MqttLink;
 use gateway::forward::{ForwardStats, Forwarder};
 use gateway::spool::Spool;
-use ingest::config::{GatewayAuth, MqttSettings, token_hash};
-use ingest::{ServeConfig, Server};
+use ingest::config::MqttSettings;
+use ingest::{IngestConfig, Server};
 use jieneng_tests::run_json;
 use reading_model::{
     AccountCode, Batch, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
@@ -50,33 +50,22 @@ fn batch(gateway: &str, seq: u64) -> anyhow::Result<Batch> {
     Ok(Batch::new(GatewayId::parse(gateway)?, seq, readings))
 }
 
-fn serve_config(data_dir: &Path, mqtt_listen: std::net::SocketAddr) -> anyhow::Result<ServeConfig> {
-    Ok(ServeConfig {
-        tls: None,
+fn serve_config(
+    data_dir: &Path,
+    mqtt_listen: std::net::SocketAddr,
+) -> anyhow::Result<IngestConfig> {
+    Ok(IngestConfig {
         mqtt: MqttSettings {
             enabled: true,
             listen: mqtt_listen,
         },
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: data_dir.to_path_buf(),
         flush_interval: 3600.0,
         flush_rows: 1_000_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![
-            GatewayAuth {
-                id: GatewayId::parse("gw-mqtt")?,
-                token_sha256: token_hash(TOKEN),
-            },
-            GatewayAuth {
-                id: GatewayId::parse("gw-raw")?,
-                token_sha256: token_hash(RAW_TOKEN),
-            },
-        ],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    })
+        ..IngestConfig::loopback(data_dir.to_path_buf())
+    }
+    .with_gateway(GatewayId::parse("gw-mqtt")?, TOKEN)
+    .with_gateway(GatewayId::parse("gw-raw")?, RAW_TOKEN))
 }
 
 async fn wait_until(

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, GatewayConfig, GatewayHandle};
-use ingest::config::{GatewayAuth, token_hash};
-use ingest::{ServeConfig, Server};
+
+use ingest::{IngestConfig, Server};
 use jieneng_tests::mqtt::{Mosquitto, publish};
 use jieneng_tests::run_json;
 use reading_model::GatewayId;
@@ -229,23 +229,12 @@ fn publish_range(broker: &Mosquitto, from: u32, to: u32) -> anyhow::Result<()> {
 async fn mqtt_firmwares_to_parquet_with_bad_payloads_quarantined() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Mosquitto::start(dir.path(), "gateway", "mqtt-test-secret")?;
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
-        flush_interval: 1.0,
+    let serve = IngestConfig {
         flush_rows: 100_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-mqtt")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-mqtt")?, TOKEN);
     let server = Server::start(&serve).await?;
     let site = site(dir.path(), &broker, server.addr);
 

@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, GatewayConfig};
-use ingest::config::{GatewayAuth, token_hash};
-use ingest::{ServeConfig, Server};
+
+use ingest::{IngestConfig, Server};
 use jieneng_tests::{Peer, run_json};
 use reading_model::GatewayId;
 use serde_json::json;
+use test_support::{ModbusMeter, SiteConfig};
 
 const TOKEN: &str = "store-and-forward-token-01";
 
@@ -26,19 +27,22 @@ async fn ingest_down_and_gateway_restarted_nothing_lost_nothing_doubled() -> any
 
     // Ingest's address is reserved now but nothing listens there until later.
     let ingest_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let site = format!(
-        "[gateway]\nid = \"gw-saf\"\nspool_dir = \"{}\"\npoll_interval = 0.5\nrequest_timeout = 2\n\n\
-         [forward]\nurl = \"http://{ingest_addr}/api/v1/batches\"\ntoken = \"{TOKEN}\"\ntimeout = 2\n\n\
-         [[device]]\nmeter = \"main\"\naccount = \"110108A001\"\ncategory = \"01\"\nitem = \"01000\"\n\
-         profile = \"chint/dtsu666\"\nregisters = [\"energy_import\", \"power_total\"]\n\
-         source = {{ type = \"modbus-tcp\", host = \"127.0.0.1\", port = {} }}\n\n\
-         [[device]]\nmeter = \"lighting\"\naccount = \"110108A001\"\ncategory = \"01\"\nitem = \"01A10\"\n\
-         profile = \"eastron/sdm630\"\nregisters = [\"energy_import\", \"power_total\"]\n\
-         source = {{ type = \"modbus-tcp\", host = \"127.0.0.1\", port = {} }}\n",
-        dir.path().join("spool").display(),
-        ports["main"],
-        ports["lighting"],
-    );
+    let port = |name: &str| {
+        ports[name]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| anyhow::anyhow!("no port for {name}"))
+    };
+    let site = SiteConfig::new("gw-saf", &dir.path().join("spool"), ingest_addr, TOKEN)
+        .gateway("poll_interval", 0.5)
+        .gateway("request_timeout", 2)
+        .forward("timeout", 2)
+        .modbus_tcp_meter(&ModbusMeter::new("main", "chint/dtsu666", port("main")?))
+        .modbus_tcp_meter(&ModbusMeter {
+            item: "01A10",
+            ..ModbusMeter::new("lighting", "eastron/sdm630", port("lighting")?)
+        })
+        .toml();
     let config = || GatewayConfig::parse("saf site", &site, None);
 
     // First life of the gateway: polls and spools while ingest is unreachable.
@@ -64,23 +68,13 @@ async fn ingest_down_and_gateway_restarted_nothing_lost_nothing_doubled() -> any
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Ingest comes up; the gateway's retries find it and drain the spool.
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
+    let serve = IngestConfig {
         listen: ingest_addr,
-        data_dir: dir.path().join("data"),
-        flush_interval: 1.0,
         flush_rows: 100_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-saf")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-saf")?, TOKEN);
     let server = Server::start(&serve).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !second.spool.pending()?.is_empty() {
@@ -204,23 +198,13 @@ async fn full_spool_holds_counters_back_and_loses_no_energy() -> anyhow::Result<
         "the full gauge is up: {stats:?}"
     );
 
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
+    let serve = IngestConfig {
         listen: ingest_addr,
-        data_dir: dir.path().join("data"),
-        flush_interval: 1.0,
         flush_rows: 100_000,
         max_body_bytes: 4 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-full")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-full")?, TOKEN);
     let server = Server::start(&serve).await?;
     // The spool drains; then the first batch spooled after it has room carries a delta that
     // spans the whole wait. Two such batches, in case one poll lost a register on a busy machine.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use gateway::config::{ForwardMode, ForwardSection};
 use gateway::forward::{ForwardStats, Forwarder, http_client};
 use gateway::spool::Spool;
-use ingest::config::{GatewayAuth, MqttSettings, token_hash};
+use ingest::config::MqttSettings;
 use ingest::tls::TlsFiles;
-use ingest::{ServeConfig, Server};
+use ingest::{IngestConfig, Server};
 use reading_model::{
     AccountCode, Batch, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
 };
@@ -96,26 +96,17 @@ async fn forwarder_verifies_the_server_and_a_wrong_ca_never_gets_the_token() -> 
     let dir = tempfile::tempdir()?;
     let pki = jieneng_tests::certs::make(&dir.path().join("pki"), "ingest")?;
     let other = jieneng_tests::certs::make(&dir.path().join("other"), "someone else")?;
-    let serve = ServeConfig {
+    let serve = IngestConfig {
         tls: Some(TlsFiles {
             cert_file: pki.cert.clone(),
             key_file: pki.key.clone(),
         }),
-        mqtt: MqttSettings::disabled(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
         flush_interval: 3600.0,
         flush_rows: 1_000_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-tls")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-tls")?, TOKEN);
     let server = Server::start(&serve).await?;
     let url = format!("https://localhost:{}/api/v1/batches", server.addr.port());
     let metrics_url = format!("https://127.0.0.1:{}/metrics", server.addr.port());
@@ -193,7 +184,7 @@ async fn mqtt_over_tls_with_the_servers_ca_only() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = jieneng_tests::certs::make(&dir.path().join("pki"), "ingest")?;
     let other = jieneng_tests::certs::make(&dir.path().join("other"), "someone else")?;
-    let serve = ServeConfig {
+    let serve = IngestConfig {
         tls: Some(TlsFiles {
             cert_file: pki.cert.clone(),
             key_file: pki.key.clone(),
@@ -202,20 +193,12 @@ async fn mqtt_over_tls_with_the_servers_ca_only() -> anyhow::Result<()> {
             enabled: true,
             listen: "127.0.0.1:0".parse()?,
         },
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
         flush_interval: 3600.0,
         flush_rows: 1_000_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-tls")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-tls")?, TOKEN);
     let server = Server::start(&serve).await?;
     let port = server.mqtt_addr.map(|a| a.port()).unwrap_or(0);
     let url = format!("mqtts://localhost:{port}");

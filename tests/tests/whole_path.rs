@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, GatewayConfig};
-use ingest::config::{GatewayAuth, token_hash};
-use ingest::{ServeConfig, Server};
+
+use ingest::{IngestConfig, Server};
 use jieneng_tests::{Peer, run_json};
 use reading_model::GatewayId;
 use serde_json::json;
+use test_support::{ModbusMeter, SiteConfig};
 
 const TOKEN: &str = "whole-path-test-token-0001";
 
@@ -57,41 +58,29 @@ async fn meters_to_parquet_energy_is_exact() -> anyhow::Result<()> {
     let meters = Peer::spawn("meter_server.py", &[&serde_json::to_string(&spec)?])?;
     let ports = meters.next_json(Duration::from_secs(30))?["ports"].clone();
 
-    let serve = ServeConfig {
-        tls: None,
-        mqtt: ingest::config::MqttSettings::disabled(),
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("data"),
-        flush_interval: 1.0,
+    let serve = IngestConfig {
         flush_rows: 100_000,
         max_body_bytes: 1 << 20,
-        gateway: vec![GatewayAuth {
-            id: GatewayId::parse("gw-test")?,
-            token_sha256: token_hash(TOKEN),
-        }],
-        account: vec![],
-        api_key: vec![],
-        storage: Default::default(),
-        savings: Default::default(),
-    };
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-test")?, TOKEN);
     let server = Server::start(&serve).await?;
 
-    let mut site = format!(
-        "[gateway]\nid = \"gw-test\"\nspool_dir = \"{}\"\npoll_interval = 0.5\nrequest_timeout = 2\n\n\
-         [forward]\nurl = \"http://{}/api/v1/batches\"\ntoken = \"{TOKEN}\"\n\n",
-        dir.path().join("spool").display(),
-        server.addr
-    );
+    let mut site = SiteConfig::new("gw-test", &dir.path().join("spool"), server.addr, TOKEN)
+        .gateway("poll_interval", 0.5)
+        .gateway("request_timeout", 2);
     for (name, profile, account, item, ..) in METERS {
         let port = ports[name]
             .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
             .ok_or_else(|| anyhow::anyhow!("no port for {name}"))?;
-        site.push_str(&format!(
-            "[[device]]\nmeter = \"{name}\"\naccount = \"{account}\"\ncategory = \"01\"\nitem = \"{item}\"\n\
-             profile = \"{profile}\"\nregisters = [\"energy_import\", \"power_total\"]\n\
-             source = {{ type = \"modbus-tcp\", host = \"127.0.0.1\", port = {port}, unit = 1 }}\n\n"
-        ));
+        site = site.modbus_tcp_meter(&ModbusMeter {
+            account,
+            item,
+            ..ModbusMeter::new(name, profile, port)
+        });
     }
+    let site = site.toml();
     let gateway = Gateway::build(GatewayConfig::parse("test site", &site, None)?)?
         .start(Duration::from_secs(10))?;
 

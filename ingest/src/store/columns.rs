@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use arrow::record_batch::RecordBatch;
-use query::StoredReading;
-use query::storage::{ReadingRowRef, ReadingsBatchBuilder, partition_date};
 use reading_model::{
     AccountCode, Batch, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
 };
+use storage::StoredReading;
+use storage::{ReadingRowRef, ReadingsBatchBuilder, partition_date};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -328,7 +328,7 @@ impl Rows {
         parts
     }
 
-    /// Rows `indices` (in that order) as a batch of [`query::storage::readings_schema`], every row of
+    /// Rows `indices` (in that order) as a batch of [`storage::readings_schema`], every row of
     /// generation `generation`.
     pub fn record_batch(
         &self,
@@ -361,7 +361,7 @@ impl Rows {
 
 #[cfg(test)]
 mod tests {
-    use query::storage::{sort_and_dedupe, to_record_batch};
+    use storage::{sort_and_dedupe, to_record_batch};
 
     use super::*;
 

@@ -5,7 +5,7 @@
 //! **Compaction** reads a partition's live files, keeps one row per key (the highest
 //! generation), writes one file named after the generation range it covers (temp file, fsync,
 //! rename, fsync directory) and only then lets the old files go. Readers skip a file whose
-//! range lies inside another's (`query::storage::partition_files`), so from the rename on they
+//! range lies inside another's (`storage::partition_files`), so from the rename on they
 //! read the new file only; the old ones are removed after `compact_grace` seconds, so a query
 //! that listed them just before can still open them. A crash before the rename leaves a hidden
 //! temp file (removed at the next start) and the old files; after it, both, and the old ones
@@ -26,8 +26,7 @@
 //! retention are never recomputed: there is no raw data left to recompute them from.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::BufWriter;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,15 +34,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
-use query::rollup::{
+use storage::rollup::{
     DAY_MS, FILE as ROLLUP_FILE, MONTHLY, Period, ROLLUPS, month_rollup, month_rollup_dir,
     months_of_day, rollup, rollup_dir, write_month_rollup, write_rollup,
 };
-use query::storage::{
+use storage::{
     DataFile, READINGS, dedupe_batch, file_name, partition_dir, partition_files, partitions,
     read_files, write_batch,
 };
 use tracing::{info, warn};
+
+use storage::publish::publish_file;
 
 use super::{StoreError, StoreMetrics};
 use crate::config::StorageConfig;
@@ -76,33 +77,18 @@ pub(super) struct Maintenance {
     metrics: Arc<StoreMetrics>,
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |e| StoreError::Parquet {
+fn dir_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Dir {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     }
 }
 
-/// Writes a file into `dir` as `name` atomically: temp file, fsync, rename, fsync directory.
-pub(super) fn publish_file(
-    dir: &Path,
-    name: &str,
-    write: impl FnOnce(BufWriter<File>) -> Result<BufWriter<File>, parquet::errors::ParquetError>,
-) -> Result<(), StoreError> {
-    let perr = |message: String| StoreError::Parquet {
-        path: dir.join(name),
-        message,
-    };
-    fs::create_dir_all(dir).map_err(|e| perr(e.to_string()))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let file = File::create(&tmp).map_err(|e| perr(e.to_string()))?;
-    let w = write(BufWriter::new(file)).map_err(|e| perr(e.to_string()))?;
-    let file = w.into_inner().map_err(|e| perr(e.to_string()))?;
-    file.sync_all().map_err(|e| perr(e.to_string()))?;
-    fs::rename(&tmp, dir.join(name)).map_err(|e| perr(e.to_string()))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| perr(e.to_string()))
+fn arrow_err(path: &Path) -> impl Fn(arrow::error::ArrowError) -> StoreError + '_ {
+    move |source| StoreError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn date_add(date: &str, days: i64) -> Option<String> {
@@ -156,15 +142,15 @@ impl Maintenance {
         };
         for period in Period::ALL {
             let table = data_dir.join(ROLLUPS).join(period.name());
-            for date in partitions(&table).map_err(io_err(&table))? {
+            for date in partitions(&table).map_err(dir_err(&table))? {
                 remove_temp_files(&rollup_dir(data_dir, period, &date));
             }
         }
         let mut next_gen = 1;
-        for date in partitions(&table).map_err(io_err(&table))? {
+        for date in partitions(&table).map_err(dir_err(&table))? {
             let dir = partition_dir(data_dir, &date);
             remove_temp_files(&dir);
-            let (live, superseded) = partition_files(&dir).map_err(io_err(&dir))?;
+            let (live, superseded) = partition_files(&dir).map_err(dir_err(&dir))?;
             for f in live.iter().chain(&superseded) {
                 next_gen = next_gen.max(f.hi + 1);
             }
@@ -202,7 +188,7 @@ impl Maintenance {
             self.dirty.iter().map(|(d, t)| (d.clone(), *t)).collect();
         for (date, since) in dirty {
             let dir = partition_dir(&self.data_dir, &date);
-            let (live, _) = partition_files(&dir).map_err(io_err(&dir))?;
+            let (live, _) = partition_files(&dir).map_err(dir_err(&dir))?;
             let due = force
                 || since.is_none_or(|t| t.elapsed() >= after)
                 || live.len() >= self.config.compact_files;
@@ -223,7 +209,7 @@ impl Maintenance {
         let mut months = BTreeSet::new();
         if std::mem::take(&mut self.months_missing) {
             let daily = self.data_dir.join(ROLLUPS).join(Period::Daily.name());
-            for date in partitions(&daily).map_err(io_err(&daily))? {
+            for date in partitions(&daily).map_err(dir_err(&daily))? {
                 if let Some(day) = day_start_ms(&date).map(|ms| ms.div_euclid(DAY_MS)) {
                     months.extend(months_of_day(day).into_iter().filter(|&m| {
                         !month_rollup_dir(&self.data_dir, m)
@@ -276,15 +262,9 @@ impl Maintenance {
     fn compact(&mut self, dir: &Path, live: &[DataFile]) -> Result<usize, StoreError> {
         let started = Instant::now();
         let result = (|| {
-            let all = read_files(live).map_err(|e| StoreError::Parquet {
-                path: e.path,
-                message: e.message,
-            })?;
+            let all = read_files(live)?;
             let rows_in = all.num_rows();
-            let merged = dedupe_batch(&all).map_err(|e| StoreError::Parquet {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            let merged = dedupe_batch(&all).map_err(arrow_err(dir))?;
             let lo = live.iter().map(|f| f.lo).min().unwrap_or(0);
             let hi = live.iter().map(|f| f.hi).max().unwrap_or(0);
             publish_file(dir, &file_name(lo, hi), |w| write_batch(w, &merged))?;
@@ -327,22 +307,13 @@ impl Maintenance {
         let mut batches: Vec<RecordBatch> = Vec::new();
         for d in [date, next.as_str()] {
             let dir = partition_dir(&self.data_dir, d);
-            let (live, _) = partition_files(&dir).map_err(io_err(&dir))?;
-            let all = read_files(&live).map_err(|e| StoreError::Parquet {
-                path: e.path,
-                message: e.message,
-            })?;
-            batches.push(dedupe_batch(&all).map_err(|e| StoreError::Parquet {
-                path: dir.clone(),
-                message: e.to_string(),
-            })?);
+            let (live, _) = partition_files(&dir).map_err(dir_err(&dir))?;
+            let all = read_files(&live)?;
+            batches.push(dedupe_batch(&all).map_err(arrow_err(&dir))?);
         }
         for period in Period::ALL {
             let dir = rollup_dir(&self.data_dir, period, date);
-            let rows = rollup(&batches, from, period).map_err(|e| StoreError::Parquet {
-                path: dir.clone(),
-                message: e.to_string(),
-            })?;
+            let rows = rollup(&batches, from, period).map_err(arrow_err(&dir))?;
             if rows.num_rows() == 0 && !dir.join(ROLLUP_FILE).exists() {
                 continue;
             }
@@ -353,18 +324,15 @@ impl Maintenance {
     }
 
     /// Rebuilds the monthly rollup of the Beijing month starting at `month` from its daily and
-    /// hourly rollups, if every date of it has current ones (see [`query::rollup::month_rollup`]).
+    /// hourly rollups, if every date of it has current ones (see [`storage::rollup::month_rollup`]).
     fn month_rollup(&self, month: NaiveDate) -> Result<(), StoreError> {
         let dir = month_rollup_dir(&self.data_dir, month);
-        let Some((rows, inputs)) =
-            month_rollup(&self.data_dir, month).map_err(|e| StoreError::Parquet {
-                path: e.path,
-                message: e.message,
-            })?
-        else {
+        let Some((rows, inputs)) = month_rollup(&self.data_dir, month)? else {
             return Ok(());
         };
-        publish_file(&dir, ROLLUP_FILE, |w| write_month_rollup(w, &rows, &inputs))
+        Ok(publish_file(&dir, ROLLUP_FILE, |w| {
+            write_month_rollup(w, &rows, &inputs)
+        })?)
     }
 
     fn cutoff(&self, today: &str, days: u32) -> Option<String> {
@@ -385,7 +353,7 @@ impl Maintenance {
             let Some(cutoff) = self.cutoff(today, days) else {
                 continue;
             };
-            for date in partitions(&table).map_err(io_err(&table))? {
+            for date in partitions(&table).map_err(dir_err(&table))? {
                 if date.as_str() >= cutoff.as_str() {
                     break;
                 }
@@ -393,8 +361,8 @@ impl Maintenance {
                 let hidden = table.join(format!(".expired-date={date}"));
                 // Renamed first: a crash halfway through the removal leaves no half of a date
                 // visible to readers.
-                fs::rename(&dir, &hidden).map_err(io_err(&dir))?;
-                fs::remove_dir_all(&hidden).map_err(io_err(&hidden))?;
+                fs::rename(&dir, &hidden).map_err(dir_err(&dir))?;
+                fs::remove_dir_all(&hidden).map_err(dir_err(&hidden))?;
                 self.dirty.remove(&date);
                 removed += 1;
                 info!(partition = %dir.display(), "removed by retention");
@@ -402,7 +370,7 @@ impl Maintenance {
             // Leftovers of a removal a crash interrupted.
             for e in fs::read_dir(&table).into_iter().flatten().flatten() {
                 if e.file_name().to_string_lossy().starts_with(".expired-") {
-                    fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
+                    fs::remove_dir_all(e.path()).map_err(dir_err(&e.path()))?;
                 }
             }
         }
@@ -418,7 +386,7 @@ impl Maintenance {
                     .and_then(|m| m.checked_add_months(chrono::Months::new(1)))
                     .map(|next| next.format("%Y-%m-%d").to_string());
                 if next_month.is_some_and(|d| d.as_str() < cutoff.as_str()) {
-                    fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
+                    fs::remove_dir_all(e.path()).map_err(dir_err(&e.path()))?;
                     removed += 1;
                     info!(partition = %e.path().display(), "removed by retention");
                 }

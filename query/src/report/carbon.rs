@@ -15,10 +15,10 @@ use chrono::{Datelike, NaiveDate};
 use reading_model::{AccountCode, Category, FactorSelection};
 use serde::Serialize;
 
-use super::period::{Granularity, local_midnight_ms};
 use super::scope::Filter;
 use super::source::{MeterSum, Reports};
 use crate::report::QueryError;
+use reading_model::time::{Granularity, local_midnight_ms};
 
 /// A factor as applied: value per the row's unit.
 #[derive(Debug, Clone, PartialEq, Serialize)]

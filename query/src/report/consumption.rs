@@ -9,10 +9,10 @@ use chrono::{Months, NaiveDate};
 use reading_model::{AccountCode, Category, EnergyCode, ItemCatalog};
 use serde::Serialize;
 
-use super::period::{Granularity, local_midnight_ms};
 use super::scope::Filter;
 use super::source::{MeterSum, Relations, Reports};
 use crate::report::QueryError;
+use reading_model::time::{Granularity, local_midnight_ms};
 
 /// What a row of the item tree is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -11,10 +11,10 @@ use reading_model::Category;
 use serde::{Deserialize, Serialize};
 
 use super::consumption::{ConsumptionRequest, RowKind};
-use super::period::Granularity;
 use super::scope::Filter;
 use super::source::Reports;
 use crate::report::QueryError;
+use reading_model::time::Granularity;
 
 const FORMS: &str = include_str!("../../data/forms.toml");
 

@@ -21,12 +21,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::Array;
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use reading_model::{AccountCode, Category, FactorSelection, Quantity};
 use serde::Serialize;
 
 use super::consumption::category_total;
-use super::period::{local_midnight_ms, local_ts_sql};
+use super::period::local_ts_sql;
 use super::scope::{Filter, sql_all};
 use super::source::{MeterSum, Relations, Reports};
 use crate::report::{QueryError, column_floats, column_ints, column_strings, rfc3339};
@@ -37,7 +37,8 @@ use crate::savings::opportunity::{self, Confidence, Opportunity, OpportunityKind
 use crate::savings::ranking::{PeerIntensity, rank_by_intensity};
 use crate::savings::weather::{self, DailyTemperature};
 use crate::savings::{Calendar, DailyUsage};
-use crate::storage::{READINGS, partition_date};
+use reading_model::time::local_midnight_ms;
+use storage::{READINGS, partition_date};
 
 /// Where the baseline's outdoor temperature comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -263,17 +264,9 @@ fn round6(x: f64) -> f64 {
 /// Daily or hourly category totals of one account: category → bucket → (consumption, kgce, kgCO2e).
 type Totals = BTreeMap<Category, BTreeMap<i64, (f64, f64, f64)>>;
 
-fn local_date(secs: i64) -> Option<NaiveDate> {
-    DateTime::from_timestamp(secs, 0).map(|t| t.date_naive())
-}
-
-fn local_time(secs: i64) -> Option<NaiveDateTime> {
-    DateTime::from_timestamp(secs, 0).map(|t| t.naive_utc())
-}
-
-fn savings_error(e: impl std::fmt::Display) -> QueryError {
-    QueryError::Savings(e.to_string())
-}
+use reading_model::time::{
+    local_date_of_shifted_secs as local_date, local_datetime_of_shifted_secs as local_time,
+};
 
 fn kind_name(k: OpportunityKind) -> &'static str {
     match k {
@@ -453,13 +446,13 @@ impl Reports {
     /// Runs the savings analyses for every account in scope with data (module doc).
     pub async fn savings(&self, req: &SavingsRequest) -> Result<SavingsReport, QueryError> {
         if req.baseline_from >= req.baseline_to || req.from >= req.to {
-            return Err(savings_error(format!(
-                "savings: baseline {}..{} and reporting period {}..{} must each end after they start",
+            return Err(QueryError::SavingsRequest(format!(
+                "baseline {}..{} and reporting period {}..{} must each end after they start",
                 req.baseline_from, req.baseline_to, req.from, req.to
             )));
         }
-        let calendar = Calendar::builtin().map_err(savings_error)?;
-        let sets = BenchmarkSets::builtin().map_err(savings_error)?;
+        let calendar = Calendar::builtin()?;
+        let sets = BenchmarkSets::builtin()?;
         let selection = FactorSelection::default();
         let first = req.baseline_from.min(req.from);
         let last = req.baseline_to.max(req.to);

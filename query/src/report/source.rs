@@ -12,20 +12,21 @@ use arrow::array::Array;
 use datafusion::prelude::SessionContext;
 use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId};
 
-use super::period::{Granularity, OFFSET_HOURS, local_date_of_shifted_secs, local_ts_sql};
-use super::rollup_read::{RollupFile, RollupQuery, Span, report_period, sum_rollup_files};
+use super::period::local_ts_sql;
 use super::scope::{Filter, matches_all, sql_all};
 use crate::accounts::{ACCOUNTS, Account, accounts_batch};
 use crate::report::{
     Query, QueryError, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
 };
-use crate::rollup::{
+use crate::savings::weather::{self, DailyTemperature, WeatherError};
+use reading_model::time::{Granularity, local_date_of_shifted_secs};
+use storage::rollup::{
     DAY_MS, FILE as ROLLUP_FILE, Period, month_bounds, month_rollup_current, month_rollup_path,
     newest_readings, rollup_dir, rollups_current,
 };
-use crate::savings::weather::{self, DailyTemperature, WeatherError};
-use crate::storage::{READINGS, partition_date};
+use storage::rollup::{RollupFile, RollupQuery, Span, report_period, sum_rollup_files};
+use storage::{READINGS, partition_date};
 
 /// Consumption of one meter in one period (and under one carbon factor).
 #[derive(Debug, Clone, PartialEq)]
@@ -399,10 +400,7 @@ impl Reports {
         if cursor < to_ms {
             segments.push((cursor, to_ms));
         }
-        let local_date = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms + OFFSET_HOURS * 3_600_000)
-                .map(|t| t.date_naive())
-        };
+        let local_date = reading_model::time::local_date;
         for (from_ms, to_ms) in segments {
             // UTC dates whose period (D 00:00, D+1 00:00] meets (from, to].
             for day in from_ms.div_euclid(DAY_MS)..=(to_ms - 1).div_euclid(DAY_MS) {
@@ -521,8 +519,8 @@ impl Reports {
             sum_rollup_files(&files, &q)
         })
         .await
-        .map_err(|e| crate::storage::StorageError {
-            path: data_dir.join(crate::rollup::ROLLUPS),
+        .map_err(|e| storage::StorageError {
+            path: data_dir.join(storage::rollup::ROLLUPS),
             message: format!("reading rollups: {e}"),
         })??;
         let mut out = Vec::with_capacity(sums.len());

@@ -14,14 +14,14 @@ use reading_model::{AccountCode, Category, EnergyCode, MeterId, Quality, Quantit
 use serde::Serialize;
 
 use super::consumption::{category_total, round6};
-use super::period::{Granularity, local_midnight_ms};
 use super::scope::{Filter, sql_all};
 use super::source::MeterSum;
 use crate::report::{
     QueryError, Reports, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
 };
-use crate::storage::{READINGS, partition_date};
+use reading_model::time::{Granularity, local_midnight_ms};
+use storage::{READINGS, partition_date};
 
 /// The latest reading of one (account, meter, quantity).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -301,7 +301,7 @@ mod tests {
     }
 
     fn ms(y: i32, m: u32, d: u32) -> i64 {
-        crate::report::period::local_midnight_ms(NaiveDate::from_ymd_opt(y, m, d).unwrap())
+        reading_model::time::local_midnight_ms(NaiveDate::from_ymd_opt(y, m, d).unwrap())
     }
 
     #[tokio::test]

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use ingest::config::token_hash;
-use ingest::{ServeConfig, Server};
+use http_contract::token_hash;
+use jieneng::config::ServeConfig;
 use query::sample;
 
 const GATEWAY_TOKEN: &str = "gateway-token-0123456789abcdef";
@@ -190,7 +190,7 @@ async fn access_matrix() {
     // Only the two months asked for: every request reads every file, and debug builds are slow.
     sample::write_days(dir.path(), day(2026, 1, 1), day(2026, 3, 1)).unwrap();
     let config = ServeConfig::parse("access.toml", &config_text(dir.path())).unwrap();
-    let server = Server::start(&config).await.unwrap();
+    let server = jieneng::serve::start(&config).await.unwrap();
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
     // One reading per account two hours ago, through the batch API, so the dashboard's views
@@ -390,7 +390,7 @@ async fn carbon_pages_cover_every_row_once_and_csv_matches_json() {
     let dir = tempfile::tempdir().unwrap();
     sample::write_days(dir.path(), day(2025, 12, 1), day(2026, 3, 1)).unwrap();
     let config = ServeConfig::parse("paging.toml", &config_text(dir.path())).unwrap();
-    let server = Server::start(&config).await.unwrap();
+    let server = jieneng::serve::start(&config).await.unwrap();
     let base = format!(
         "http://{}/api/v1/carbon?from=2025-12-01&to=2026-03-01",
         server.addr

@@ -24,13 +24,13 @@ use chrono::{Months, NaiveDate};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
-use super::period::{Granularity, OFFSET_HOURS, local_midnight_ms};
-use crate::rollup::{Period, Sums, rollup_schema};
-use crate::storage::StorageError;
+use super::schema::{Period, Sums, rollup_schema};
+use crate::StorageError;
+use reading_model::time::{Granularity, OFFSET_MS, local_midnight_ms};
 
 /// How long a rollup file's row periods are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Span {
+pub enum Span {
     /// Hourly or daily: `(ts, ts + length]`.
     Fixed(i64),
     /// A Beijing month starting at `ts`.
@@ -39,7 +39,7 @@ pub(crate) enum Span {
 
 /// One rollup file to read: the rows whose period lies in `window` `(from, to]` count.
 #[derive(Debug, Clone)]
-pub(crate) struct RollupFile {
+pub struct RollupFile {
     pub path: PathBuf,
     pub span: Span,
     pub window: (i64, i64),
@@ -56,17 +56,18 @@ impl RollupFile {
 }
 
 /// (account, category, item, unit, first local date of the report period).
-pub(crate) type GroupKey = (String, String, String, String, NaiveDate);
+pub type GroupKey = (String, String, String, String, NaiveDate);
 
 /// What to read: rows of accounts `account_in_scope` accepts, bucketed by `granularity` in
 /// Beijing time.
-pub(crate) struct RollupQuery<'a> {
+#[allow(missing_debug_implementations)] // holds a closure
+pub struct RollupQuery<'a> {
     pub granularity: Granularity,
     pub account_in_scope: &'a (dyn Fn(&str) -> bool + Sync),
 }
 
 /// Sums `files` per group; see the module's doc.
-pub(crate) fn sum_rollup_files(
+pub fn sum_rollup_files(
     files: &[RollupFile],
     q: &RollupQuery<'_>,
 ) -> Result<BTreeMap<GroupKey, Sums>, StorageError> {
@@ -337,8 +338,8 @@ impl Partial {
 /// The first local date of the report period holding the instant `end_ms` (UTC), which closes
 /// an interval `(…, end_ms]`: the local date of `end_ms − 1 ms`. Plain arithmetic on the fixed
 /// Beijing offset, as the SQL's `date_trunc(ts + 8 hours − 1 ms)` did.
-pub(crate) fn report_period(end_ms: i64, granularity: Granularity) -> Option<NaiveDate> {
-    let local_ms = end_ms + OFFSET_HOURS * 3_600_000 - 1;
+pub fn report_period(end_ms: i64, granularity: Granularity) -> Option<NaiveDate> {
+    let local_ms = end_ms + OFFSET_MS - 1;
     let days = local_ms.div_euclid(86_400_000);
     let date = NaiveDate::from_num_days_from_ce_opt(i32::try_from(days + 719_163).ok()?)?;
     Some(granularity.start(date))

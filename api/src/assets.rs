@@ -4,7 +4,7 @@
 //! SVG by hand. Nothing is fetched from outside the server: no CDN, no web fonts, and the
 //! Content-Security-Policy says so to the browser. The page holds no data: it asks for an API key
 //! (kept in the tab's sessionStorage) and reads everything through the scoped read API
-//! (`crate::api`), so an officer's dashboard shows only the officer's accounts.
+//! ([`crate`]), so an officer's dashboard shows only the officer's accounts.
 
 use axum::Router;
 use axum::extract::Path;

@@ -1,4 +1,4 @@
-//! The read API for people and the statistics system: `GET /api/v1/consumption` (the item tree
+//! jieneng's HTTP read API for people and the statistics system: `GET /api/v1/consumption` (the item tree
 //! with the unmetered remainder, 同比/环比 and indicators), `GET /api/v1/carbon` (energy, kgce and
 //! kgCO2e with the factors used, paged), `GET /api/v1/savings` (ranked savings opportunities
 //! with the baseline's fit and the benchmarks used), `GET /api/v1/accounts`, the dashboard's
@@ -10,12 +10,19 @@
 //! `?format=csv` or `Accept: text/csv`. Errors are JSON `{"error", "reason"}`: 400 `bad_request`,
 //! 401 `unauthenticated`, 403 `forbidden`, 406 `not_acceptable`, 500 `internal`; each is counted
 //! in `/metrics` (`jieneng_rejects_total{reason="api_…"}`).
+//!
+//! Handlers only parse, authorize, call `query` and serialize: the figures and the alert rules
+//! are `query`'s. The binary (`jieneng serve`) merges [`router`] and [`assets::router`] (the
+//! dashboard page) with ingest's batch API on one listener; requests enter here as HTTP and
+//! leave as JSON or CSV.
 
 pub mod access;
+pub mod assets;
 mod dashboard;
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -29,19 +36,20 @@ use query::Reports;
 use query::report::carbon::CarbonRequest;
 use query::report::consumption::ConsumptionRequest;
 use query::report::csv;
-use query::report::period::{Granularity, OFFSET_HOURS};
 use query::report::savings::{SavingsRequest, TemperatureSource};
 use query::report::scope::{Filter, Region};
+use reading_model::time::Granularity;
 use reading_model::{AccountCode, Category};
 use serde::Deserialize;
 use serde_json::json;
 
-use self::access::{Action, Caller, Keys};
-use crate::config::token_hash;
-use crate::http::App;
+use http_contract::{JsonError, Rejects, bearer, token_hash};
+use query::{Account, LiveReadings};
 
-/// The OpenAPI 3.1 description of the whole HTTP API, hand-written.
-pub const OPENAPI: &str = include_str!("api/openapi.json");
+use self::access::{Action, ApiKeyConfig, Caller, Keys};
+
+/// The OpenAPI 3.1 description of the whole HTTP API (the batch API included), hand-written.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Largest page of carbon rows.
 const MAX_LIMIT: usize = 10_000;
@@ -49,13 +57,38 @@ const DEFAULT_LIMIT: usize = 1_000;
 /// Longest report range, days: a bound on the work one request can ask for.
 const MAX_DAYS: i64 = 3_700;
 
+/// The read API's part of the server config: who the accounts are, the API keys, the savings
+/// analysis' inputs, and where the data is.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub data_dir: PathBuf,
+    /// Who each 分户 account is and how its meters nest (`query::accounts`).
+    pub account: Vec<Account>,
+    /// API keys of people and systems ([`access`]), apart from gateway tokens.
+    pub api_key: Vec<ApiKeyConfig>,
+    pub savings: SavingsSettings,
+}
+
+/// `[savings]`: inputs of the savings analysis.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavingsSettings {
+    /// Outdoor temperature for accounts without temperature readings: a CSV of
+    /// `date,temperature_c` daily means (or `time,temperature_c` samples), relative to the
+    /// config file. Without it, and without readings, the baseline is day-type-only.
+    pub temperature_csv: Option<PathBuf>,
+}
+
+/// A refused request: the JSON error every jieneng API answers with.
+pub type Refusal = JsonError;
+
 /// State of the read API.
 #[derive(Debug)]
 pub struct Api {
     pub reports: Reports,
     pub keys: Keys,
-    /// The batch API's state: refusals are counted in its `rejects`, so `/metrics` shows both.
-    pub app: Arc<App>,
+    /// Refusals by reason, shared with the batch API so that `/metrics` shows both.
+    rejects: Arc<Rejects>,
 }
 
 pub fn router(api: Arc<Api>) -> Router {
@@ -71,30 +104,21 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// A refused request: status, reason and a message that names the problem.
-#[derive(Debug)]
-pub struct Refusal {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(json!({ "error": self.message, "reason": self.reason })),
-        )
-            .into_response()
-    }
-}
-
 impl Api {
-    /// The read API of a server config: its accounts, its API keys, the built-in factor tables.
-    pub fn from_config(config: &crate::config::ServeConfig, app: Arc<App>) -> anyhow::Result<Self> {
+    /// The read API over `config`'s data directory with the built-in factor tables. `live` is
+    /// the rows acknowledged but not yet in Parquet (ingest's store), so live views never wait
+    /// for a flush; refusals are counted in `rejects`.
+    pub fn new(
+        config: &ApiConfig,
+        live: Option<Arc<dyn LiveReadings>>,
+        rejects: Arc<Rejects>,
+    ) -> anyhow::Result<Self> {
+        let mut query = query::Query::new(&config.data_dir);
+        if let Some(live) = live {
+            query = query.with_live(live);
+        }
         let mut reports = Reports::new(
-            // Rows acknowledged but not yet flushed count too: live views never wait.
-            query::Query::new(&config.data_dir).with_live(app.store.live()),
+            query,
             config.account.clone(),
             reading_model::FactorTables::builtin()?,
         );
@@ -108,7 +132,7 @@ impl Api {
         Ok(Self {
             reports,
             keys: Keys::new(&config.api_key),
-            app,
+            rejects,
         })
     }
 
@@ -120,19 +144,9 @@ impl Api {
             "not_acceptable" => "api_not_acceptable",
             _ => "api_internal",
         };
-        *self
-            .app
-            .rejects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(counter)
-            .or_default() += 1;
+        self.rejects.count(counter);
         tracing::debug!(reason, %message, "API request refused");
-        Refusal {
-            status,
-            reason,
-            message,
-        }
+        JsonError::new(status, reason, message)
     }
 
     fn bad(&self, message: String) -> Refusal {
@@ -145,28 +159,20 @@ impl Api {
     }
 
     fn authorize(&self, headers: &HeaderMap, action: Action) -> Result<Caller, Refusal> {
-        let key = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                self.refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "missing Authorization: Bearer <API key>".into(),
-                )
-            })?;
-        let caller = self
-            .keys
-            .get(&token_hash(key.trim()))
-            .cloned()
-            .ok_or_else(|| {
-                self.refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "unknown API key (gateway tokens are not API keys)".into(),
-                )
-            })?;
+        let key = bearer(headers).ok_or_else(|| {
+            self.refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "missing Authorization: Bearer <API key>".into(),
+            )
+        })?;
+        let caller = self.keys.get(&token_hash(key)).cloned().ok_or_else(|| {
+            self.refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "unknown API key (gateway tokens are not API keys)".into(),
+            )
+        })?;
         if !caller.may(action) {
             return Err(self.refuse(
                 StatusCode::FORBIDDEN,
@@ -298,9 +304,12 @@ impl Api {
                     format!("report task failed: {e}"),
                 )
             })?;
-        out.map_err(|e| {
-            tracing::error!(error = %e, "report failed");
-            self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        out.map_err(|e| match e {
+            query::QueryError::SavingsRequest(_) => self.bad(e.to_string()),
+            e => {
+                tracing::error!(error = %e, "report failed");
+                self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
         })
     }
 }
@@ -471,7 +480,8 @@ async fn savings(
     let caller = api.authorize(&headers, Action::ReadSavings)?;
     let p = api.params(params)?;
     let opt = |k: &str, v: &Option<String>| v.as_deref().map(|v| api.date(k, v)).transpose();
-    let today = (chrono::Utc::now() + chrono::Duration::hours(OFFSET_HOURS)).date_naive();
+    let today =
+        reading_model::time::local_date(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
     let to = opt("to", &p.to)?.unwrap_or(today);
     let from = opt("from", &p.from)?.unwrap_or(to - chrono::Duration::days(365));
     let baseline_to = opt("baseline_to", &p.baseline_to)?.unwrap_or(from);

@@ -1,7 +1,7 @@
 //! The readings files as a DataFusion table whose `value` column holds the values as sent.
 //!
 //! A file stores most values as a step from the row before (see "Stored layout" in
-//! [`crate::storage`]), so `value` cannot be a per-row expression over the file's columns. This
+//! [`storage`]), so `value` cannot be a per-row expression over the file's columns. This
 //! table rebuilds it while scanning: where a query needs `value`, the files are read in whole
 //! row groups (no page pruning, no row filters) and a [`RebuildValuesExec`] walks each
 //! partition's rows in file order; the query's filters apply after it. Only the latest-reading
@@ -32,7 +32,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::{VALUE_SCALE, VALUE_SCALED, ValueReader, stored_schema};
+use storage::{VALUE_SCALE, VALUE_SCALED, ValueReader, stored_schema};
 
 /// Readings files (of either layout) in [`stored_schema`], with `value` rebuilt.
 #[derive(Debug)]
@@ -278,9 +278,22 @@ mod tests {
     use arrow::array::{Array, Float64Array, Int64Array};
     use datafusion::prelude::SessionContext;
 
-    use super::super::tests::register_rows;
-    use super::super::{file_name, to_record_batch, write_row_groups};
+    use storage::{StoredReading, file_name, sort_and_dedupe, to_record_batch, write_row_groups};
+
     use super::*;
+
+    /// [`test_support::register_series`] as stored rows, in key order.
+    fn register_rows() -> Vec<StoredReading> {
+        let mut rows: Vec<_> = test_support::register_series()
+            .into_iter()
+            .map(|reading| StoredReading {
+                gateway: test_support::gateway(),
+                reading,
+            })
+            .collect();
+        sort_and_dedupe(&mut rows);
+        rows
+    }
 
     /// The registers in one file of 7-row row groups, as the `readings` table, with the rows as
     /// sent.

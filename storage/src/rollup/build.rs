@@ -1,19 +1,5 @@
-//! Hourly and daily rollups of consumption per (account, category, item): the tables reports
-//! over long periods read instead of the raw readings, which retention removes sooner.
-//!
-//! Layout: `<data_dir>/rollups/{hourly,daily}/date=YYYY-MM-DD/rollup.parquet`, one file per UTC
-//! date, replaced atomically (temp file, fsync, rename over the old one, fsync directory) each
-//! time the date is recomputed from the raw readings.
-//!
-//! Columns: `ts` (start of the period), `account`, `category`, `item`, `unit`, `energy` (sum of
-//! deltas, in `unit`), `kgce`, `kgco2e` (sums; 0 where no factor applied), `min_delta`,
-//! `max_delta` (the smallest and largest interval delta), `intervals` (deltas summed).
-//!
-//! Periods follow the reports' convention `(start, end]`: a reading at `ts` closes the interval
-//! ending at `ts`, so a reading at exactly 01:00 counts in the hour 00:00–01:00, and one at
-//! midnight in the previous day. A date's rollup therefore reads the first instant of the next
-//! date's partition too. Only consumption quantities with a delta are rolled up, as in
-//! [`crate::Query::consumption`], so a daily rollup sums to what the report says for that day.
+//! Building rollups: a UTC date's hourly and daily sums from its raw readings, and a Beijing
+//! month's sums from its daily and hourly rollups, written atomically.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +9,7 @@ use std::time::SystemTime;
 use arrow::array::{
     Array, AsArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::Float64Type;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::{Months, NaiveDate};
@@ -34,118 +20,10 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use reading_model::Quantity;
 
-use crate::report::period::{Granularity, local_midnight_ms};
-use crate::report::rollup_read::{RollupFile, RollupQuery, report_period, sum_rollup_files};
-use crate::storage::{StorageError, partition_date, partition_dir, partition_files};
-
-pub const ROLLUPS: &str = "rollups";
-pub const FILE: &str = "rollup.parquet";
-
-const HOUR_MS: i64 = 3_600_000;
-pub const DAY_MS: i64 = 24 * HOUR_MS;
-
-/// The length of a rollup's periods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Hourly,
-    Daily,
-}
-
-impl Period {
-    pub const ALL: [Period; 2] = [Period::Hourly, Period::Daily];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Hourly => "hourly",
-            Self::Daily => "daily",
-        }
-    }
-
-    pub fn millis(self) -> i64 {
-        match self {
-            Self::Hourly => HOUR_MS,
-            Self::Daily => DAY_MS,
-        }
-    }
-}
-
-/// `<data_dir>/rollups/<period>/date=<date>`.
-pub fn rollup_dir(data_dir: &Path, period: Period, date: &str) -> PathBuf {
-    data_dir
-        .join(ROLLUPS)
-        .join(period.name())
-        .join(format!("date={date}"))
-}
-
-pub fn rollup_schema() -> SchemaRef {
-    let s = |name| Field::new(name, DataType::Utf8, false);
-    let f = |name| Field::new(name, DataType::Float64, false);
-    Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        s("account"),
-        s("category"),
-        s("item"),
-        s("unit"),
-        f("energy"),
-        f("kgce"),
-        f("kgco2e"),
-        f("min_delta"),
-        f("max_delta"),
-        Field::new("intervals", DataType::Int64, false),
-    ]))
-}
-
-/// The amounts of one rollup row: summed while rolling up readings, and again when a report
-/// or a monthly rollup adds rollup rows together.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Sums {
-    pub energy: f64,
-    pub kgce: f64,
-    pub kgco2e: f64,
-    /// The smallest and largest interval delta.
-    pub min: f64,
-    pub max: f64,
-    pub intervals: i64,
-}
-
-impl Default for Sums {
-    fn default() -> Self {
-        Self {
-            energy: 0.0,
-            kgce: 0.0,
-            kgco2e: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            intervals: 0,
-        }
-    }
-}
-
-impl Sums {
-    /// Adds one interval's delta and its kgce and kgCO2e.
-    fn add_interval(&mut self, delta: f64, kgce: f64, kgco2e: f64) {
-        self.energy += delta;
-        self.kgce += kgce;
-        self.kgco2e += kgco2e;
-        self.min = self.min.min(delta);
-        self.max = self.max.max(delta);
-        self.intervals += 1;
-    }
-
-    /// Adds the amounts of another row of the same group.
-    pub(crate) fn add(&mut self, o: &Sums) {
-        self.energy += o.energy;
-        self.kgce += o.kgce;
-        self.kgco2e += o.kgco2e;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-        self.intervals += o.intervals;
-    }
-}
+use super::read::{RollupFile, RollupQuery, report_period, sum_rollup_files};
+use super::schema::*;
+use crate::{StorageError, partition_date, partition_dir, partition_files};
+use reading_model::time::{Granularity, local_midnight_ms};
 
 /// Rolls up the readings of `batches` (of [`crate::readings_schema`], deduplicated) whose
 /// `ts` lies in `(from_ms, from_ms + 1 day]`, in periods of `period` starting at `from_ms`.
@@ -530,10 +408,10 @@ pub fn month_rollup_current(
 mod tests {
 
     use super::*;
-    use crate::storage::{StoredReading, to_record_batch};
+    use crate::{StoredReading, to_record_batch};
 
     fn row(meter: &str, ts: i64, delta: Option<f64>, quantity: Quantity) -> StoredReading {
-        let mut r = crate::storage::tests::reading(meter, ts, 1.0, delta);
+        let mut r = crate::tests::reading(meter, ts, 1.0, delta);
         r.reading.quantity = quantity;
         r.reading.kgce = delta.map(|d| d * 0.125);
         r

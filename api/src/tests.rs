@@ -3,7 +3,10 @@ use super::*;
 /// Every `.route("…")` literal in the modules that build the server's router.
 fn routed_paths() -> Vec<String> {
     let mut out = Vec::new();
-    for src in [include_str!("../http.rs"), include_str!("../api.rs")] {
+    for src in [
+        include_str!("../../ingest/src/http.rs"),
+        include_str!("lib.rs"),
+    ] {
         for part in src.split(".route(\"").skip(1) {
             if let Some(end) = part.find('"') {
                 out.push(part[..end].to_owned());

@@ -4,7 +4,7 @@
 //! Layout: `<data_dir>/readings/date=YYYY-MM-DD/part-<lo>-<hi>.parquet` (UTC date of `ts`);
 //! rows in a file sorted by (account, meter, quantity, ts); ZSTD; dictionary-encoded strings;
 //! statistics on every column; a bloom filter on `meter`. Files being written are named
-//! `.<name>.tmp` and are invisible to readers until renamed.
+//! `.<name>.tmp` and are invisible to readers until renamed ([`publish`]).
 //!
 //! # Generations
 //!
@@ -107,10 +107,17 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use reading_model::{Category, FactorTables, GatewayId, Reading};
 
-mod table;
-pub use table::StoredReadings;
+pub mod publish;
+pub mod rollup;
 
 pub const READINGS: &str = "readings";
+
+/// Acknowledged readings that are not in Parquet yet: the ingest store's memory, which
+/// queries read so that a reading is visible as soon as it is acknowledged.
+pub trait LiveReadings: Send + Sync + std::fmt::Debug {
+    /// The rows in arrival order (a later row with the same key replaces an earlier one).
+    fn snapshot(&self) -> Vec<StoredReading>;
+}
 
 /// A reading as stored: the reading and the gateway that delivered it.
 #[derive(Debug, Clone, PartialEq)]
@@ -714,7 +721,7 @@ pub fn write_batch<W: std::io::Write + Send>(
 
 /// [`write_batch`] with row groups of `rows` rows: each is stored on its own ([`to_stored`]),
 /// so that its series start in full.
-fn write_row_groups<W: std::io::Write + Send>(
+pub fn write_row_groups<W: std::io::Write + Send>(
     w: W,
     batch: &RecordBatch,
     rows: usize,
@@ -943,47 +950,14 @@ pub struct StorageError {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use reading_model::{AccountCode, Category, EnergyCode, MeterId, Quality, Quantity, Unit};
+    use reading_model::Reading;
 
     use super::*;
 
     fn rows(seed: u64, n: usize) -> Vec<StoredReading> {
-        let mut state = seed;
-        let mut next = |m: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % m
-        };
-        let accounts = ["110108A001", "110108A002", "310101B001"];
-        let meters = ["m10", "m2", "main", "Main", "ahu-3"];
-        let quantities = [
-            (Quantity::EnergyImport, Unit::KilowattHour),
-            (Quantity::PowerActive, Unit::Kilowatt),
-            (Quantity::EnergyExport, Unit::KilowattHour),
-        ];
-        (0..n)
-            .map(|_| {
-                let (quantity, unit) = quantities[next(3) as usize];
-                StoredReading {
-                    gateway: GatewayId::parse(["gw-a", "gw-b"][next(2) as usize]).unwrap(),
-                    reading: Reading {
-                        ts: 1_767_225_600_000 + next(6) as i64 * 900_000,
-                        account: AccountCode::parse(accounts[next(3) as usize]).unwrap(),
-                        meter: MeterId::parse(meters[next(5) as usize]).unwrap(),
-                        category: Category::Electricity,
-                        item: EnergyCode::parse("01000").unwrap(),
-                        quantity,
-                        unit,
-                        value: next(1000) as f64,
-                        delta: Some(next(10) as f64),
-                        kgce: None,
-                        kgco2e: None,
-                        factor: None,
-                        quality: Quality::Good,
-                    },
-                }
-            })
+        test_support::random_readings(seed, n)
+            .into_iter()
+            .map(|(gateway, reading)| StoredReading { gateway, reading })
             .collect()
     }
 
@@ -1084,57 +1058,25 @@ pub(crate) mod tests {
     /// Cumulative registers as gateways send them (value in hundredths or thousandths, delta
     /// the difference), with what breaks a run of steps: a counter reset without delta, a delta
     /// that disagrees with the difference, a value with no short decimal, a new scale.
+    /// [`test_support::register_series`] as stored rows, in key order.
     pub(crate) fn register_rows() -> Vec<StoredReading> {
-        let mut rows = Vec::new();
-        for (m, (meter, mut scale)) in [("m1", 100.0), ("m2", 1000.0), ("m3", 100.0)]
+        let mut rows: Vec<_> = test_support::register_series()
             .into_iter()
-            .enumerate()
-        {
-            let mut total: i64 = 1_000_000 + m as i64 * 12_345;
-            for k in 0..60_i64 {
-                let step = k * 37 % 11 + 3;
-                total += step;
-                let (mut value, mut delta) = (total as f64 / scale, Some(step as f64 / scale));
-                match k {
-                    20 => (total, delta) = (500, None),
-                    30 => delta = delta.map(|d| d + 0.01),
-                    40 => value += 1e-9,
-                    // The meter is swapped for one in tenths of the unit.
-                    45 => (total, scale) = (total / 10, scale / 10.0),
-                    _ => {}
-                }
-                if matches!(k, 20 | 45) {
-                    value = total as f64 / scale;
-                }
-                let mut r = reading(meter, 1_767_225_600_000 + k * 900_000, value, delta);
-                r.reading.kgce = delta.map(|d| d * 0.1229);
-                rows.push(r);
-            }
-        }
+            .map(stored)
+            .collect();
         sort_and_dedupe(&mut rows);
         rows
     }
 
-    /// An electricity reading of meter `meter` of account 110108A001 (item 01000, kWh, no kgce):
-    /// the row the crate's tests start from and change what they need.
+    /// A reading from [`test_support::reading`], delivered by gateway `gw`.
     pub(crate) fn reading(meter: &str, ts: i64, value: f64, delta: Option<f64>) -> StoredReading {
+        stored(test_support::reading(meter, ts, value, delta))
+    }
+
+    pub(crate) fn stored(reading: Reading) -> StoredReading {
         StoredReading {
-            gateway: GatewayId::parse("gw").unwrap(),
-            reading: Reading {
-                ts,
-                account: AccountCode::parse("110108A001").unwrap(),
-                meter: MeterId::parse(meter).unwrap(),
-                category: Category::Electricity,
-                item: EnergyCode::parse("01000").unwrap(),
-                quantity: Quantity::EnergyImport,
-                unit: Unit::KilowattHour,
-                value,
-                delta,
-                kgce: None,
-                kgco2e: None,
-                factor: None,
-                quality: Quality::Good,
-            },
+            gateway: test_support::gateway(),
+            reading,
         }
     }
 

@@ -1,0 +1,303 @@
+//! The server file (`jieneng serve --config server.toml`): TOML, unknown keys rejected, validated
+//! before anything starts, errors naming the file, the line and the key. Its write-path part goes
+//! to `ingest` ([`ServeConfig::ingest`]), its read-API part to `api` ([`ServeConfig::api`]).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! data_dir = "./data"
+//! flush_interval = 10        # seconds between Parquet flushes
+//! flush_rows = 500000        # or sooner, when this many rows wait in memory
+//!
+//! [tls]                      # optional; required unless `listen` is a loopback address
+//! cert_file = "server.pem"   # certificate chain, leaf first (relative to this file)
+//! key_file = "server.key"
+//!
+//! [mqtt]                     # the embedded broker; on unless `enabled = false`
+//! listen = "127.0.0.1:1883"  # TLS too when [tls] is set
+//!
+//! [storage]                  # all optional; see `StorageConfig`
+//! compact_files = 8          # compact a date partition once it has this many files,
+//! compact_after = 60         # or once it has been written to this many seconds ago
+//! compact_grace = 60         # seconds compacted-away files stay for queries still reading them
+//! retention_days = 0         # days of raw readings kept (0: all); rollups are separate:
+//! rollup_retention_days = 0  # days of hourly and daily rollups kept (0: all)
+//!
+//! [[gateway]]
+//! id = "gw-01"
+//! token_sha256 = "…"         # sha256 of the gateway's token, hex (`jieneng token-hash`)
+//!
+//! [[account]]                # who each 分户 account is (`query::accounts`)
+//! code = "110108A001"
+//! name_zh = "海淀区机关办公楼"
+//! institution_type = "state_organ"
+//!
+//! [[api_key]]                # people and systems (`api::access`)
+//! name = "haidian-officer"
+//! key_sha256 = "…"
+//! role = "officer"
+//! region = "110108"
+//! ```
+//!
+//! Tokens must not cross a network in clear text, so a listener on anything but a loopback
+//! address needs `[tls]` (a TLS-terminating proxy in front counts as loopback: listen there).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use api::SavingsSettings;
+use api::access::ApiKeyConfig;
+use ingest::IngestConfig;
+use ingest::config::{
+    GatewayAuth, MqttSettings, StorageConfig, default_body, default_flush_interval,
+    default_flush_rows, default_listen,
+};
+use ingest::tls::TlsFiles;
+use query::Account;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// The whole server file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: f64,
+    #[serde(default = "default_flush_rows")]
+    pub flush_rows: usize,
+    /// Largest request body accepted, bytes.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// TLS on the HTTP and MQTT listeners.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// The embedded MQTT broker.
+    #[serde(default)]
+    pub mqtt: MqttSettings,
+    #[serde(default)]
+    pub gateway: Vec<GatewayAuth>,
+    /// Who each 分户 account is and how its meters nest (`query::accounts`).
+    #[serde(default)]
+    pub account: Vec<Account>,
+    /// API keys of people and systems (`api::access`), apart from gateway tokens.
+    #[serde(default)]
+    pub api_key: Vec<ApiKeyConfig>,
+    /// Compaction, rollups and retention.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Inputs of the savings analysis (`GET /api/v1/savings`).
+    #[serde(default)]
+    pub savings: SavingsSettings,
+}
+
+impl ServeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let mut c = Self::parse(&file, &text)?;
+        if let Some(base) = path.parent() {
+            if c.data_dir.is_relative() {
+                c.data_dir = base.join(&c.data_dir);
+            }
+            if let Some(tls) = c.tls.as_mut() {
+                tls.resolve(base);
+            }
+            if let Some(csv) = c.savings.temperature_csv.as_mut()
+                && csv.is_relative()
+            {
+                *csv = base.join(&*csv);
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            message,
+        };
+        let c: Self = toml::from_str(text)
+            .map_err(|e| invalid(e.to_string().trim_end().replace('\n', " | ")))?;
+        c.ingest().validate().map_err(invalid)?;
+        check_accounts_and_keys(file, text, &c)?;
+        Ok(c)
+    }
+
+    /// The write path's part.
+    pub fn ingest(&self) -> IngestConfig {
+        IngestConfig {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            flush_interval: self.flush_interval,
+            flush_rows: self.flush_rows,
+            max_body_bytes: self.max_body_bytes,
+            tls: self.tls.clone(),
+            mqtt: self.mqtt.clone(),
+            gateway: self.gateway.clone(),
+            storage: self.storage.clone(),
+        }
+    }
+
+    /// The read API's part.
+    pub fn api(&self) -> api::ApiConfig {
+        api::ApiConfig {
+            data_dir: self.data_dir.clone(),
+            account: self.account.clone(),
+            api_key: self.api_key.clone(),
+            savings: self.savings.clone(),
+        }
+    }
+}
+
+/// Checks `[[account]]` and `[[api_key]]` entries; errors name the file, the entry's line and
+/// the key.
+fn check_accounts_and_keys(file: &str, text: &str, c: &ServeConfig) -> Result<(), ConfigError> {
+    /// Only the spans of the entries, to name their lines.
+    #[derive(Deserialize)]
+    struct Spans {
+        #[serde(default)]
+        account: Vec<toml::Spanned<toml::Value>>,
+        #[serde(default)]
+        api_key: Vec<toml::Spanned<toml::Value>>,
+    }
+    let spans: Spans = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        file: file.to_owned(),
+        message: e.to_string(),
+    })?;
+    let line = |s: Option<&toml::Spanned<toml::Value>>| {
+        let at = s.map_or(0, |s| s.span().start).min(text.len());
+        text.as_bytes()[..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    };
+    let invalid = |line: usize, message: String| ConfigError::Invalid {
+        file: format!("{file}:{line}"),
+        message,
+    };
+    if let Err((i, e)) = query::accounts::validate_accounts(&c.account) {
+        return Err(invalid(line(spans.account.get(i)), e.to_string()));
+    }
+    for (i, k) in c.api_key.iter().enumerate() {
+        if let Err((key, message)) = k.validate() {
+            return Err(invalid(
+                line(spans.api_key.get(i)),
+                format!("api_key[{i}].{key} ({}): {message}", k.name),
+            ));
+        }
+        if c.gateway.iter().any(|g| g.token_sha256 == k.key_sha256) {
+            return Err(invalid(
+                line(spans.api_key.get(i)),
+                format!(
+                    "api_key[{i}] ({}): the same secret as a gateway token; keep them apart",
+                    k.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use http_contract::token_hash;
+    use ingest::config::StorageConfig;
+
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml");
+        let c = ServeConfig::load(&p).unwrap();
+        assert_eq!(c.gateway.len(), 1);
+        assert_eq!(c.account.len(), 1);
+        assert_eq!(c.account[0].main_meter[0].sub_meters.len(), 2);
+        assert_eq!(
+            c.api_key[0].key_sha256,
+            token_hash("change-me-haidian-officer-key")
+        );
+        assert_eq!(
+            c.gateway[0].token_sha256,
+            token_hash("change-me-gw-haidian-01-token")
+        );
+    }
+
+    #[test]
+    fn parses_and_validates() {
+        let h = token_hash("secret-token-123456");
+        let c = ServeConfig::parse(
+            "s.toml",
+            &format!("data_dir = \"d\"\n[[gateway]]\nid = \"gw\"\ntoken_sha256 = \"{h}\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.gateway[0].token_sha256, h);
+        let e = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\n[[gateway]]\nid = \"gw\"\ntoken_sha256 = \"abc\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("gateway[0].token_sha256"), "{e}");
+        assert!(c.mqtt.enabled, "the broker is on by default");
+        assert!(c.tls.is_none());
+        let e = ServeConfig::parse("s.toml", "data_dir = \"d\"\nlisten = \"0.0.0.0:8080\"\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("listen = 0.0.0.0:8080 without [tls]"),
+            "{e}"
+        );
+        let e = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\n[mqtt]\nlisten = \"0.0.0.0:1883\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mqtt.listen"), "{e}");
+        let c = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\nlisten = \"0.0.0.0:8443\"\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n[mqtt]\nlisten = \"0.0.0.0:8883\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.listen.port(), 8883);
+        assert_eq!(c.storage, StorageConfig::default());
+        let c = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\n[storage]\nretention_days = 400\ncompact_after = 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.storage.retention_days, c.storage.compact_after),
+            (400, 5.0)
+        );
+        let e = ServeConfig::parse("s.toml", "data_dir = \"d\"\n[storage]\ncompact_files = 1\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("storage.compact_files"), "{e}");
+        let e = ServeConfig::parse(
+            "s.toml",
+            "data_dir = \"d\"\n[storage]\nretention_days = 30\nrollup_retention_days = 7\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rollup_retention_days"), "{e}");
+        let e = ServeConfig::parse("s.toml", "data_dir = \"d\"\nlisten = 5\n").unwrap_err();
+        assert!(
+            e.to_string().contains("s.toml") && e.to_string().contains("line 2"),
+            "{e}"
+        );
+    }
+}
