@@ -423,34 +423,15 @@ pub async fn run(
         "stopped cleanly: last flush wrote {} rows in {} files; {} batches still spooled (sent at next start).",
         flushed.rows, flushed.files, left
     );
-    // The savings analysis over the history: the last 365 days against the 365 before.
-    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
-    let reports = query::Reports::new(
-        query::Query::new(&data_dir),
-        serve.account.clone(),
-        reading_model::FactorTables::builtin()?,
-    );
-    let from = today - chrono::Duration::days(365);
-    let savings = reports
-        .savings(&query::report::savings::SavingsRequest {
-            baseline_from: from - chrono::Duration::days(365),
-            baseline_to: from,
-            from,
-            to: today,
-            filters: vec![],
-            temperature: query::report::savings::TemperatureSource::Auto,
-        })
-        .await?;
-    println!("── savings potential 节能潜力: {from} .. {today} against the year before ──");
-    print!("{}", report::savings_table(&savings));
-    println!();
+    // The savings analysis reads two years of history (tens of seconds on a small machine):
+    // it is the next command to run, not part of stopping.
     println!("next:");
     println!(
         "  jieneng serve --config {}  (the dashboard over the same data, http://127.0.0.1:8080/)",
         for_serve.display()
     );
     println!(
-        "  jieneng report savings --config {} --data-dir {}",
+        "  jieneng report savings --config {} --data-dir {}  (savings potential 节能潜力: the last 365 days against the year before)",
         for_serve.display(),
         data_dir.display()
     );
