@@ -474,7 +474,7 @@ impl Channels {
             };
             let channel = match Self::slot(reg.phase) {
                 Some(i) => c.phases[i]
-                    .get_or_insert_with(|| crate::normalize::channel_meter(meter, reg.phase))
+                    .get_or_insert_with(|| crate::channel::channel_meter(meter, reg.phase))
                     .clone(),
                 None => meter.clone(),
             };
@@ -482,7 +482,7 @@ impl Channels {
             if quantity.is_cumulative() {
                 c.counter_keys.push((
                     r,
-                    crate::normalize::counter_key_of(account, &channel, quantity).into(),
+                    crate::channel::counter_key_of(account, &channel, quantity).into(),
                 ));
             }
         }

@@ -22,6 +22,8 @@ use tracing::{error, info, warn};
 
 use crate::config::ForwardSection;
 use crate::spool::{EncodedBatch, Spool};
+/// Re-exported where it has always been found: the forwarder's clients need it installed.
+pub use crate::tls::install_crypto_provider;
 
 pub mod mqtt;
 
@@ -258,14 +260,6 @@ impl Forwarder {
             }
         }
     }
-}
-
-/// Installs rustls' ring provider for this process. reqwest and rumqttc are built without a provider
-/// of their own (their default one is aws-lc, a C build), so one must be installed before any client is
-/// built; a second call is harmless.
-pub fn install_crypto_provider() {
-    // Err only means a provider is installed already, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

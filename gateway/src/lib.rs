@@ -8,6 +8,7 @@
 //! [`config`] describes a site; [`run`] wires the stages together.
 
 pub mod broker;
+pub mod channel;
 pub mod config;
 pub mod counter;
 pub mod forward;
@@ -15,6 +16,7 @@ pub mod normalize;
 pub mod run;
 pub mod source;
 pub mod spool;
+pub mod tls;
 pub mod wire;
 
 pub use config::{ConfigError, GatewayConfig, SiteConfig};

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use device_profiles::{Library, PlanLimits, decode_register, plan_reads};
 use gateway::config::{Parity, SourceConfig};
-use gateway::source::modbus::{Connection, device_plan};
+use gateway::source::connection::Connection;
+use gateway::source::modbus::device_plan;
 use gateway::{Gateway, GatewayConfig};
 
 #[derive(Parser, Debug)]

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::DeviceStats;
-use super::modbus::{Connection, ReadError};
+use super::connection::{Connection, ReadError};
 use crate::config::SourceConfig;
 
 /// What identifies a bus: devices with equal keys share one connection.

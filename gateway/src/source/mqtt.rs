@@ -599,7 +599,7 @@ pub fn options(source: &MqttSource) -> Result<MqttOptions, std::io::Error> {
     if let Some(ca) = &source.tls_ca {
         let pem = std::fs::read(ca)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", ca.display())))?;
-        crate::forward::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
             ca: pem,
             alpn: None,
