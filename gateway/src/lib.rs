@@ -7,6 +7,7 @@
 //! [`forward`]er sends spooled batches to ingest over HTTP and deletes each only after a 2xx.
 //! [`config`] describes a site; [`run`] wires the stages together.
 
+pub mod backoff;
 pub mod broker;
 pub mod channel;
 pub mod config;

@@ -12,9 +12,10 @@ use device_profiles::{
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::bus::{Bus, backoff};
+use super::bus::Bus;
 use super::connection::ReadError;
 use super::{DeviceStats, Sample, next_tick, now_ms};
+use crate::backoff::Backoff;
 use crate::config::Device;
 
 /// The plan for a configured device.
@@ -29,10 +30,9 @@ pub fn device_plan(device: &Device, max_gap: u16) -> ReadPlan {
     )
 }
 
-/// The first wait between two attempts of one request; it doubles per attempt.
-const RETRY_BASE: Duration = Duration::from_millis(100);
-/// The longest wait between two attempts of one request.
-const RETRY_CAP: Duration = Duration::from_secs(2);
+/// The waits between two attempts of one request: 100 ms, doubling per attempt up to 2 s,
+/// ±25 %.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 0.25);
 
 /// Polls one device until `shutdown` turns true, sending a sample per successful poll. A poll
 /// with some registers answered is a success (their values are kept); one with none is a
@@ -141,7 +141,7 @@ async fn read_with_retries(
             {
                 attempt += 1;
                 tracing::debug!(device = %name, attempt, error = %e, "retrying");
-                tokio::time::sleep(backoff(RETRY_BASE, attempt, RETRY_CAP)).await;
+                tokio::time::sleep(RETRY.delay(attempt - 1)).await;
             }
             r => return r,
         }

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use self::dead_letter::{DeadLetter, DeadLetters};
+use crate::backoff::Backoff;
 use crate::config::mqtt::{Firmware, MqttConfig, MqttSource};
 
 /// Per-device warnings about bad payloads are logged at most this often.
@@ -52,8 +53,9 @@ const REQUEST_EVERY: Duration = Duration::from_secs(30);
 /// Shelly status requests waiting for an answer, at most.
 const MAX_PENDING: usize = 1024;
 
-/// Longest wait between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Waits between reconnect attempts: 250 ms, doubling up to 30 s (without jitter, as it
+/// always was).
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30), 0.0);
 
 /// One MQTT message for the normalizer: the samples decoded from it (none if it carried no
 /// readings) and how to acknowledge it once they are settled.
@@ -639,19 +641,21 @@ impl MqttConnection {
         let name = router.source.name.clone();
         let stats = router.stats.clone();
         let subscriptions = router.subscriptions();
-        let mut backoff = Duration::from_millis(250);
+        // Failed attempts since the last connection: the next wait is `RECONNECT.delay(failures)`.
+        let mut failures = 0u32;
         // The CA file was there when the config was checked; if it went missing since, keep
         // trying rather than give the source up.
         let options = loop {
             match options(&router.source) {
                 Ok(o) => break o,
                 Err(e) => {
+                    let backoff = RECONNECT.delay(failures);
                     error!(source = %name, error = %e, retry_in = ?backoff, "cannot set up the MQTT connection");
                     tokio::select! {
                         _ = shutdown.changed() => return,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    failures = failures.saturating_add(1);
                 }
             }
         };
@@ -666,7 +670,7 @@ impl MqttConnection {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     stats.connected.store(true, Ordering::Relaxed);
                     inc(&stats.connections);
-                    backoff = Duration::from_millis(250);
+                    failures = 0;
                     info!(source = %name, session_present = ack.session_present, "MQTT connected");
                     // Subscribing again on a resumed session is harmless and picks up devices
                     // added to the config since the session began.
@@ -712,12 +716,13 @@ impl MqttConnection {
                     stats.connected.store(false, Ordering::Relaxed);
                     stats.subscribed.store(false, Ordering::Relaxed);
                     inc(&stats.connection_errors);
+                    let backoff = RECONNECT.delay(failures);
                     warn!(source = %name, error = %e, retry_in = ?backoff, "MQTT connection failed");
                     tokio::select! {
                         _ = shutdown.changed() => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    failures = failures.saturating_add(1);
                 }
             }
         }
