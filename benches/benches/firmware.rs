@@ -17,10 +17,7 @@ use firmware_bridge::{
     EsphomeRegistry, JsonMapping, ShellyState, SparkplugHost, tasmota, zigbee2mqtt,
 };
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../firmware-bridge/fixtures"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../firmware-bridge/fixtures");
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
