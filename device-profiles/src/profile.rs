@@ -315,6 +315,162 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// `vendor/model` in lower case from a profile's file name (`eastron/sdm630.toml`).
+fn profile_id(file: &str) -> String {
+    file.trim_end_matches(".toml")
+        .rsplit('/')
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("/")
+        .to_ascii_lowercase()
+}
+
+/// The file as a whole: its format version, its request size, its forbidden ranges.
+fn check_header(
+    raw: &ProfileFile,
+    invalid: &dyn Fn(Range<usize>, String, String) -> ProfileError,
+) -> Result<(), ProfileError> {
+    if *raw.format.get_ref() != FORMAT_VERSION {
+        return Err(invalid(
+            raw.format.span(),
+            "format".into(),
+            format!(
+                "format {} is not supported (expected {FORMAT_VERSION})",
+                raw.format.get_ref()
+            ),
+        ));
+    }
+    let max = *raw.max_registers.get_ref();
+    if !(1..=125).contains(&max) {
+        return Err(invalid(
+            raw.max_registers.span(),
+            "max_registers".into(),
+            format!("{max} is outside 1..=125 (the Modbus limit for one read)"),
+        ));
+    }
+    for (i, f) in raw.forbidden.iter().enumerate() {
+        let [a, b] = *f.get_ref();
+        if a > b {
+            return Err(invalid(
+                f.span(),
+                format!("forbidden[{i}]"),
+                format!("range start {a:#06x} is after its end {b:#06x}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One register on its own: it fits the address space, its type suits its function, its
+/// scale, unit and not-available sentinels make sense.
+fn check_register(
+    reg: &RegisterDef,
+    bad: &dyn Fn(&str, String) -> ProfileError,
+) -> Result<(), ProfileError> {
+    if reg.span().end > 0x1_0000 {
+        return Err(bad(
+            "address",
+            format!(
+                "{:#06x} + {} words runs past 0xFFFF",
+                reg.address,
+                reg.data_type.words()
+            ),
+        ));
+    }
+    if reg.function.is_bits() != (reg.data_type == DataType::Bool) {
+        return Err(bad(
+            "type",
+            format!(
+                "type {:?} cannot be read with {}",
+                reg.data_type, reg.function
+            ),
+        ));
+    }
+    if !reg.scale.is_finite() || reg.scale == 0.0 || !reg.offset.is_finite() {
+        return Err(bad(
+            "scale",
+            "scale must be finite and non-zero, offset finite".into(),
+        ));
+    }
+    if reg
+        .unit
+        .convert(1.0, reg.quantity.canonical_unit())
+        .is_err()
+    {
+        return Err(bad(
+            "unit",
+            format!(
+                "{} cannot measure {} (stored in {})",
+                reg.unit,
+                reg.quantity,
+                reg.quantity.canonical_unit()
+            ),
+        ));
+    }
+    for s in &reg.not_available {
+        if s.bits(reg.data_type).is_none() {
+            return Err(bad(
+                "not_available",
+                format!(
+                    "sentinel {s:?} means nothing for type {:?}{}",
+                    reg.data_type,
+                    if matches!(reg.data_type, DataType::F32 | DataType::F64) {
+                        " (a float reports NaN, which is always not available)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What is wrong with a register's `fraction_of`, if anything: the register it completes
+/// must exist, be another one, not be a fraction itself, and read the same quantity, unit and
+/// scale.
+fn fraction_problem(reg: &RegisterDef, registers: &[Spanned<RegisterDef>]) -> Option<String> {
+    let target = reg.fraction_of.as_ref()?;
+    match registers
+        .iter()
+        .map(|t| t.get_ref())
+        .find(|t| &t.name == target)
+    {
+        None => Some(format!("no register named {target:?}")),
+        Some(t) if t.name == reg.name => Some("a register cannot complete itself".into()),
+        Some(t) if t.fraction_of.is_some() => Some(format!(
+            "{target:?} is itself a fraction; fractions do not chain"
+        )),
+        Some(t)
+            if t.quantity != reg.quantity
+                || t.unit != reg.unit
+                || t.scale != reg.scale
+                || reg.offset != 0.0 =>
+        {
+            Some(format!(
+                "a fraction needs the quantity, unit and scale of {target:?} \
+                 ({} in {} ×{}) and no offset",
+                t.quantity, t.unit, t.scale
+            ))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The forbidden range a register's words overlap, if any, as an error message.
+fn forbidden_overlap(reg: &RegisterDef, forbidden: &[Spanned<[u16; 2]>]) -> Option<String> {
+    let span = reg.span();
+    forbidden.iter().find_map(|f| {
+        let [a, b] = *f.get_ref();
+        let fr = u32::from(a)..u32::from(b) + 1;
+        (span.start < fr.end && fr.start < span.end)
+            .then(|| format!("overlaps forbidden range {a:#06x}..={b:#06x}"))
+    })
+}
+
 impl Profile {
     /// Parses and validates a profile; `file` is used in error messages and, without its
     /// extension, as the id (`eastron/sdm630.toml` → `eastron/sdm630`).
@@ -329,168 +485,35 @@ impl Profile {
             key,
             message,
         };
-        if *raw.format.get_ref() != FORMAT_VERSION {
-            return Err(invalid(
-                raw.format.span(),
-                "format".into(),
-                format!(
-                    "format {} is not supported (expected {FORMAT_VERSION})",
-                    raw.format.get_ref()
-                ),
-            ));
-        }
-        let max = *raw.max_registers.get_ref();
-        if !(1..=125).contains(&max) {
-            return Err(invalid(
-                raw.max_registers.span(),
-                "max_registers".into(),
-                format!("{max} is outside 1..=125 (the Modbus limit for one read)"),
-            ));
-        }
-        for (i, f) in raw.forbidden.iter().enumerate() {
-            let [a, b] = *f.get_ref();
-            if a > b {
-                return Err(invalid(
-                    f.span(),
-                    format!("forbidden[{i}]"),
-                    format!("range start {a:#06x} is after its end {b:#06x}"),
-                ));
-            }
-        }
+        check_header(&raw, &invalid)?;
         let mut names = std::collections::HashSet::new();
         for (i, r) in raw.register.iter().enumerate() {
-            let key = |k: &str| format!("register[{i}].{k} ({})", r.get_ref().name);
+            let bad = |k: &str, message: String| {
+                invalid(
+                    r.span(),
+                    format!("register[{i}].{k} ({})", r.get_ref().name),
+                    message,
+                )
+            };
             let reg = r.get_ref();
             if !names.insert(reg.name.clone()) {
-                return Err(invalid(
-                    r.span(),
-                    key("name"),
-                    "duplicate register name".into(),
-                ));
+                return Err(bad("name", "duplicate register name".into()));
             }
-            if reg.span().end > 0x1_0000 {
-                return Err(invalid(
-                    r.span(),
-                    key("address"),
-                    format!(
-                        "{:#06x} + {} words runs past 0xFFFF",
-                        reg.address,
-                        reg.data_type.words()
-                    ),
-                ));
+            check_register(reg, &bad)?;
+            if let Some(message) = fraction_problem(reg, &raw.register) {
+                return Err(bad("fraction_of", message));
             }
-            if reg.function.is_bits() != (reg.data_type == DataType::Bool) {
-                return Err(invalid(
-                    r.span(),
-                    key("type"),
-                    format!(
-                        "type {:?} cannot be read with {}",
-                        reg.data_type, reg.function
-                    ),
-                ));
-            }
-            if !reg.scale.is_finite() || reg.scale == 0.0 || !reg.offset.is_finite() {
-                return Err(invalid(
-                    r.span(),
-                    key("scale"),
-                    "scale must be finite and non-zero, offset finite".into(),
-                ));
-            }
-            if reg
-                .unit
-                .convert(1.0, reg.quantity.canonical_unit())
-                .is_err()
-            {
-                return Err(invalid(
-                    r.span(),
-                    key("unit"),
-                    format!(
-                        "{} cannot measure {} (stored in {})",
-                        reg.unit,
-                        reg.quantity,
-                        reg.quantity.canonical_unit()
-                    ),
-                ));
-            }
-            for s in &reg.not_available {
-                if s.bits(reg.data_type).is_none() {
-                    return Err(invalid(
-                        r.span(),
-                        key("not_available"),
-                        format!(
-                            "sentinel {s:?} means nothing for type {:?}{}",
-                            reg.data_type,
-                            if matches!(reg.data_type, DataType::F32 | DataType::F64) {
-                                " (a float reports NaN, which is always not available)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    ));
-                }
-            }
-            if let Some(target) = &reg.fraction_of {
-                let problem = match raw
-                    .register
-                    .iter()
-                    .map(|t| t.get_ref())
-                    .find(|t| &t.name == target)
-                {
-                    None => Some(format!("no register named {target:?}")),
-                    Some(t) if t.name == reg.name => {
-                        Some("a register cannot complete itself".into())
-                    }
-                    Some(t) if t.fraction_of.is_some() => Some(format!(
-                        "{target:?} is itself a fraction; fractions do not chain"
-                    )),
-                    Some(t)
-                        if t.quantity != reg.quantity
-                            || t.unit != reg.unit
-                            || t.scale != reg.scale
-                            || reg.offset != 0.0 =>
-                    {
-                        Some(format!(
-                            "a fraction needs the quantity, unit and scale of {target:?} \
-                             ({} in {} ×{}) and no offset",
-                            t.quantity, t.unit, t.scale
-                        ))
-                    }
-                    Some(_) => None,
-                };
-                if let Some(message) = problem {
-                    return Err(invalid(r.span(), key("fraction_of"), message));
-                }
-            }
-            for f in &raw.forbidden {
-                let [a, b] = *f.get_ref();
-                let fr = u32::from(a)..u32::from(b) + 1;
-                let span = reg.span();
-                if span.start < fr.end && fr.start < span.end {
-                    return Err(invalid(
-                        r.span(),
-                        key("address"),
-                        format!("overlaps forbidden range {a:#06x}..={b:#06x}"),
-                    ));
-                }
+            if let Some(message) = forbidden_overlap(reg, &raw.forbidden) {
+                return Err(bad("address", message));
             }
         }
-        let id = file
-            .trim_end_matches(".toml")
-            .rsplit('/')
-            .take(2)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("/")
-            .to_ascii_lowercase();
         Ok(Profile {
-            id,
+            id: profile_id(file),
             vendor: raw.vendor,
             model: raw.model,
             description: raw.description,
             word_order: raw.word_order,
-            max_registers: max,
+            max_registers: *raw.max_registers.get_ref(),
             forbidden: raw.forbidden.into_iter().map(|f| f.into_inner()).collect(),
             ct_ratio_register: raw.ct_ratio_register.map(|s| s.into_inner()),
             pt_ratio_register: raw.pt_ratio_register.map(|s| s.into_inner()),

@@ -474,7 +474,7 @@ impl Channels {
             };
             let channel = match Self::slot(reg.phase) {
                 Some(i) => c.phases[i]
-                    .get_or_insert_with(|| crate::normalize::channel_meter(meter, reg.phase))
+                    .get_or_insert_with(|| crate::channel::channel_meter(meter, reg.phase))
                     .clone(),
                 None => meter.clone(),
             };
@@ -482,7 +482,7 @@ impl Channels {
             if quantity.is_cumulative() {
                 c.counter_keys.push((
                     r,
-                    crate::normalize::counter_key_of(account, &channel, quantity).into(),
+                    crate::channel::counter_key_of(account, &channel, quantity).into(),
                 ));
             }
         }
@@ -531,386 +531,29 @@ impl GatewayConfig {
             file: file.to_owned(),
             message: e.to_string().trim_end().replace('\n', " | "),
         })?;
-        let invalid = |span: Range<usize>, key: String, message: String| ConfigError::Invalid {
-            file: file.to_owned(),
-            line: line_of(text, span),
-            key,
-            message,
-        };
-        let at_top = |key: &str, message: String| ConfigError::Invalid {
-            file: file.to_owned(),
-            line: text
-                .lines()
-                .position(|l| l.trim_start().starts_with(key))
-                .map_or(1, |i| i + 1),
-            key: key.to_owned(),
-            message,
-        };
-        let resolve = |p: &Path| match base {
-            Some(b) if p.is_relative() => b.join(p),
-            _ => p.to_path_buf(),
-        };
-
+        let at = ConfigFile { file, text, base };
         let mut gateway = raw.gateway;
-        gateway.spool_dir = resolve(&gateway.spool_dir);
-        gateway.profile_dir = gateway.profile_dir.as_deref().map(resolve);
-        if !(0.1..=86_400.0).contains(&gateway.poll_interval) {
-            return Err(at_top(
-                "poll_interval",
-                format!("{} s is outside 0.1 s ..= 1 day", gateway.poll_interval),
-            ));
-        }
-        if !(1..=64).contains(&gateway.worker_threads) {
-            return Err(at_top(
-                "worker_threads",
-                format!("{} is outside 1 ..= 64", gateway.worker_threads),
-            ));
-        }
-        if gateway.spool_max_bytes < 1 << 20 {
-            return Err(at_top(
-                "spool_max_bytes",
-                format!(
-                    "{} bytes is below the 1 MiB minimum",
-                    gateway.spool_max_bytes
-                ),
-            ));
-        }
-        if gateway.request_timeout.is_nan()
-            || !(0.0..=60.0).contains(&gateway.request_timeout)
-            || gateway.request_timeout == 0.0
-        {
-            return Err(at_top(
-                "request_timeout",
-                format!("{} s is outside (0, 60]", gateway.request_timeout),
-            ));
-        }
-
+        check_gateway_section(&mut gateway, &at)?;
         let mut forward = raw.forward;
-        forward.check_url().map_err(|e| at_top("url", e))?;
-        forward.ca_file = forward.ca_file.as_deref().map(resolve);
-        let token = match (&forward.token, &forward.token_file) {
-            (Some(t), None) => t.clone(),
-            (None, Some(f)) => std::fs::read_to_string(resolve(f))
-                .map_err(|e| at_top("token_file", format!("cannot read {}: {e}", f.display())))?
-                .trim()
-                .to_owned(),
-            _ => {
-                return Err(at_top(
-                    "[forward]",
-                    "set exactly one of token or token_file".into(),
-                ));
-            }
-        };
-        if token.len() < 16 {
-            return Err(at_top(
-                "token",
-                "a gateway token must be at least 16 characters".into(),
-            ));
-        }
-        if forward.max_batch_readings == 0 || forward.timeout.is_nan() || forward.timeout <= 0.0 {
-            return Err(at_top(
-                "[forward]",
-                "max_batch_readings and timeout must be positive".into(),
-            ));
-        }
-
-        let factors = FactorTables::builtin()
-            .and_then(|t| t.with_overrides(raw.coal_factor, raw.carbon_factor, raw.density))
-            .map_err(|e| at_top("[factors]", e.to_string()))?;
-        factors
-            .check_selection(&raw.factors)
-            .map_err(|e| at_top("[factors]", e.to_string()))?;
-
-        let mut library = Library::builtin().map_err(|e| at_top("[gateway]", e.to_string()))?;
-        if let Some(dir) = &gateway.profile_dir {
-            load_profile_dir(&mut library, dir).map_err(|e| at_top("profile_dir", e))?;
-        }
-
-        let mut accounts = BTreeMap::new();
-        for (i, a) in raw.account.into_iter().enumerate() {
-            let span = a.span();
-            let a = a.into_inner();
-            factors.check_selection(&a.factors).map_err(|e| {
-                invalid(
-                    span.clone(),
-                    format!("account[{i}] ({})", a.code),
-                    e.to_string(),
-                )
-            })?;
-            if accounts.insert(a.code.clone(), a.clone()).is_some() {
-                return Err(invalid(
-                    span,
-                    format!("account[{i}].code"),
-                    format!("{} is listed twice", a.code),
-                ));
-            }
-        }
-
-        let mut devices = Vec::new();
-        let mut shared_profiles: HashMap<String, Arc<Profile>> = HashMap::new();
-        let mut seen = HashSet::new();
-        // Serial port → (first device on it, its line settings).
-        let mut serial_lines: BTreeMap<PathBuf, (usize, SerialLine)> = BTreeMap::new();
-        for (i, d) in raw.device.into_iter().enumerate() {
-            let span = d.span();
-            let d = d.into_inner();
-            let key = |k: &str| format!("device[{i}].{k} ({}/{})", d.account, d.meter);
-            let bad = |k: &str, m: String| invalid(span.clone(), key(k), m);
-            if !seen.insert((d.account.clone(), d.meter.clone())) {
-                return Err(bad(
-                    "meter",
-                    "this account already has a meter with this id".into(),
-                ));
-            }
-            let item = EnergyCode::parse_in(&d.item, d.category)
-                .map_err(|e| bad("item", e.to_string()))?;
-            // One copy of a profile however many devices use it (a site may have a thousand
-            // meters of one model).
-            let profile = match shared_profiles.get(&d.profile) {
-                Some(p) => Arc::clone(p),
-                None => {
-                    let p = Arc::new(
-                        library
-                            .get(&d.profile)
-                            .map_err(|e| bad("profile", e.to_string()))?
-                            .clone(),
-                    );
-                    shared_profiles.insert(d.profile.clone(), Arc::clone(&p));
-                    p
-                }
-            };
-            let registers: Vec<usize> = match &d.registers {
-                None => (0..profile.registers.len()).collect(),
-                Some(names) => names
-                    .iter()
-                    .map(|n| {
-                        profile
-                            .registers
-                            .iter()
-                            .position(|r| &r.name == n)
-                            .ok_or_else(|| {
-                                bad(
-                                    "registers",
-                                    format!("profile {} has no register {n:?}", profile.id),
-                                )
-                            })
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            // Fractions are read with the accumulator they belong to.
-            let mut registers = registers;
-            let fractions: Vec<usize> = registers
-                .iter()
-                .flat_map(|&i| {
-                    let main = &profile.registers[i].name;
-                    profile
-                        .registers
-                        .iter()
-                        .enumerate()
-                        .filter(move |(_, r)| r.fraction_of.as_deref() == Some(main.as_str()))
-                        .map(|(j, _)| j)
-                })
-                .collect();
-            for j in fractions {
-                if !registers.contains(&j) {
-                    registers.push(j);
-                }
-            }
-            for name in d.quantities.keys() {
-                if profile.register(name).is_none() {
-                    return Err(bad(
-                        "quantities",
-                        format!("profile {} has no register {name:?}", profile.id),
-                    ));
-                }
-            }
-            let quantities: Vec<Quantity> = profile
-                .registers
-                .iter()
-                .map(|r| d.quantities.get(&r.name).copied().unwrap_or(r.quantity))
-                .collect();
-            for &r in &registers {
-                let reg = &profile.registers[r];
-                if reg.quantity.canonical_unit() != quantities[r].canonical_unit() {
-                    return Err(bad(
-                        "quantities",
-                        format!(
-                            "{} measures {}, which {} cannot be",
-                            reg.name, reg.quantity, quantities[r]
-                        ),
-                    ));
-                }
-            }
-            let cumulative_register =
-                |name: &str| match profile.registers.iter().position(|r| r.name == name) {
-                    None => Err(format!("profile {} has no register {name:?}", profile.id)),
-                    Some(r) if !quantities[r].is_cumulative() => Err(format!(
-                        "{name} measures {}, which is not a cumulative quantity",
-                        quantities[r]
-                    )),
-                    Some(r) => Ok(r),
-                };
-            let mut max_delta = vec![None; profile.registers.len()];
-            for (name, limit) in &d.max_delta {
-                let bad = |m: String| invalid(limit.span(), key(&format!("max_delta.{name}")), m);
-                let r = cumulative_register(name).map_err(bad)?;
-                let v = *limit.get_ref();
-                if !v.is_finite() || v <= 0.0 {
-                    return Err(bad(format!("{v} must be a positive number")));
-                }
-                max_delta[r] = Some(v);
-            }
-            let mut replacements = vec![Vec::new(); profile.registers.len()];
-            for (j, rep) in d.replacement.iter().enumerate() {
-                let bad = |k: &str, m: String| {
-                    invalid(rep.span(), key(&format!("replacement[{j}].{k}")), m)
-                };
-                let rep = rep.get_ref();
-                let r = cumulative_register(&rep.register).map_err(|m| bad("register", m))?;
-                let at = replacement_at(&rep.at).map_err(|m| bad("at", m))?;
-                for (k, v) in [("old_final", rep.old_final), ("new_start", rep.new_start)] {
-                    if !v.is_finite() || v < 0.0 {
-                        return Err(bad(k, format!("{v} must be a reading, zero or more")));
-                    }
-                }
-                if replacements[r]
-                    .iter()
-                    .any(|x: &crate::counter::Replacement| x.at == at)
-                {
-                    return Err(bad(
-                        "at",
-                        format!("{} is declared twice for {}", rep.at, rep.register),
-                    ));
-                }
-                replacements[r].push(crate::counter::Replacement {
-                    at,
-                    old_final: rep.old_final,
-                    new_start: rep.new_start,
-                });
-            }
-            for r in &mut replacements {
-                r.sort_by_key(|x| x.at);
-            }
-            for (k, v) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
-                if !v.is_finite() || v <= 0.0 {
-                    return Err(bad(k, format!("{v} must be a positive number")));
-                }
-            }
-            let poll = d.poll_interval.unwrap_or(gateway.poll_interval);
-            if !(0.1..=86_400.0).contains(&poll) {
-                return Err(bad(
-                    "poll_interval",
-                    format!("{poll} s is outside 0.1 s ..= 1 day"),
-                ));
-            }
-            if d.source.retries() > 10 {
-                return Err(bad(
-                    "source.retries",
-                    format!("{} is more than 10", d.source.retries()),
-                ));
-            }
-            match &d.source {
-                SourceConfig::ModbusTcp { host, unit, .. } => {
-                    if host.is_empty() {
-                        return Err(bad("source.host", "must not be empty".into()));
-                    }
-                    if *unit > 247 {
-                        return Err(bad(
-                            "source.unit",
-                            format!("unit id {unit} is outside 0..=247"),
-                        ));
-                    }
-                }
-                SourceConfig::ModbusRtu {
-                    port,
-                    baud,
-                    parity,
-                    data_bits,
-                    stop_bits,
-                    unit,
-                    ..
-                } => {
-                    if port.as_os_str().is_empty() {
-                        return Err(bad("source.port", "must not be empty".into()));
-                    }
-                    if !(300..=1_000_000).contains(baud) {
-                        return Err(bad(
-                            "source.baud",
-                            format!("{baud} is outside 300..=1000000"),
-                        ));
-                    }
-                    if *data_bits != 8 {
-                        return Err(bad(
-                            "source.data_bits",
-                            format!("Modbus RTU frames need 8 data bits, not {data_bits}"),
-                        ));
-                    }
-                    if !matches!(stop_bits, 1 | 2) {
-                        return Err(bad(
-                            "source.stop_bits",
-                            format!("{stop_bits} is neither 1 nor 2"),
-                        ));
-                    }
-                    // 0 is broadcast: nobody answers a read sent to it.
-                    if !(1..=247).contains(unit) {
-                        return Err(bad(
-                            "source.unit",
-                            format!("unit id {unit} is outside 1..=247"),
-                        ));
-                    }
-                    // One serial line has one speed and framing: every device on it must agree.
-                    let line = (*baud, *parity, *data_bits, *stop_bits);
-                    match serial_lines.get(port) {
-                        Some((other, settings)) if *settings != line => {
-                            return Err(bad(
-                                "source.port",
-                                format!(
-                                    "{} is used by device[{other}] at {} baud, {:?} parity, {} data, {} stop bits; \
-                                     devices on one line must use the same settings",
-                                    port.display(),
-                                    settings.0,
-                                    settings.1,
-                                    settings.2,
-                                    settings.3
-                                ),
-                            ));
-                        }
-                        Some(_) => {}
-                        None => {
-                            serial_lines.insert(port.clone(), (i, line));
-                        }
-                    }
-                }
-            }
-            let channels = Channels::new(&d.account, &d.meter, &profile, &registers, &quantities);
-            devices.push(Device {
-                channels,
-                meter: d.meter,
-                account: d.account,
-                category: d.category,
-                item,
-                profile,
-                registers,
-                quantities,
-                source: d.source,
-                ratios: device_profiles::decode::Ratios {
-                    ct: d.ct_ratio,
-                    pt: d.pt_ratio,
-                },
-                poll_interval: Duration::from_secs_f64(poll),
-                max_delta,
-                replacements,
-            });
-        }
-
+        let token = check_forward_section(&mut forward, &at)?;
+        let factors = factor_tables(
+            raw.coal_factor,
+            raw.carbon_factor,
+            raw.density,
+            &raw.factors,
+            &at,
+        )?;
+        let library = profile_library(&gateway, &at)?;
+        let accounts = check_accounts(raw.account, &factors, &at)?;
+        let devices = check_devices(raw.device, &library, gateway.poll_interval, &at)?;
         let mqtt = mqtt::validate(
             &gateway.id,
             raw.mqtt_source,
             raw.mqtt_device,
             raw.mqtt_broker,
             &mqtt::Where {
-                invalid: &invalid,
-                resolve: &resolve,
+                invalid: &|span, key, message| at.invalid(span, key, message),
+                resolve: &|p| at.resolve(p),
             },
         )?;
 
@@ -933,6 +576,556 @@ impl GatewayConfig {
             .map(|a| &a.factors)
             .unwrap_or(&self.default_factors)
     }
+}
+
+/// The file being validated: turns a span or a top-level key into an error that names the
+/// file, the line and the key, and resolves relative paths against the file's directory.
+struct ConfigFile<'a> {
+    file: &'a str,
+    text: &'a str,
+    base: Option<&'a Path>,
+}
+
+impl ConfigFile<'_> {
+    fn invalid(&self, span: Range<usize>, key: String, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: line_of(self.text, span),
+            key,
+            message,
+        }
+    }
+
+    /// An error about a key of a top-level section, at the first line that sets it.
+    fn at_top(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: self
+                .text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(1, |i| i + 1),
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        match self.base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+}
+
+/// `[gateway]`: its paths resolved, its intervals and limits in range.
+fn check_gateway_section(gateway: &mut GatewaySection, at: &ConfigFile) -> Result<(), ConfigError> {
+    gateway.spool_dir = at.resolve(&gateway.spool_dir);
+    gateway.profile_dir = gateway.profile_dir.as_deref().map(|p| at.resolve(p));
+    if !(0.1..=86_400.0).contains(&gateway.poll_interval) {
+        return Err(at.at_top(
+            "poll_interval",
+            format!("{} s is outside 0.1 s ..= 1 day", gateway.poll_interval),
+        ));
+    }
+    if !(1..=64).contains(&gateway.worker_threads) {
+        return Err(at.at_top(
+            "worker_threads",
+            format!("{} is outside 1 ..= 64", gateway.worker_threads),
+        ));
+    }
+    if gateway.spool_max_bytes < 1 << 20 {
+        return Err(at.at_top(
+            "spool_max_bytes",
+            format!(
+                "{} bytes is below the 1 MiB minimum",
+                gateway.spool_max_bytes
+            ),
+        ));
+    }
+    if gateway.request_timeout.is_nan()
+        || !(0.0..=60.0).contains(&gateway.request_timeout)
+        || gateway.request_timeout == 0.0
+    {
+        return Err(at.at_top(
+            "request_timeout",
+            format!("{} s is outside (0, 60]", gateway.request_timeout),
+        ));
+    }
+    Ok(())
+}
+
+/// `[forward]`: its URL and CA file checked, and the gateway's token (given, or read from
+/// `token_file`).
+fn check_forward_section(
+    forward: &mut ForwardSection,
+    at: &ConfigFile,
+) -> Result<String, ConfigError> {
+    forward.check_url().map_err(|e| at.at_top("url", e))?;
+    forward.ca_file = forward.ca_file.as_deref().map(|p| at.resolve(p));
+    let token = match (&forward.token, &forward.token_file) {
+        (Some(t), None) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(at.resolve(f))
+            .map_err(|e| at.at_top("token_file", format!("cannot read {}: {e}", f.display())))?
+            .trim()
+            .to_owned(),
+        _ => {
+            return Err(at.at_top("[forward]", "set exactly one of token or token_file".into()));
+        }
+    };
+    if token.len() < 16 {
+        return Err(at.at_top(
+            "token",
+            "a gateway token must be at least 16 characters".into(),
+        ));
+    }
+    if forward.max_batch_readings == 0 || forward.timeout.is_nan() || forward.timeout <= 0.0 {
+        return Err(at.at_top(
+            "[forward]",
+            "max_batch_readings and timeout must be positive".into(),
+        ));
+    }
+    Ok(token)
+}
+
+/// The built-in conversion factors with the site's own added, and the site's default
+/// selection checked against them.
+fn factor_tables(
+    coal: Vec<CoalFactor>,
+    carbon: Vec<CarbonFactor>,
+    density: BTreeMap<Category, f64>,
+    selection: &FactorSelection,
+    at: &ConfigFile,
+) -> Result<FactorTables, ConfigError> {
+    let factors = FactorTables::builtin()
+        .and_then(|t| t.with_overrides(coal, carbon, density))
+        .map_err(|e| at.at_top("[factors]", e.to_string()))?;
+    factors
+        .check_selection(selection)
+        .map_err(|e| at.at_top("[factors]", e.to_string()))?;
+    Ok(factors)
+}
+
+/// The built-in device profiles, and those of `profile_dir`.
+fn profile_library(gateway: &GatewaySection, at: &ConfigFile) -> Result<Library, ConfigError> {
+    let mut library = Library::builtin().map_err(|e| at.at_top("[gateway]", e.to_string()))?;
+    if let Some(dir) = &gateway.profile_dir {
+        load_profile_dir(&mut library, dir).map_err(|e| at.at_top("profile_dir", e))?;
+    }
+    Ok(library)
+}
+
+/// `[[account]]`s by code: each listed once, its factor selection known.
+fn check_accounts(
+    raw: Vec<Spanned<AccountSection>>,
+    factors: &FactorTables,
+    at: &ConfigFile,
+) -> Result<BTreeMap<AccountCode, AccountSection>, ConfigError> {
+    let mut accounts = BTreeMap::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        let span = a.span();
+        let a = a.into_inner();
+        factors.check_selection(&a.factors).map_err(|e| {
+            at.invalid(
+                span.clone(),
+                format!("account[{i}] ({})", a.code),
+                e.to_string(),
+            )
+        })?;
+        if accounts.insert(a.code.clone(), a.clone()).is_some() {
+            return Err(at.invalid(
+                span,
+                format!("account[{i}].code"),
+                format!("{} is listed twice", a.code),
+            ));
+        }
+    }
+    Ok(accounts)
+}
+
+/// What the devices of a site share while they are validated: one copy of each profile
+/// however many devices use it (a site may have a thousand meters of one model), the meters
+/// seen, and the settings of each serial line.
+#[derive(Default)]
+struct DeviceSet {
+    profiles: HashMap<String, Arc<Profile>>,
+    meters: HashSet<(AccountCode, MeterId)>,
+    /// Serial port → (first device on it, its line settings).
+    serial_lines: BTreeMap<PathBuf, (usize, SerialLine)>,
+}
+
+/// Errors about one `[[device]]`, with keys like `device[3].source.unit (110108A001/main)`.
+struct DeviceAt<'a> {
+    file: &'a ConfigFile<'a>,
+    index: usize,
+    span: Range<usize>,
+    /// `account/meter`.
+    name: String,
+}
+
+impl DeviceAt<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("device[{}].{k} ({})", self.index, self.name)
+    }
+
+    /// An error at the device's own line.
+    fn bad(&self, k: &str, message: String) -> ConfigError {
+        self.file.invalid(self.span.clone(), self.key(k), message)
+    }
+
+    /// An error at the line of one of the device's keys.
+    fn bad_at(&self, span: Range<usize>, k: &str, message: String) -> ConfigError {
+        self.file.invalid(span, self.key(k), message)
+    }
+}
+
+/// `[[device]]`s, each with its profile resolved and its registers chosen.
+fn check_devices(
+    raw: Vec<Spanned<DeviceSection>>,
+    library: &Library,
+    default_poll: f64,
+    at: &ConfigFile,
+) -> Result<Vec<Device>, ConfigError> {
+    let mut set = DeviceSet::default();
+    let mut devices = Vec::new();
+    for (i, d) in raw.into_iter().enumerate() {
+        let span = d.span();
+        let d = d.into_inner();
+        let device_at = DeviceAt {
+            file: at,
+            index: i,
+            span,
+            name: format!("{}/{}", d.account, d.meter),
+        };
+        devices.push(check_device(
+            d,
+            &device_at,
+            library,
+            default_poll,
+            &mut set,
+        )?);
+    }
+    Ok(devices)
+}
+
+fn check_device(
+    d: DeviceSection,
+    at: &DeviceAt,
+    library: &Library,
+    default_poll: f64,
+    set: &mut DeviceSet,
+) -> Result<Device, ConfigError> {
+    if !set.meters.insert((d.account.clone(), d.meter.clone())) {
+        return Err(at.bad(
+            "meter",
+            "this account already has a meter with this id".into(),
+        ));
+    }
+    let item =
+        EnergyCode::parse_in(&d.item, d.category).map_err(|e| at.bad("item", e.to_string()))?;
+    let profile =
+        shared_profile(&d.profile, library, &mut set.profiles).map_err(|e| at.bad("profile", e))?;
+    let registers = chosen_registers(&profile, d.registers.as_deref(), at)?;
+    let quantities = register_quantities(&profile, &d.quantities, &registers, at)?;
+    let max_delta = delta_limits(&profile, &quantities, &d.max_delta, at)?;
+    let replacements = declared_replacements(&profile, &quantities, &d.replacement, at)?;
+    for (k, v) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
+        if !v.is_finite() || v <= 0.0 {
+            return Err(at.bad(k, format!("{v} must be a positive number")));
+        }
+    }
+    let poll = d.poll_interval.unwrap_or(default_poll);
+    if !(0.1..=86_400.0).contains(&poll) {
+        return Err(at.bad(
+            "poll_interval",
+            format!("{poll} s is outside 0.1 s ..= 1 day"),
+        ));
+    }
+    check_modbus_source(&d.source, at, &mut set.serial_lines)?;
+    let channels = Channels::new(&d.account, &d.meter, &profile, &registers, &quantities);
+    Ok(Device {
+        channels,
+        meter: d.meter,
+        account: d.account,
+        category: d.category,
+        item,
+        profile,
+        registers,
+        quantities,
+        source: d.source,
+        ratios: device_profiles::decode::Ratios {
+            ct: d.ct_ratio,
+            pt: d.pt_ratio,
+        },
+        poll_interval: Duration::from_secs_f64(poll),
+        max_delta,
+        replacements,
+    })
+}
+
+/// The library's profile `id`, shared with the devices that use it already.
+fn shared_profile(
+    id: &str,
+    library: &Library,
+    shared: &mut HashMap<String, Arc<Profile>>,
+) -> Result<Arc<Profile>, String> {
+    if let Some(p) = shared.get(id) {
+        return Ok(Arc::clone(p));
+    }
+    let p = Arc::new(library.get(id).map_err(|e| e.to_string())?.clone());
+    shared.insert(id.to_owned(), Arc::clone(&p));
+    Ok(p)
+}
+
+/// Indices of the registers a device reads: those named (all of the profile's when none
+/// are), and the fractions of those, which are read with the accumulator they belong to.
+fn chosen_registers(
+    profile: &Profile,
+    names: Option<&[String]>,
+    at: &DeviceAt,
+) -> Result<Vec<usize>, ConfigError> {
+    let mut registers: Vec<usize> = match names {
+        None => (0..profile.registers.len()).collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                profile
+                    .registers
+                    .iter()
+                    .position(|r| &r.name == n)
+                    .ok_or_else(|| {
+                        at.bad(
+                            "registers",
+                            format!("profile {} has no register {n:?}", profile.id),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let fractions: Vec<usize> = registers
+        .iter()
+        .flat_map(|&i| {
+            let main = &profile.registers[i].name;
+            profile
+                .registers
+                .iter()
+                .enumerate()
+                .filter(move |(_, r)| r.fraction_of.as_deref() == Some(main.as_str()))
+                .map(|(j, _)| j)
+        })
+        .collect();
+    for j in fractions {
+        if !registers.contains(&j) {
+            registers.push(j);
+        }
+    }
+    Ok(registers)
+}
+
+/// Per profile register, what it measures at this installation: the profile's quantity or
+/// the device's `quantities` override, which must keep the register's unit.
+fn register_quantities(
+    profile: &Profile,
+    overrides: &BTreeMap<String, Quantity>,
+    registers: &[usize],
+    at: &DeviceAt,
+) -> Result<Vec<Quantity>, ConfigError> {
+    for name in overrides.keys() {
+        if profile.register(name).is_none() {
+            return Err(at.bad(
+                "quantities",
+                format!("profile {} has no register {name:?}", profile.id),
+            ));
+        }
+    }
+    let quantities: Vec<Quantity> = profile
+        .registers
+        .iter()
+        .map(|r| overrides.get(&r.name).copied().unwrap_or(r.quantity))
+        .collect();
+    for &r in registers {
+        let reg = &profile.registers[r];
+        if reg.quantity.canonical_unit() != quantities[r].canonical_unit() {
+            return Err(at.bad(
+                "quantities",
+                format!(
+                    "{} measures {}, which {} cannot be",
+                    reg.name, reg.quantity, quantities[r]
+                ),
+            ));
+        }
+    }
+    Ok(quantities)
+}
+
+/// The index of register `name` of `profile`, if it measures a cumulative quantity.
+fn cumulative_register(
+    profile: &Profile,
+    quantities: &[Quantity],
+    name: &str,
+) -> Result<usize, String> {
+    match profile.registers.iter().position(|r| r.name == name) {
+        None => Err(format!("profile {} has no register {name:?}", profile.id)),
+        Some(r) if !quantities[r].is_cumulative() => Err(format!(
+            "{name} measures {}, which is not a cumulative quantity",
+            quantities[r]
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
+/// Per profile register, the plausibility limit on its deltas (`max_delta`).
+fn delta_limits(
+    profile: &Profile,
+    quantities: &[Quantity],
+    limits: &BTreeMap<String, Spanned<f64>>,
+    at: &DeviceAt,
+) -> Result<Vec<Option<f64>>, ConfigError> {
+    let mut max_delta = vec![None; profile.registers.len()];
+    for (name, limit) in limits {
+        let bad = |m: String| at.bad_at(limit.span(), &format!("max_delta.{name}"), m);
+        let r = cumulative_register(profile, quantities, name).map_err(bad)?;
+        let v = *limit.get_ref();
+        if !v.is_finite() || v <= 0.0 {
+            return Err(bad(format!("{v} must be a positive number")));
+        }
+        max_delta[r] = Some(v);
+    }
+    Ok(max_delta)
+}
+
+/// Per profile register, its declared meter replacements (`[[device.replacement]]`), oldest
+/// first.
+fn declared_replacements(
+    profile: &Profile,
+    quantities: &[Quantity],
+    declared: &[Spanned<ReplacementSection>],
+    at: &DeviceAt,
+) -> Result<Vec<Vec<crate::counter::Replacement>>, ConfigError> {
+    let mut replacements = vec![Vec::new(); profile.registers.len()];
+    for (j, rep) in declared.iter().enumerate() {
+        let bad = |k: &str, m: String| at.bad_at(rep.span(), &format!("replacement[{j}].{k}"), m);
+        let rep = rep.get_ref();
+        let r = cumulative_register(profile, quantities, &rep.register)
+            .map_err(|m| bad("register", m))?;
+        let when = replacement_at(&rep.at).map_err(|m| bad("at", m))?;
+        for (k, v) in [("old_final", rep.old_final), ("new_start", rep.new_start)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(bad(k, format!("{v} must be a reading, zero or more")));
+            }
+        }
+        if replacements[r]
+            .iter()
+            .any(|x: &crate::counter::Replacement| x.at == when)
+        {
+            return Err(bad(
+                "at",
+                format!("{} is declared twice for {}", rep.at, rep.register),
+            ));
+        }
+        replacements[r].push(crate::counter::Replacement {
+            at: when,
+            old_final: rep.old_final,
+            new_start: rep.new_start,
+        });
+    }
+    for r in &mut replacements {
+        r.sort_by_key(|x| x.at);
+    }
+    Ok(replacements)
+}
+
+/// A device's Modbus source: retries bounded, a host or a serial port, a unit id in range,
+/// and on a serial line the same speed and framing as the line's other devices.
+fn check_modbus_source(
+    source: &SourceConfig,
+    at: &DeviceAt,
+    serial_lines: &mut BTreeMap<PathBuf, (usize, SerialLine)>,
+) -> Result<(), ConfigError> {
+    if source.retries() > 10 {
+        return Err(at.bad(
+            "source.retries",
+            format!("{} is more than 10", source.retries()),
+        ));
+    }
+    match source {
+        SourceConfig::ModbusTcp { host, unit, .. } => {
+            if host.is_empty() {
+                return Err(at.bad("source.host", "must not be empty".into()));
+            }
+            if *unit > 247 {
+                return Err(at.bad("source.unit", format!("unit id {unit} is outside 0..=247")));
+            }
+            Ok(())
+        }
+        SourceConfig::ModbusRtu {
+            port,
+            baud,
+            parity,
+            data_bits,
+            stop_bits,
+            unit,
+            ..
+        } => {
+            check_serial_framing(*baud, *data_bits, *stop_bits, *unit, port, at)?;
+            // One serial line has one speed and framing: every device on it must agree.
+            let line = (*baud, *parity, *data_bits, *stop_bits);
+            match serial_lines.get(port) {
+                Some((other, settings)) if *settings != line => Err(at.bad(
+                    "source.port",
+                    format!(
+                        "{} is used by device[{other}] at {} baud, {:?} parity, {} data, {} stop bits; \
+                         devices on one line must use the same settings",
+                        port.display(),
+                        settings.0,
+                        settings.1,
+                        settings.2,
+                        settings.3
+                    ),
+                )),
+                Some(_) => Ok(()),
+                None => {
+                    serial_lines.insert(port.clone(), (at.index, line));
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// A Modbus RTU device's own settings: a port, a speed, 8 data bits, 1 or 2 stop bits, and a
+/// unit id that is not broadcast.
+fn check_serial_framing(
+    baud: u32,
+    data_bits: u8,
+    stop_bits: u8,
+    unit: u8,
+    port: &Path,
+    at: &DeviceAt,
+) -> Result<(), ConfigError> {
+    if port.as_os_str().is_empty() {
+        return Err(at.bad("source.port", "must not be empty".into()));
+    }
+    if !(300..=1_000_000).contains(&baud) {
+        return Err(at.bad("source.baud", format!("{baud} is outside 300..=1000000")));
+    }
+    if data_bits != 8 {
+        return Err(at.bad(
+            "source.data_bits",
+            format!("Modbus RTU frames need 8 data bits, not {data_bits}"),
+        ));
+    }
+    if !matches!(stop_bits, 1 | 2) {
+        return Err(at.bad(
+            "source.stop_bits",
+            format!("{stop_bits} is neither 1 nor 2"),
+        ));
+    }
+    // 0 is broadcast: nobody answers a read sent to it.
+    if !(1..=247).contains(&unit) {
+        return Err(at.bad("source.unit", format!("unit id {unit} is outside 1..=247")));
+    }
+    Ok(())
 }
 
 fn load_profile_dir(library: &mut Library, dir: &Path) -> Result<(), String> {

@@ -20,8 +20,11 @@ use rustls::pki_types::pem::PemObject;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::ForwardSection;
 use crate::spool::{EncodedBatch, Spool};
+/// Re-exported where it has always been found: the forwarder's clients need it installed.
+pub use crate::tls::install_crypto_provider;
 
 pub mod mqtt;
 
@@ -128,14 +131,8 @@ pub struct Forwarder {
 
 /// Exponential backoff from 250 ms to 60 s with ±25 % jitter, so many gateways coming back
 /// after an outage do not hit ingest in lockstep.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = 250u64.saturating_mul(1u64 << attempt.min(8)).min(60_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let jitter = (nanos % 500) as i64 - 250; // ±25 % in thousandths
-    Duration::from_millis((base as i64 + base as i64 * jitter / 1000).max(1) as u64)
-}
+pub(crate) const RETRY: Backoff =
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(60), 0.25);
 
 impl Forwarder {
     /// Sends the spooled payload as it is: the spool stored the request body.
@@ -239,7 +236,7 @@ impl Forwarder {
                 }
                 Outcome::Retry(msg) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff(attempt);
+                    let wait = RETRY.delay(attempt);
                     if attempt.is_power_of_two() || attempt == 0 {
                         warn!(seq, attempt, retry_in = ?wait, error = %msg, "forwarding failed");
                     }
@@ -260,23 +257,15 @@ impl Forwarder {
     }
 }
 
-/// Installs rustls' ring provider for this process. reqwest and rumqttc are built without a provider
-/// of their own (their default one is aws-lc, a C build), so one must be installed before any client is
-/// built; a second call is harmless.
-pub fn install_crypto_provider() {
-    // Err only means a provider is installed already, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn backoff_grows_and_is_bounded() {
-        assert!(backoff(0) <= Duration::from_millis(313));
-        assert!(backoff(3) >= Duration::from_millis(1500));
-        assert!(backoff(30) <= Duration::from_millis(75_000));
-        assert!(backoff(30) >= Duration::from_millis(45_000));
+        assert!(RETRY.delay(0) <= Duration::from_millis(313));
+        assert!(RETRY.delay(3) >= Duration::from_millis(1500));
+        assert!(RETRY.delay(30) <= Duration::from_millis(75_000));
+        assert!(RETRY.delay(30) >= Duration::from_millis(45_000));
     }
 }

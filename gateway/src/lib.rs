@@ -7,7 +7,9 @@
 //! [`forward`]er sends spooled batches to ingest over HTTP and deletes each only after a 2xx.
 //! [`config`] describes a site; [`run`] wires the stages together.
 
+pub mod backoff;
 pub mod broker;
+pub mod channel;
 pub mod config;
 pub mod counter;
 pub mod forward;
@@ -15,6 +17,7 @@ pub mod normalize;
 pub mod run;
 pub mod source;
 pub mod spool;
+pub mod tls;
 pub mod wire;
 
 pub use config::{ConfigError, GatewayConfig, SiteConfig};

@@ -3,6 +3,7 @@
 //! meters through a [`bus::Bus`], one per TCP converter or serial line.
 
 pub mod bus;
+pub mod connection;
 pub mod modbus;
 pub mod mqtt;
 pub mod tcp;

@@ -10,8 +10,8 @@
 //! * `application/json` (also assumed when there is no `Content-Type`): the object
 //!   `{"version": 1, "gateway": "…", "seq": N, "readings": [{…}, …]}` of
 //!   [`reading_model::Batch`]; unknown fields are rejected.
-//! * `application/vnd.apache.arrow.stream`: an [Arrow IPC stream] ([`ipc`] documents the
-//!   columns) — one schema message, any number of record batches, rows in stream order.
+//! * `application/vnd.apache.arrow.stream`: an [Arrow IPC stream] (the [`wire`] crate documents
+//!   the columns) — one schema message, any number of record batches, rows in stream order.
 //!   Batch-level fields are schema metadata: `jieneng.gateway` (required), `jieneng.seq`
 //!   (required, decimal u64) and `jieneng.version` (decimal, default `1`).
 //!
@@ -43,7 +43,7 @@ pub mod ipc;
 pub mod json;
 
 /// `Content-Type` of an Arrow IPC stream batch.
-pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub use wire::ARROW_STREAM;
 /// `Content-Type` of a JSON batch.
 pub const JSON: &str = "application/json";
 /// Decompressed bytes allowed per byte of `max_body_bytes`.
@@ -142,6 +142,23 @@ fn row_message(row: usize, field: &str, message: &str) -> String {
         format!("readings[{row}]: {message}")
     } else {
         format!("readings[{row}].{field}: {message}")
+    }
+}
+
+impl From<wire::DecodeError> for DecodeError {
+    fn from(e: wire::DecodeError) -> Self {
+        match e {
+            wire::DecodeError::Malformed(message) => Self::Malformed(message),
+            wire::DecodeError::Invalid {
+                row,
+                field,
+                message,
+            } => Self::Invalid {
+                row,
+                field,
+                message,
+            },
+        }
     }
 }
 

@@ -343,6 +343,9 @@ pub(super) struct Where<'a> {
     pub resolve: &'a dyn Fn(&Path) -> PathBuf,
 }
 
+/// An error about one key of the section being checked.
+type Bad<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+
 pub(super) fn validate(
     gateway: &GatewayId,
     sources: Vec<Spanned<MqttSourceSection>>,
@@ -365,71 +368,8 @@ pub(super) fn validate(
         if s.name.is_empty() || !names.insert(s.name.clone()) {
             return Err(bad("name", "must be non-empty and unique".into()));
         }
-        if s.host.is_empty() {
-            return Err(bad("host", "must not be empty".into()));
-        }
-        let password = match (&s.password, &s.password_file) {
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(f)) => Some(
-                std::fs::read_to_string((at.resolve)(f))
-                    .map_err(|e| bad("password_file", format!("cannot read {}: {e}", f.display())))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "password",
-                    "set at most one of password and password_file".into(),
-                ));
-            }
-        };
-        let credentials = match (s.username.clone(), password) {
-            (Some(u), Some(p)) => Some((u, p)),
-            (None, None) => None,
-            _ => {
-                return Err(bad("username", "username and password go together".into()));
-            }
-        };
-        let tls_ca = s.tls.as_ref().map(|t| (at.resolve)(&t.ca_file));
-        if let Some(ca) = tls_ca.as_ref().filter(|ca| !ca.is_file()) {
-            return Err(bad(
-                "tls.ca_file",
-                format!("{} is not a file", ca.display()),
-            ));
-        }
-        if !(1.0..=65_535.0).contains(&s.keep_alive) {
-            return Err(bad(
-                "keep_alive",
-                format!("{} s is outside 1 ..= 65535 s", s.keep_alive),
-            ));
-        }
-        if s.dead_letter_max_bytes < 64 << 10 {
-            return Err(bad(
-                "dead_letter_max_bytes",
-                format!("{} is below the 64 KiB minimum", s.dead_letter_max_bytes),
-            ));
-        }
-        let client_id = s
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("jieneng-{gateway}-{}", s.name));
-        if client_id.is_empty() || client_id.contains(['+', '#', '/']) {
-            return Err(bad(
-                "client_id",
-                format!("{client_id:?} must be non-empty, without + # /"),
-            ));
-        }
-        out.sources.push(MqttSource {
-            port: s.port.unwrap_or(if tls_ca.is_some() { 8883 } else { 1883 }),
-            name: s.name,
-            host: s.host,
-            client_id,
-            credentials,
-            tls_ca,
-            keep_alive: Duration::from_secs_f64(s.keep_alive),
-            dead_letter_max_bytes: s.dead_letter_max_bytes,
-        });
+        let source = check_source(gateway, &s, at, &bad)?;
+        out.sources.push(source);
     }
 
     let mut seen = HashSet::new();
@@ -449,185 +389,305 @@ pub(super) fn validate(
                 "this account already has an MQTT meter with this id".into(),
             ));
         }
-        let item =
-            EnergyCode::parse_in(&d.item, d.category).map_err(|e| bad("item", e.to_string()))?;
-        let source = match &d.source {
-            Some(name) => out
-                .sources
-                .iter()
-                .position(|s| &s.name == name)
-                .ok_or_else(|| bad("source", format!("no [[mqtt_source]] is named {name:?}")))?,
-            None if out.sources.len() == 1 => 0,
-            None => {
-                return Err(bad(
-                    "source",
-                    format!(
-                        "name one of the {} [[mqtt_source]] sections",
-                        out.sources.len()
-                    ),
-                ));
-            }
-        };
-        if !rumqttc::valid_filter(&d.topic) {
-            return Err(bad(
-                "topic",
-                format!("{:?} is not an MQTT topic filter", d.topic),
-            ));
-        }
-        if !(1.0..=86_400.0).contains(&d.interval) {
-            return Err(bad(
-                "interval",
-                format!("{} s is outside 1 s ..= 1 day", d.interval),
-            ));
-        }
-        if d.channel.as_deref() == Some("") {
-            return Err(bad("channel", "must not be empty".into()));
-        }
-        let firmware = match d.firmware.clone() {
-            FirmwareSection::Tasmota { utc_offset } => Firmware::Tasmota {
-                utc_offset: utc_offset.parse().map_err(|e| {
-                    bad(
-                        "firmware.utc_offset",
-                        format!("{utc_offset:?} is not an offset like +08:00: {e}"),
-                    )
-                })?,
-            },
-            FirmwareSection::Shelly => Firmware::Shelly,
-            FirmwareSection::Esphome {
-                sensors,
-                discovery_prefix,
-            } => {
-                if discovery_prefix.is_empty() || rumqttc::has_wildcards(&discovery_prefix) {
-                    return Err(bad(
-                        "firmware.discovery_prefix",
-                        "must be a topic level without wildcards".into(),
-                    ));
-                }
-                Firmware::Esphome {
-                    sensors,
-                    discovery_prefix,
-                }
-            }
-            FirmwareSection::Zigbee2mqtt { base_topic } => {
-                if base_topic.is_empty() || rumqttc::has_wildcards(&base_topic) {
-                    return Err(bad(
-                        "firmware.base_topic",
-                        "must be a topic without wildcards".into(),
-                    ));
-                }
-                Firmware::Zigbee2mqtt { base_topic }
-            }
-            FirmwareSection::Sparkplug { metrics } => {
-                if !d.topic.starts_with(sparkplug::NAMESPACE) {
-                    return Err(bad(
-                        "topic",
-                        format!("a Sparkplug B topic starts with {}", sparkplug::NAMESPACE),
-                    ));
-                }
-                Firmware::Sparkplug(
-                    SparkplugConfig::new(metrics)
-                        .map_err(|e| bad("firmware.metrics", e.to_string()))?,
-                )
-            }
-            FirmwareSection::JsonMapping { fields, timestamp } => Firmware::JsonMapping(
-                JsonMapping::new(fields, timestamp)
-                    .map_err(|e| bad("firmware.fields", e.to_string()))?,
-            ),
-        };
-        let cumulative = |name: &str| match Quantity::parse(name) {
-            Ok(q) if q.is_cumulative() => Ok(q),
-            Ok(q) => Err(format!("{q} is not a cumulative quantity")),
-            Err(e) => Err(e.to_string()),
-        };
-        let mut max_delta = Vec::new();
-        for (name, &v) in &d.max_delta {
-            let key = format!("max_delta.{name}");
-            let q = cumulative(name).map_err(|m| bad(&key, m))?;
-            if !v.is_finite() || v <= 0.0 {
-                return Err(bad(&key, format!("{v} must be a positive number")));
-            }
-            max_delta.push((q, v));
-        }
-        let mut replacements: Vec<MqttReplacement> = Vec::new();
-        for (j, r) in d.replacement.iter().enumerate() {
-            let key = |k: &str| format!("replacement[{j}].{k}");
-            let quantity = cumulative(&r.quantity).map_err(|m| bad(&key("quantity"), m))?;
-            let at = super::replacement_at(&r.at).map_err(|m| bad(&key("at"), m))?;
-            for (k, v) in [("old_final", r.old_final), ("new_start", r.new_start)] {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(bad(&key(k), format!("{v} must be a reading, zero or more")));
-                }
-            }
-            if replacements
-                .iter()
-                .any(|x| x.quantity == quantity && x.channel == r.channel && x.replacement.at == at)
-            {
-                return Err(bad(
-                    &key("at"),
-                    format!("{} is declared twice for {}", r.at, r.quantity),
-                ));
-            }
-            replacements.push(MqttReplacement {
-                quantity,
-                channel: r.channel.clone(),
-                replacement: crate::counter::Replacement {
-                    at,
-                    old_final: r.old_final,
-                    new_start: r.new_start,
-                },
-            });
-        }
-        replacements.sort_by_key(|r| r.replacement.at);
-        out.devices.push(MqttDevice {
-            meter: d.meter,
-            account: d.account,
-            category: d.category,
-            item,
-            source,
-            topic: d.topic,
-            firmware,
-            channel: d.channel,
-            interval: Duration::from_secs_f64(d.interval),
-            device_time: d.device_time,
-            max_delta,
-            replacements,
-        });
+        let device = check_device(&d, &out.sources, &bad)?;
+        out.devices.push(device);
     }
 
     if let Some(b) = broker {
         let span = b.span();
         let b = b.into_inner();
         let bad = |k: &str, m: String| (at.invalid)(span.clone(), format!("mqtt_broker.{k}"), m);
-        if b.users.is_empty() {
-            return Err(bad(
-                "users",
-                "the embedded broker requires authentication: list at least one user".into(),
-            ));
-        }
-        for (user, password) in &b.users {
-            if user.is_empty() || password.len() < 8 {
-                return Err(bad(
-                    "users",
-                    format!(
-                        "user {user:?}: names must be non-empty and passwords at least 8 characters"
-                    ),
-                ));
-            }
-        }
-        if b.max_connections == 0 || b.max_payload_bytes < 1024 {
-            return Err(bad(
-                "max_connections",
-                "max_connections must be positive and max_payload_bytes at least 1024".into(),
-            ));
-        }
-        out.broker = Some(EmbeddedBroker {
-            listen: b.listen,
-            users: b.users,
-            max_connections: b.max_connections,
-            max_payload_bytes: b.max_payload_bytes,
-        });
+        out.broker = Some(check_broker(b, &bad)?);
     }
     Ok(out)
+}
+
+/// One `[[mqtt_source]]` (its name already checked unique): a host, credentials, TLS, and a
+/// client id.
+fn check_source(
+    gateway: &GatewayId,
+    s: &MqttSourceSection,
+    at: &Where<'_>,
+    bad: Bad<'_>,
+) -> Result<MqttSource, ConfigError> {
+    if s.host.is_empty() {
+        return Err(bad("host", "must not be empty".into()));
+    }
+    let credentials = source_credentials(s, at, bad)?;
+    let tls_ca = s.tls.as_ref().map(|t| (at.resolve)(&t.ca_file));
+    if let Some(ca) = tls_ca.as_ref().filter(|ca| !ca.is_file()) {
+        return Err(bad(
+            "tls.ca_file",
+            format!("{} is not a file", ca.display()),
+        ));
+    }
+    if !(1.0..=65_535.0).contains(&s.keep_alive) {
+        return Err(bad(
+            "keep_alive",
+            format!("{} s is outside 1 ..= 65535 s", s.keep_alive),
+        ));
+    }
+    if s.dead_letter_max_bytes < 64 << 10 {
+        return Err(bad(
+            "dead_letter_max_bytes",
+            format!("{} is below the 64 KiB minimum", s.dead_letter_max_bytes),
+        ));
+    }
+    let client_id = s
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("jieneng-{gateway}-{}", s.name));
+    if client_id.is_empty() || client_id.contains(['+', '#', '/']) {
+        return Err(bad(
+            "client_id",
+            format!("{client_id:?} must be non-empty, without + # /"),
+        ));
+    }
+    Ok(MqttSource {
+        port: s.port.unwrap_or(if tls_ca.is_some() { 8883 } else { 1883 }),
+        name: s.name.clone(),
+        host: s.host.clone(),
+        client_id,
+        credentials,
+        tls_ca,
+        keep_alive: Duration::from_secs_f64(s.keep_alive),
+        dead_letter_max_bytes: s.dead_letter_max_bytes,
+    })
+}
+
+/// A source's user name and password (given, or read from `password_file`), or none.
+fn source_credentials(
+    s: &MqttSourceSection,
+    at: &Where<'_>,
+    bad: Bad<'_>,
+) -> Result<Option<(String, String)>, ConfigError> {
+    let password = match (&s.password, &s.password_file) {
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string((at.resolve)(f))
+                .map_err(|e| bad("password_file", format!("cannot read {}: {e}", f.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "password",
+                "set at most one of password and password_file".into(),
+            ));
+        }
+    };
+    match (s.username.clone(), password) {
+        (Some(u), Some(p)) => Ok(Some((u, p))),
+        (None, None) => Ok(None),
+        _ => Err(bad("username", "username and password go together".into())),
+    }
+}
+
+/// One `[[mqtt_device]]` (its meter already checked unique): its source, topic, firmware,
+/// delta limits and replacements.
+fn check_device(
+    d: &MqttDeviceSection,
+    sources: &[MqttSource],
+    bad: Bad<'_>,
+) -> Result<MqttDevice, ConfigError> {
+    let item = EnergyCode::parse_in(&d.item, d.category).map_err(|e| bad("item", e.to_string()))?;
+    let source = match &d.source {
+        Some(name) => sources
+            .iter()
+            .position(|s| &s.name == name)
+            .ok_or_else(|| bad("source", format!("no [[mqtt_source]] is named {name:?}")))?,
+        None if sources.len() == 1 => 0,
+        None => {
+            return Err(bad(
+                "source",
+                format!("name one of the {} [[mqtt_source]] sections", sources.len()),
+            ));
+        }
+    };
+    if !rumqttc::valid_filter(&d.topic) {
+        return Err(bad(
+            "topic",
+            format!("{:?} is not an MQTT topic filter", d.topic),
+        ));
+    }
+    if !(1.0..=86_400.0).contains(&d.interval) {
+        return Err(bad(
+            "interval",
+            format!("{} s is outside 1 s ..= 1 day", d.interval),
+        ));
+    }
+    if d.channel.as_deref() == Some("") {
+        return Err(bad("channel", "must not be empty".into()));
+    }
+    let firmware = device_firmware(d, bad)?;
+    let max_delta = delta_limits(&d.max_delta, bad)?;
+    let replacements = declared_replacements(&d.replacement, bad)?;
+    Ok(MqttDevice {
+        meter: d.meter.clone(),
+        account: d.account.clone(),
+        category: d.category,
+        item,
+        source,
+        topic: d.topic.clone(),
+        firmware,
+        channel: d.channel.clone(),
+        interval: Duration::from_secs_f64(d.interval),
+        device_time: d.device_time,
+        max_delta,
+        replacements,
+    })
+}
+
+/// The decoder settings of a device's firmware, checked.
+fn device_firmware(d: &MqttDeviceSection, bad: Bad<'_>) -> Result<Firmware, ConfigError> {
+    Ok(match d.firmware.clone() {
+        FirmwareSection::Tasmota { utc_offset } => Firmware::Tasmota {
+            utc_offset: utc_offset.parse().map_err(|e| {
+                bad(
+                    "firmware.utc_offset",
+                    format!("{utc_offset:?} is not an offset like +08:00: {e}"),
+                )
+            })?,
+        },
+        FirmwareSection::Shelly => Firmware::Shelly,
+        FirmwareSection::Esphome {
+            sensors,
+            discovery_prefix,
+        } => {
+            if discovery_prefix.is_empty() || rumqttc::has_wildcards(&discovery_prefix) {
+                return Err(bad(
+                    "firmware.discovery_prefix",
+                    "must be a topic level without wildcards".into(),
+                ));
+            }
+            Firmware::Esphome {
+                sensors,
+                discovery_prefix,
+            }
+        }
+        FirmwareSection::Zigbee2mqtt { base_topic } => {
+            if base_topic.is_empty() || rumqttc::has_wildcards(&base_topic) {
+                return Err(bad(
+                    "firmware.base_topic",
+                    "must be a topic without wildcards".into(),
+                ));
+            }
+            Firmware::Zigbee2mqtt { base_topic }
+        }
+        FirmwareSection::Sparkplug { metrics } => {
+            if !d.topic.starts_with(sparkplug::NAMESPACE) {
+                return Err(bad(
+                    "topic",
+                    format!("a Sparkplug B topic starts with {}", sparkplug::NAMESPACE),
+                ));
+            }
+            Firmware::Sparkplug(
+                SparkplugConfig::new(metrics)
+                    .map_err(|e| bad("firmware.metrics", e.to_string()))?,
+            )
+        }
+        FirmwareSection::JsonMapping { fields, timestamp } => Firmware::JsonMapping(
+            JsonMapping::new(fields, timestamp)
+                .map_err(|e| bad("firmware.fields", e.to_string()))?,
+        ),
+    })
+}
+
+/// A quantity by name, if it is cumulative (a counter with deltas).
+fn cumulative(name: &str) -> Result<Quantity, String> {
+    match Quantity::parse(name) {
+        Ok(q) if q.is_cumulative() => Ok(q),
+        Ok(q) => Err(format!("{q} is not a cumulative quantity")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Per cumulative quantity, the plausibility limit on its deltas (`max_delta`).
+fn delta_limits(
+    limits: &BTreeMap<String, f64>,
+    bad: Bad<'_>,
+) -> Result<Vec<(Quantity, f64)>, ConfigError> {
+    let mut max_delta = Vec::new();
+    for (name, &v) in limits {
+        let key = format!("max_delta.{name}");
+        let q = cumulative(name).map_err(|m| bad(&key, m))?;
+        if !v.is_finite() || v <= 0.0 {
+            return Err(bad(&key, format!("{v} must be a positive number")));
+        }
+        max_delta.push((q, v));
+    }
+    Ok(max_delta)
+}
+
+/// The device's declared counter replacements, oldest first.
+fn declared_replacements(
+    declared: &[MqttReplacementSection],
+    bad: Bad<'_>,
+) -> Result<Vec<MqttReplacement>, ConfigError> {
+    let mut replacements: Vec<MqttReplacement> = Vec::new();
+    for (j, r) in declared.iter().enumerate() {
+        let key = |k: &str| format!("replacement[{j}].{k}");
+        let quantity = cumulative(&r.quantity).map_err(|m| bad(&key("quantity"), m))?;
+        let at = super::replacement_at(&r.at).map_err(|m| bad(&key("at"), m))?;
+        for (k, v) in [("old_final", r.old_final), ("new_start", r.new_start)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(bad(&key(k), format!("{v} must be a reading, zero or more")));
+            }
+        }
+        if replacements
+            .iter()
+            .any(|x| x.quantity == quantity && x.channel == r.channel && x.replacement.at == at)
+        {
+            return Err(bad(
+                &key("at"),
+                format!("{} is declared twice for {}", r.at, r.quantity),
+            ));
+        }
+        replacements.push(MqttReplacement {
+            quantity,
+            channel: r.channel.clone(),
+            replacement: crate::counter::Replacement {
+                at,
+                old_final: r.old_final,
+                new_start: r.new_start,
+            },
+        });
+    }
+    replacements.sort_by_key(|r| r.replacement.at);
+    Ok(replacements)
+}
+
+/// `[mqtt_broker]`: authenticated users and sane limits.
+fn check_broker(b: BrokerSection, bad: Bad<'_>) -> Result<EmbeddedBroker, ConfigError> {
+    if b.users.is_empty() {
+        return Err(bad(
+            "users",
+            "the embedded broker requires authentication: list at least one user".into(),
+        ));
+    }
+    for (user, password) in &b.users {
+        if user.is_empty() || password.len() < 8 {
+            return Err(bad(
+                "users",
+                format!(
+                    "user {user:?}: names must be non-empty and passwords at least 8 characters"
+                ),
+            ));
+        }
+    }
+    if b.max_connections == 0 || b.max_payload_bytes < 1024 {
+        return Err(bad(
+            "max_connections",
+            "max_connections must be positive and max_payload_bytes at least 1024".into(),
+        ));
+    }
+    Ok(EmbeddedBroker {
+        listen: b.listen,
+        users: b.users,
+        max_connections: b.max_connections,
+        max_payload_bytes: b.max_payload_bytes,
+    })
 }
 
 #[cfg(test)]

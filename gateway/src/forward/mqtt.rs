@@ -135,7 +135,7 @@ impl MqttLink {
                             }
                             failures = failures.saturating_add(1);
                             // rumqttc reconnects on the next poll; don't spin meanwhile.
-                            tokio::time::sleep(super::backoff(failures.min(6))).await;
+                            tokio::time::sleep(super::RETRY.delay(failures.min(6))).await;
                         }
                     }
                 }

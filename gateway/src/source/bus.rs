@@ -40,7 +40,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::DeviceStats;
-use super::modbus::{Connection, ReadError};
+use super::connection::{Connection, ReadError};
+use crate::backoff::Backoff;
 use crate::config::SourceConfig;
 
 /// What identifies a bus: devices with equal keys share one connection.
@@ -73,28 +74,9 @@ impl std::fmt::Display for BusKey {
 
 /// The longest wait between two reopen attempts.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
-/// The wait after the second consecutive failure; it doubles with each further one.
-const RECONNECT_BASE: Duration = Duration::from_millis(200);
-
-/// `base · 2^(n-1)`, capped, with ±25 % jitter so gateways restarted together do not
-/// reconnect in step.
-pub fn backoff(base: Duration, n: u32, cap: Duration) -> Duration {
-    let exp = base
-        .saturating_mul(1 << n.saturating_sub(1).min(16))
-        .min(cap);
-    jitter(exp)
-}
-
-/// `d` scaled by a random factor in [0.75, 1.25).
-pub fn jitter(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded per instance: enough randomness for jitter without a dependency.
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
-    d.mul_f64(0.75 + unit / 2.0)
-}
+/// The wait after the second consecutive failure; it doubles with each further one, with
+/// ±25 % jitter so gateways restarted together do not reconnect in step.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(200), MAX_RECONNECT_BACKOFF, 0.25);
 
 struct ReadRequest {
     device: String,
@@ -441,7 +423,7 @@ fn reopen_delay(failures: u32) -> Duration {
     if failures <= 1 {
         Duration::ZERO
     } else {
-        backoff(RECONNECT_BASE, failures - 1, MAX_RECONNECT_BACKOFF)
+        RECONNECT.delay(failures - 2)
     }
 }
 
@@ -450,17 +432,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_to_its_cap_with_bounded_jitter() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(2);
-        for n in 1..40 {
-            let d = backoff(base, n, cap);
-            let exp = base.saturating_mul(1 << (n - 1).min(16)).min(cap);
-            assert!(
-                d >= exp.mul_f64(0.75) && d <= exp.mul_f64(1.25),
-                "{n}: {d:?}"
-            );
-        }
+    fn reopens_at_once_then_back_off_to_the_cap() {
         assert_eq!(reopen_delay(1), Duration::ZERO);
         assert!(reopen_delay(2) > Duration::ZERO);
         assert!(reopen_delay(100) <= MAX_RECONNECT_BACKOFF.mul_f64(1.25));

@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use self::dead_letter::{DeadLetter, DeadLetters};
+use crate::backoff::Backoff;
 use crate::config::mqtt::{Firmware, MqttConfig, MqttSource};
 
 /// Per-device warnings about bad payloads are logged at most this often.
@@ -52,8 +53,9 @@ const REQUEST_EVERY: Duration = Duration::from_secs(30);
 /// Shelly status requests waiting for an answer, at most.
 const MAX_PENDING: usize = 1024;
 
-/// Longest wait between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Waits between reconnect attempts: 250 ms, doubling up to 30 s (without jitter, as it
+/// always was).
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30), 0.0);
 
 /// One MQTT message for the normalizer: the samples decoded from it (none if it carried no
 /// readings) and how to acknowledge it once they are settled.
@@ -380,93 +382,10 @@ impl Router {
                 continue;
             }
             routed = true;
-            let client_id = &self.source.client_id;
-            let esphome = &self.esphome;
+            inc(&self.routes[ri].stats.messages);
+            let (decoded, mut problems) =
+                self.decode_for_route(ri, topic, payload, received_ms, now, &mut out);
             let route = &mut self.routes[ri];
-            inc(&route.stats.messages);
-            let mut problems = Vec::new();
-            let decoded: Result<Option<Vec<FirmwareValue>>, DecodeError> = match &mut route.decoder
-            {
-                Decoder::Tasmota(offset) => match tasmota::Message::of_topic(topic) {
-                    None => Ok(None),
-                    Some(_) => tasmota::decode(topic, payload, *offset).map(Some),
-                },
-                Decoder::Shelly(state) => match shelly::parse_topic(topic) {
-                    None => Ok(None),
-                    Some(t) => state.apply(topic, payload).map(|u| {
-                        if u.needs_full_status {
-                            let prefix = match t {
-                                shelly::Topic::Events { device }
-                                | shelly::Topic::Status { device, .. }
-                                | shelly::Topic::Online { device } => device,
-                            };
-                            if ask(&mut route.asked, prefix, now) {
-                                let id = self.next_id;
-                                self.next_id += 1;
-                                if self.pending.len() >= MAX_PENDING {
-                                    self.pending.retain(|_, (_, _, at)| {
-                                        now.duration_since(*at) < REQUEST_EVERY
-                                    });
-                                }
-                                if self.pending.len() < MAX_PENDING {
-                                    self.pending.insert(id, (ri, prefix.to_owned(), now));
-                                    let (topic, payload) =
-                                        shelly::get_status_request(prefix, client_id, id);
-                                    inc(&route.stats.requests);
-                                    out.publish.push(Outgoing {
-                                        topic,
-                                        qos: QoS::AtLeastOnce,
-                                        payload: payload.into_bytes(),
-                                    });
-                                }
-                            }
-                        }
-                        (!u.values.is_empty()).then_some(u.values)
-                    }),
-                },
-                Decoder::Esphome => {
-                    if esphome.spec(topic).is_none() && esphome::parse_state_topic(topic).is_none()
-                    {
-                        Ok(None)
-                    } else {
-                        esphome.decode(topic, payload).map(|v| v.map(|v| vec![v]))
-                    }
-                }
-                Decoder::Zigbee2mqtt(base) => match zigbee2mqtt::device_name(topic, base) {
-                    None => Ok(None),
-                    Some(_) => zigbee2mqtt::decode(topic, payload, base).map(Some),
-                },
-                Decoder::Sparkplug(host) => host.handle(topic, payload).map(|o| {
-                    if let Some(r) = o
-                        .rebirth
-                        .as_ref()
-                        .filter(|r| ask(&mut route.asked, &r.topic, now))
-                    {
-                        inc(&route.stats.requests);
-                        info!(
-                            device = %route.name,
-                            topic = %r.topic,
-                            reason = ?r.reason,
-                            "asking a Sparkplug node to rebirth"
-                        );
-                        out.publish.push(Outgoing {
-                            topic: r.topic.clone(),
-                            // Sparkplug sends commands at QoS 0.
-                            qos: QoS::AtMostOnce,
-                            payload: sparkplug::rebirth_payload(
-                                u64::try_from(received_ms).unwrap_or(0),
-                            ),
-                        });
-                    }
-                    problems = o
-                        .problems
-                        .iter()
-                        .map(|p| format!("{}: {}", p.metric, p.reason))
-                        .collect();
-                    Some(o.values)
-                }),
-                Decoder::Json(m) => m.decode(topic, payload).map(Some),
-            };
             match decoded {
                 Ok(None) => inc(&route.stats.ignored),
                 Ok(Some(values)) => {
@@ -496,6 +415,105 @@ impl Router {
             inc(&self.stats.unrouted);
         }
         out
+    }
+
+    /// Decodes a message for route `ri`; requests the decoder calls for (a Shelly's full
+    /// status, a Sparkplug node's rebirth) go to `out`. Beside the values, the problems the
+    /// decoder met with some of them.
+    fn decode_for_route(
+        &mut self,
+        ri: usize,
+        topic: &str,
+        payload: &[u8],
+        received_ms: i64,
+        now: Instant,
+        out: &mut Handled,
+    ) -> (Result<Option<Vec<FirmwareValue>>, DecodeError>, Vec<String>) {
+        let client_id = &self.source.client_id;
+        let esphome = &self.esphome;
+        let route = &mut self.routes[ri];
+        let mut problems = Vec::new();
+        let decoded: Result<Option<Vec<FirmwareValue>>, DecodeError> = match &mut route.decoder {
+            Decoder::Tasmota(offset) => match tasmota::Message::of_topic(topic) {
+                None => Ok(None),
+                Some(_) => tasmota::decode(topic, payload, *offset).map(Some),
+            },
+            Decoder::Shelly(state) => match shelly::parse_topic(topic) {
+                None => Ok(None),
+                Some(t) => state.apply(topic, payload).map(|u| {
+                    if u.needs_full_status {
+                        let prefix = match t {
+                            shelly::Topic::Events { device }
+                            | shelly::Topic::Status { device, .. }
+                            | shelly::Topic::Online { device } => device,
+                        };
+                        if ask(&mut route.asked, prefix, now) {
+                            let id = self.next_id;
+                            self.next_id += 1;
+                            if self.pending.len() >= MAX_PENDING {
+                                self.pending.retain(|_, (_, _, at)| {
+                                    now.duration_since(*at) < REQUEST_EVERY
+                                });
+                            }
+                            if self.pending.len() < MAX_PENDING {
+                                self.pending.insert(id, (ri, prefix.to_owned(), now));
+                                let (topic, payload) =
+                                    shelly::get_status_request(prefix, client_id, id);
+                                inc(&route.stats.requests);
+                                out.publish.push(Outgoing {
+                                    topic,
+                                    qos: QoS::AtLeastOnce,
+                                    payload: payload.into_bytes(),
+                                });
+                            }
+                        }
+                    }
+                    (!u.values.is_empty()).then_some(u.values)
+                }),
+            },
+            Decoder::Esphome => {
+                if esphome.spec(topic).is_none() && esphome::parse_state_topic(topic).is_none() {
+                    Ok(None)
+                } else {
+                    esphome.decode(topic, payload).map(|v| v.map(|v| vec![v]))
+                }
+            }
+            Decoder::Zigbee2mqtt(base) => match zigbee2mqtt::device_name(topic, base) {
+                None => Ok(None),
+                Some(_) => zigbee2mqtt::decode(topic, payload, base).map(Some),
+            },
+            Decoder::Sparkplug(host) => host.handle(topic, payload).map(|o| {
+                if let Some(r) = o
+                    .rebirth
+                    .as_ref()
+                    .filter(|r| ask(&mut route.asked, &r.topic, now))
+                {
+                    inc(&route.stats.requests);
+                    info!(
+                        device = %route.name,
+                        topic = %r.topic,
+                        reason = ?r.reason,
+                        "asking a Sparkplug node to rebirth"
+                    );
+                    out.publish.push(Outgoing {
+                        topic: r.topic.clone(),
+                        // Sparkplug sends commands at QoS 0.
+                        qos: QoS::AtMostOnce,
+                        payload: sparkplug::rebirth_payload(
+                            u64::try_from(received_ms).unwrap_or(0),
+                        ),
+                    });
+                }
+                problems = o
+                    .problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.metric, p.reason))
+                    .collect();
+                Some(o.values)
+            }),
+            Decoder::Json(m) => m.decode(topic, payload).map(Some),
+        };
+        (decoded, problems)
     }
 
     /// An answer to `Shelly.GetStatus` on `<client_id>/rpc`.
@@ -599,7 +617,7 @@ pub fn options(source: &MqttSource) -> Result<MqttOptions, std::io::Error> {
     if let Some(ca) = &source.tls_ca {
         let pem = std::fs::read(ca)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", ca.display())))?;
-        crate::forward::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
             ca: pem,
             alpn: None,
@@ -639,19 +657,21 @@ impl MqttConnection {
         let name = router.source.name.clone();
         let stats = router.stats.clone();
         let subscriptions = router.subscriptions();
-        let mut backoff = Duration::from_millis(250);
+        // Failed attempts since the last connection: the next wait is `RECONNECT.delay(failures)`.
+        let mut failures = 0u32;
         // The CA file was there when the config was checked; if it went missing since, keep
         // trying rather than give the source up.
         let options = loop {
             match options(&router.source) {
                 Ok(o) => break o,
                 Err(e) => {
+                    let backoff = RECONNECT.delay(failures);
                     error!(source = %name, error = %e, retry_in = ?backoff, "cannot set up the MQTT connection");
                     tokio::select! {
                         _ = shutdown.changed() => return,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    failures = failures.saturating_add(1);
                 }
             }
         };
@@ -666,7 +686,7 @@ impl MqttConnection {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     stats.connected.store(true, Ordering::Relaxed);
                     inc(&stats.connections);
-                    backoff = Duration::from_millis(250);
+                    failures = 0;
                     info!(source = %name, session_present = ack.session_present, "MQTT connected");
                     // Subscribing again on a resumed session is harmless and picks up devices
                     // added to the config since the session began.
@@ -712,12 +732,13 @@ impl MqttConnection {
                     stats.connected.store(false, Ordering::Relaxed);
                     stats.subscribed.store(false, Ordering::Relaxed);
                     inc(&stats.connection_errors);
+                    let backoff = RECONNECT.delay(failures);
                     warn!(source = %name, error = %e, retry_in = ?backoff, "MQTT connection failed");
                     tokio::select! {
                         _ = shutdown.changed() => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    failures = failures.saturating_add(1);
                 }
             }
         }
