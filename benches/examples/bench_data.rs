@@ -148,22 +148,9 @@ fn monthly_rollups(dir: &std::path::Path, first_ms: i64, end_ms: i64) -> anyhow:
     Ok(n)
 }
 
-fn main() -> anyhow::Result<()> {
-    let a = args()?;
-    let started = Instant::now();
-    if a.monthly_only {
-        let end_ms = local_midnight_ms(a.end);
-        let n = monthly_rollups(&a.dir, end_ms - a.days * DAY_MS, end_ms)?;
-        println!(
-            "wrote {n} monthly rollups under {} in {:.1} s",
-            a.dir.display(),
-            started.elapsed().as_secs_f64()
-        );
-        return Ok(());
-    }
-    let tables = FactorTables::builtin()?;
-    let sel = FactorSelection::default();
-    let gateway = GatewayId::parse("gw-bench")?;
+/// The meters of the set: `a.meters` of [`METERS`] in each of `a.accounts` Haidian offices,
+/// each with its own base load.
+fn bench_meters(a: &Args) -> anyhow::Result<Vec<Meter>> {
     let mut meters = Vec::new();
     for i in 0..a.accounts {
         // 110108A001…: offices in Beijing's Haidian district.
@@ -181,49 +168,75 @@ fn main() -> anyhow::Result<()> {
             });
         }
     }
+    Ok(meters)
+}
+
+/// Writes each date's readings (in date order) as the store would, and its hourly and daily
+/// rollups once the next date's first instant is known; returns the readings and bytes written.
+fn write_dates(
+    dir: &std::path::Path,
+    rx: &mpsc::Receiver<(String, RecordBatch)>,
+) -> anyhow::Result<(usize, u64)> {
+    let mut rows = 0;
+    let mut bytes = 0;
+    let mut previous: Option<(String, RecordBatch, i64)> = None;
+    let roll = |date: &str, from: i64, batches: &[RecordBatch]| -> anyhow::Result<()> {
+        for period in Period::ALL {
+            let out = rollup(batches, from, period)?;
+            let d = rollup_dir(dir, period, date);
+            std::fs::create_dir_all(&d)?;
+            write_rollup(std::fs::File::create(d.join(FILE))?, &out)?;
+        }
+        Ok(())
+    };
+    for (date, batch) in rx.iter() {
+        let part = partition_dir(dir, &date);
+        std::fs::create_dir_all(&part).with_context(|| format!("creating {}", part.display()))?;
+        let path = part.join(file_name(1, 1));
+        write_batch(std::fs::File::create(&path)?, &batch)
+            .with_context(|| format!("writing {}", path.display()))?;
+        rows += batch.num_rows();
+        bytes += std::fs::metadata(&path)?.len();
+        let from = NaiveDate::parse_from_str(&date, "%Y-%m-%d")?
+            .and_hms_opt(0, 0, 0)
+            .context("midnight")?
+            .and_utc()
+            .timestamp_millis();
+        // A date's rollup needs the next date's first instant.
+        if let Some((d, b, f)) = previous.take() {
+            roll(&d, f, &[b, batch.clone()])?;
+        }
+        previous = Some((date, batch, from));
+    }
+    if let Some((d, b, f)) = previous {
+        roll(&d, f, &[b])?;
+    }
+    Ok((rows, bytes))
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let started = Instant::now();
+    if a.monthly_only {
+        let end_ms = local_midnight_ms(a.end);
+        let n = monthly_rollups(&a.dir, end_ms - a.days * DAY_MS, end_ms)?;
+        println!(
+            "wrote {n} monthly rollups under {} in {:.1} s",
+            a.dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let tables = FactorTables::builtin()?;
+    let sel = FactorSelection::default();
+    let gateway = GatewayId::parse("gw-bench")?;
+    let mut meters = bench_meters(&a)?;
     let first_ms = local_midnight_ms(a.end) - a.days * DAY_MS;
     let end_ms = local_midnight_ms(a.end);
     // Generation here, Parquet and rollups on a second thread.
     let (tx, rx) = mpsc::sync_channel::<(String, RecordBatch)>(2);
     let dir = a.dir.clone();
-    let writer = std::thread::spawn(move || -> anyhow::Result<(usize, u64)> {
-        let mut rows = 0;
-        let mut bytes = 0;
-        let mut previous: Option<(String, RecordBatch, i64)> = None;
-        let roll = |date: &str, from: i64, batches: &[RecordBatch]| -> anyhow::Result<()> {
-            for period in Period::ALL {
-                let out = rollup(batches, from, period)?;
-                let d = rollup_dir(&dir, period, date);
-                std::fs::create_dir_all(&d)?;
-                write_rollup(std::fs::File::create(d.join(FILE))?, &out)?;
-            }
-            Ok(())
-        };
-        for (date, batch) in rx {
-            let part = partition_dir(&dir, &date);
-            std::fs::create_dir_all(&part)
-                .with_context(|| format!("creating {}", part.display()))?;
-            let path = part.join(file_name(1, 1));
-            write_batch(std::fs::File::create(&path)?, &batch)
-                .with_context(|| format!("writing {}", path.display()))?;
-            rows += batch.num_rows();
-            bytes += std::fs::metadata(&path)?.len();
-            let from = NaiveDate::parse_from_str(&date, "%Y-%m-%d")?
-                .and_hms_opt(0, 0, 0)
-                .context("midnight")?
-                .and_utc()
-                .timestamp_millis();
-            // A date's rollup needs the next date's first instant.
-            if let Some((d, b, f)) = previous.take() {
-                roll(&d, f, &[b, batch.clone()])?;
-            }
-            previous = Some((date, batch, from));
-        }
-        if let Some((d, b, f)) = previous {
-            roll(&d, f, &[b])?;
-        }
-        Ok((rows, bytes))
-    });
+    let writer = std::thread::spawn(move || write_dates(&dir, &rx));
 
     let mut coal = std::collections::HashMap::new();
     let mut carbon = std::collections::HashMap::new();

@@ -108,6 +108,19 @@ fn summary(name: &str, ms: &mut [f64]) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
+    time_report(&a).await?;
+    if a.only.as_deref() == Some("report") {
+        return Ok(());
+    }
+    let (from_ms, to_ms) = (local_midnight_ms(a.from), local_midnight_ms(a.to));
+    let files = list_files(&a, from_ms, to_ms)?;
+    let sql = aggregate_sql(&a.shape, from_ms, to_ms)?;
+    time_aggregate(&a, &files, &sql).await
+}
+
+/// The year-long monthly consumption report through rollups, `a.runs` times (and once over the
+/// raw readings with `--raw-report`).
+async fn time_report(a: &Args) -> anyhow::Result<()> {
     let req = ConsumptionRequest {
         from: a.from,
         to: a.to,
@@ -156,11 +169,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    if a.only.as_deref() == Some("report") {
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// The live files of the dates of `(from_ms, to_ms]`, written to `a.list` for DuckDB.
+fn list_files(a: &Args, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<PathBuf>> {
     // The raw aggregate over the year's files, as DuckDB will read them.
-    let (from_ms, to_ms) = (local_midnight_ms(a.from), local_midnight_ms(a.to));
     let mut files = Vec::new();
     let mut day = from_ms.div_euclid(86_400_000);
     while day <= to_ms.div_euclid(86_400_000) {
@@ -177,6 +191,11 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("\n"),
     )?;
+    Ok(files)
+}
+
+/// The raw aggregate's SQL in the query form `shape` (`tz`, `int` or `day`).
+fn aggregate_sql(shape: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<String> {
     let rfc3339 = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -184,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let (from_s, to_s) = (rfc3339(from_ms)?, rfc3339(to_ms)?);
     let filter = format!("delta IS NOT NULL AND ts > '{from_s}' AND ts <= '{to_s}'");
-    let sql = match a.shape.as_str() {
+    Ok(match shape {
         "tz" => format!(
             "SELECT account, category, date_trunc('month', ts + INTERVAL '8 hours' - INTERVAL '1 millisecond') AS month, \
                     sum(delta) AS consumption, count(*) AS n \
@@ -204,11 +223,15 @@ async fn main() -> anyhow::Result<()> {
              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         ),
         other => anyhow::bail!("--shape {other}: tz, int or day"),
-    };
+    })
+}
+
+/// The raw aggregate with DataFusion over `files`, `a.runs` times.
+async fn time_aggregate(a: &Args, files: &[PathBuf], sql: &str) -> anyhow::Result<()> {
     println!(
         "raw aggregate over {} files (list in {}):\n  {sql}",
         files.len(),
-        list.display()
+        a.list.display()
     );
     let mut times = Vec::new();
     for i in 0..a.runs {
@@ -238,7 +261,7 @@ async fn main() -> anyhow::Result<()> {
             table.infer_schema(&ctx.state()).await?
         };
         ctx.register_table("readings", Arc::new(ListingTable::try_new(table)?))?;
-        let batches = ctx.sql(&sql).await?.collect().await?;
+        let batches = ctx.sql(sql).await?.collect().await?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let groups: usize = batches.iter().map(|b| b.num_rows()).sum();
         let total: f64 = batches

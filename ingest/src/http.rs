@@ -8,6 +8,7 @@
 //! reject is counted by reason in `/metrics`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,7 +24,7 @@ use reading_model::GatewayId;
 use serde_json::json;
 
 use crate::decode::{self, DECOMPRESSION_FACTOR, DecodeError, Encoding, Format};
-use crate::store::{Appended, Store};
+use crate::store::{Appended, Store, StoreMetrics};
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug)]
@@ -185,147 +186,218 @@ pub(crate) fn status_of(e: &DecodeError) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let m = &app.store.metrics;
-    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::new();
-    let mut line = |name: &str, help: &str, kind: &str, v: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-        ));
-    };
-    line(
+/// How a metric's atomic counter is shown.
+#[derive(Debug, Clone, Copy)]
+enum Shown {
+    /// As the integer it counts.
+    Count,
+    /// Microseconds shown as seconds with six decimals.
+    Micros,
+}
+
+/// One store metric: name, help, Prometheus type, how it is shown, and where it is counted.
+type StoreMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Shown,
+    fn(&StoreMetrics) -> &AtomicU64,
+);
+
+/// The store's metrics, in the order `/metrics` shows them (before the server's own).
+const STORE_METRICS: &[StoreMetric] = &[
+    (
         "jieneng_batches_total",
         "Batches stored.",
         "counter",
-        g(&m.batches).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.batches,
+    ),
+    (
         "jieneng_batches_duplicate_total",
         "Batches recognised as retries.",
         "counter",
-        g(&m.duplicates).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.duplicates,
+    ),
+    (
         "jieneng_rows_total",
         "Readings stored.",
         "counter",
-        g(&m.rows).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.rows,
+    ),
+    (
         "jieneng_wal_fsyncs_total",
         "WAL group commits.",
         "counter",
-        g(&m.wal_fsyncs).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.wal_fsyncs,
+    ),
+    (
         "jieneng_wal_bytes_total",
         "Bytes appended to the WAL.",
         "counter",
-        g(&m.wal_bytes).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.wal_bytes,
+    ),
+    (
         "jieneng_rows_in_memory",
         "Acknowledged rows not yet in Parquet.",
         "gauge",
-        g(&m.rows_in_memory).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.rows_in_memory,
+    ),
+    (
         "jieneng_flushes_total",
         "Parquet flushes.",
         "counter",
-        g(&m.flushes).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.flushes,
+    ),
+    (
         "jieneng_flush_failures_total",
         "Failed Parquet flushes.",
         "counter",
-        g(&m.flush_failures).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.flush_failures,
+    ),
+    (
         "jieneng_flush_seconds_total",
         "Time spent flushing.",
         "counter",
-        format!("{:.6}", g(&m.flush_micros) as f64 / 1e6),
-    );
-    line(
+        Shown::Micros,
+        |m| &m.flush_micros,
+    ),
+    (
         "jieneng_files_published_total",
         "Parquet files published.",
         "counter",
-        g(&m.files_published).to_string(),
-    );
-    line(
-        "jieneng_mqtt_batches_total",
-        "Batches received over MQTT (stored, duplicate or refused).",
-        "counter",
-        g(&app.mqtt_batches).to_string(),
-    );
-    line(
-        "jieneng_tls_handshake_failures_total",
-        "TLS handshakes that failed (untrusted certificate, plain text on the TLS port, timeout).",
-        "counter",
-        g(&app.tls_handshake_failures).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.files_published,
+    ),
+    (
         "jieneng_flush_last_seconds",
         "Duration of the last flush.",
         "gauge",
-        format!("{:.6}", g(&m.flush_last_micros) as f64 / 1e6),
-    );
-    line(
+        Shown::Micros,
+        |m| &m.flush_last_micros,
+    ),
+    (
         "jieneng_wal_size_bytes",
         "Bytes of WAL segments on disk (acknowledged rows not yet in Parquet).",
         "gauge",
-        g(&m.wal_size).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.wal_size,
+    ),
+    (
         "jieneng_compactions_total",
         "Date partitions compacted.",
         "counter",
-        g(&m.compactions).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.compactions,
+    ),
+    (
         "jieneng_compaction_failures_total",
         "Failed compactions.",
         "counter",
-        g(&m.compaction_failures).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.compaction_failures,
+    ),
+    (
         "jieneng_compaction_files_total",
         "Files merged away by compaction.",
         "counter",
-        g(&m.compaction_files).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.compaction_files,
+    ),
+    (
         "jieneng_compaction_seconds_total",
         "Time spent compacting.",
         "counter",
-        format!("{:.6}", g(&m.compaction_micros) as f64 / 1e6),
-    );
-    line(
+        Shown::Micros,
+        |m| &m.compaction_micros,
+    ),
+    (
         "jieneng_compaction_last_seconds",
         "Duration of the last compaction.",
         "gauge",
-        format!("{:.6}", g(&m.compaction_last_micros) as f64 / 1e6),
-    );
-    line(
+        Shown::Micros,
+        |m| &m.compaction_last_micros,
+    ),
+    (
         "jieneng_rollups_total",
         "Dates whose hourly and daily rollups were recomputed.",
         "counter",
-        g(&m.rollups).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.rollups,
+    ),
+    (
         "jieneng_maintenance_failures_total",
         "Failed compaction/rollup/retention passes.",
         "counter",
-        g(&m.maintenance_failures).to_string(),
-    );
-    line(
+        Shown::Count,
+        |m| &m.maintenance_failures,
+    ),
+    (
         "jieneng_partitions_expired_total",
         "Date partitions removed by retention.",
         "counter",
-        g(&m.partitions_expired).to_string(),
+        Shown::Count,
+        |m| &m.partitions_expired,
+    ),
+];
+
+/// One metric in Prometheus text format.
+fn metric(out: &mut String, name: &str, help: &str, kind: &str, value: std::fmt::Arguments<'_>) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
     );
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut out = String::new();
+    let mut server_metrics_shown = false;
+    for &(name, help, kind, shown, counter) in STORE_METRICS {
+        if name == "jieneng_flush_last_seconds" && !server_metrics_shown {
+            // The server's own counters sit between the store's totals and its gauges.
+            server_metrics(&mut out, &app);
+            server_metrics_shown = true;
+        }
+        let v = counter(&app.store.metrics).load(Ordering::Relaxed);
+        match shown {
+            Shown::Count => metric(&mut out, name, help, kind, format_args!("{v}")),
+            Shown::Micros => metric(
+                &mut out,
+                name,
+                help,
+                kind,
+                format_args!("{:.6}", v as f64 / 1e6),
+            ),
+        }
+    }
+    if !server_metrics_shown {
+        server_metrics(&mut out, &app);
+    }
     out.push_str(&app.rejects.prometheus());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The counters the server keeps itself (not the store's).
+fn server_metrics(out: &mut String, app: &App) {
+    metric(
+        out,
+        "jieneng_mqtt_batches_total",
+        "Batches received over MQTT (stored, duplicate or refused).",
+        "counter",
+        format_args!("{}", app.mqtt_batches.load(Ordering::Relaxed)),
+    );
+    metric(
+        out,
+        "jieneng_tls_handshake_failures_total",
+        "TLS handshakes that failed (untrusted certificate, plain text on the TLS port, timeout).",
+        "counter",
+        format_args!("{}", app.tls_handshake_failures.load(Ordering::Relaxed)),
+    );
 }

@@ -273,7 +273,17 @@ impl Store {
             std::thread::Builder::new()
                 .name("ingest-writer".into())
                 .spawn(move || {
-                    writer_loop(rx, wal, high_water, memtable, flush_tx, flush_rows, metrics)
+                    Writer {
+                        wal,
+                        high_water,
+                        memtable,
+                        flush_tx,
+                        flush_rows,
+                        metrics,
+                        buf: Vec::new(),
+                        job_id: 0,
+                    }
+                    .run(rx);
                 })
                 .map_err(|e| StoreError::State {
                     path: data_dir.to_path_buf(),
@@ -348,27 +358,56 @@ impl Store {
     }
 }
 
-fn writer_loop(
-    mut rx: mpsc::Receiver<Command>,
-    mut wal: Wal,
-    mut high_water: HashMap<GatewayId, u64>,
+/// A batch waiting for the WAL, and where its answer goes.
+type Pending = (Batch, oneshot::Sender<Result<Appended, StoreError>>);
+
+/// The writer thread's state: the one owner of the WAL and of the per-gateway high-water marks.
+struct Writer {
+    wal: Wal,
+    high_water: HashMap<GatewayId, u64>,
     memtable: Shared,
     flush_tx: std::sync::mpsc::Sender<ToFlusher>,
     flush_rows: usize,
     metrics: Arc<StoreMetrics>,
-) {
-    let mut buf = Vec::new();
-    let mut job_id = 0u64;
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < 4096 {
-            match rx.try_recv() {
-                Ok(c) => group.push(c),
-                Err(_) => break,
+    /// The WAL records of the group being written.
+    buf: Vec<u8>,
+    job_id: u64,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(c) => group.push(c),
+                    Err(_) => break,
+                }
+            }
+            let (accepted, flush_waiters) = self.sort_group(group);
+            if !accepted.is_empty() {
+                self.commit(accepted);
+            }
+            let in_memory = self.metrics.rows_in_memory.load(Ordering::Relaxed) as usize;
+            if (!flush_waiters.is_empty() || in_memory >= self.flush_rows)
+                && !self.start_flush(flush_waiters)
+            {
+                return;
             }
         }
-        buf.clear();
-        let mut accepted: Vec<(Batch, oneshot::Sender<Result<Appended, StoreError>>)> = Vec::new();
+    }
+
+    /// Answers retries as duplicates at once and encodes the new batches into one WAL write;
+    /// returns them and the flushes asked for.
+    fn sort_group(
+        &mut self,
+        group: Vec<Command>,
+    ) -> (
+        Vec<Pending>,
+        Vec<oneshot::Sender<Result<FlushReport, StoreError>>>,
+    ) {
+        self.buf.clear();
+        let mut accepted: Vec<Pending> = Vec::new();
         let mut flush_waiters = Vec::new();
         let mut group_hw: HashMap<GatewayId, u64> = HashMap::new();
         for cmd in group {
@@ -376,101 +415,102 @@ fn writer_loop(
                 Command::Append(b, reply) => {
                     let hw = group_hw
                         .get(&b.gateway)
-                        .or_else(|| high_water.get(&b.gateway))
+                        .or_else(|| self.high_water.get(&b.gateway))
                         .copied();
                     if hw.is_some_and(|hw| b.seq <= hw) {
-                        metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
                         let _ = reply.send(Ok(Appended::Duplicate));
                         continue;
                     }
                     group_hw.insert(b.gateway.clone(), b.seq);
-                    wal::encode_record(&b, &mut buf);
+                    wal::encode_record(&b, &mut self.buf);
                     accepted.push((b, reply));
                 }
                 Command::Flush(reply) => flush_waiters.push(reply),
             }
         }
-        if !accepted.is_empty() {
-            match wal.append(&buf) {
-                Ok(()) => {
-                    metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
-                    metrics
-                        .wal_bytes
-                        .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                    metrics
-                        .wal_size
-                        .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                    let mut mem = lock(&memtable);
-                    for (b, reply) in accepted {
-                        high_water.insert(b.gateway.clone(), b.seq);
-                        let n = b.readings.len();
-                        // Into memory before the answer: a query right after the 2xx sees it.
-                        mem.active.push_batch(b);
-                        metrics.batches.fetch_add(1, Ordering::Relaxed);
-                        metrics.rows.fetch_add(n as u64, Ordering::Relaxed);
-                        let _ = reply.send(Ok(Appended::Stored { rows: n }));
-                    }
-                    metrics
-                        .rows_in_memory
-                        .store(mem.active.len() as u64, Ordering::Relaxed);
+        (accepted, flush_waiters)
+    }
+
+    /// Appends the group's records with one fsync; then, and only then, puts the batches in
+    /// memory and acknowledges them. On failure every batch of the group is refused.
+    fn commit(&mut self, accepted: Vec<Pending>) {
+        let metrics = &self.metrics;
+        match self.wal.append(&self.buf) {
+            Ok(()) => {
+                metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
+                let bytes = self.buf.len() as u64;
+                metrics.wal_bytes.fetch_add(bytes, Ordering::Relaxed);
+                metrics.wal_size.fetch_add(bytes, Ordering::Relaxed);
+                let mut mem = lock(&self.memtable);
+                for (b, reply) in accepted {
+                    self.high_water.insert(b.gateway.clone(), b.seq);
+                    let n = b.readings.len();
+                    // Into memory before the answer: a query right after the 2xx sees it.
+                    mem.active.push_batch(b);
+                    metrics.batches.fetch_add(1, Ordering::Relaxed);
+                    metrics.rows.fetch_add(n as u64, Ordering::Relaxed);
+                    let _ = reply.send(Ok(Appended::Stored { rows: n }));
                 }
+                metrics
+                    .rows_in_memory
+                    .store(mem.active.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                error!(error = %e, "WAL append failed; batches refused");
+                for (_, reply) in accepted {
+                    let _ = reply.send(Err(StoreError::Wal(e.clone_io())));
+                }
+                // The failed write may have left a partial record: continue in a new
+                // segment so later records are not hidden behind it at replay.
+                if let Err(e) = self.wal.rotate() {
+                    error!(error = %e, "cannot open a new WAL segment");
+                }
+            }
+        }
+    }
+
+    /// Hands the rows in memory to the flusher (closing the WAL segment they are in);
+    /// `false` once the flusher is gone.
+    fn start_flush(
+        &mut self,
+        flush_waiters: Vec<oneshot::Sender<Result<FlushReport, StoreError>>>,
+    ) -> bool {
+        let empty = lock(&self.memtable).active.is_empty();
+        let closed_segment = if empty {
+            // Nothing to publish, so nothing to close: the open segment may get rows the
+            // moment this job is sent. (`segment() - 1` here once deleted segment 0 while
+            // it was being written to: the crash test lost a first life's batches.)
+            self.wal.segment().checked_sub(1)
+        } else {
+            match self.wal.rotate() {
+                Ok(id) => Some(id),
                 Err(e) => {
-                    error!(error = %e, "WAL append failed; batches refused");
-                    let msg = e.to_string();
-                    for (_, reply) in accepted {
-                        let _ = reply.send(Err(StoreError::State {
-                            path: wal.dir().to_path_buf(),
-                            message: msg.clone(),
-                        }));
+                    error!(error = %e, "cannot rotate WAL; flush postponed");
+                    for w in flush_waiters {
+                        let _ = w.send(Err(StoreError::Wal(e.clone_io())));
                     }
-                    // The failed write may have left a partial record: continue in a new
-                    // segment so later records are not hidden behind it at replay.
-                    if let Err(e) = wal.rotate() {
-                        error!(error = %e, "cannot open a new WAL segment");
-                    }
+                    return true;
                 }
             }
-        }
-        let in_memory = metrics.rows_in_memory.load(Ordering::Relaxed) as usize;
-        if !flush_waiters.is_empty() || in_memory >= flush_rows {
-            let empty = lock(&memtable).active.is_empty();
-            let closed_segment = if empty {
-                // Nothing to publish, so nothing to close: the open segment may get rows the
-                // moment this job is sent. (`segment() - 1` here once deleted segment 0 while
-                // it was being written to: the crash test lost a first life's batches.)
-                wal.segment().checked_sub(1)
-            } else {
-                match wal.rotate() {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        error!(error = %e, "cannot rotate WAL; flush postponed");
-                        for w in flush_waiters {
-                            let _ = w.send(Err(StoreError::Wal(e.clone_io())));
-                        }
-                        continue;
-                    }
-                }
-            };
-            job_id += 1;
-            let rows = {
-                // Moved to `flushing` under the lock, so queries see every row at every moment.
-                let mut mem = lock(&memtable);
-                let rows = Arc::new(std::mem::take(&mut mem.active));
-                mem.flushing.push_back((job_id, rows.clone()));
-                rows
-            };
-            metrics.rows_in_memory.store(0, Ordering::Relaxed);
-            let job = FlushJob {
-                id: job_id,
-                rows,
-                high_water: high_water.clone(),
-                closed_segment,
-                waiters: flush_waiters,
-            };
-            if flush_tx.send(ToFlusher::Flush(job)).is_err() {
-                return;
-            }
-        }
+        };
+        self.job_id += 1;
+        let rows = {
+            // Moved to `flushing` under the lock, so queries see every row at every moment.
+            let mut mem = lock(&self.memtable);
+            let rows = Arc::new(std::mem::take(&mut mem.active));
+            mem.flushing.push_back((self.job_id, rows.clone()));
+            rows
+        };
+        self.metrics.rows_in_memory.store(0, Ordering::Relaxed);
+        let job = FlushJob {
+            id: self.job_id,
+            rows,
+            high_water: self.high_water.clone(),
+            closed_segment,
+            waiters: flush_waiters,
+        };
+        self.flush_tx.send(ToFlusher::Flush(job)).is_ok()
     }
 }
 

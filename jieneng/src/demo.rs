@@ -3,12 +3,13 @@
 //! consumption report is printed now and then and at the end.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use device_profiles::Library;
 use gateway::{Gateway, GatewayConfig};
+use ingest::ServerHandle;
 use jieneng::config::ServeConfig;
 
 use crate::history;
@@ -235,6 +236,8 @@ region = "{OFFICER_REGION}"
     )
 }
 
+/// Runs the demo until Ctrl-C or `duration` seconds: meters, server, history, gateway, a
+/// consumption report every `report_every` seconds, then an orderly stop.
 pub async fn run(
     data_dir: PathBuf,
     report_every: u64,
@@ -243,6 +246,38 @@ pub async fn run(
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let sim = start_meters(&data_dir).await?;
+    let (server, for_serve) = start_server(&data_dir).await?;
+    let posted = post_history(&data_dir, &server, &sim).await?;
+    let (site, names) = site_config(&data_dir, &server, &sim);
+    let config = GatewayConfig::parse("demo site", &site, None)?;
+    let gateway = Gateway::build(config)?.start(Duration::from_secs(10))?;
+
+    let started = chrono::Utc::now();
+    print_banner(
+        &data_dir,
+        &server,
+        &sim,
+        &names,
+        posted,
+        started,
+        report_every,
+    );
+    report_until_stopped(&data_dir, &sim, &names, started, report_every, duration).await?;
+
+    println!(
+        "stopping: gateway spools and forwards what it holds, the server flushes to Parquet …"
+    );
+    gateway.stop().await;
+    let flushed = server.stop().await?;
+    sim.save()?;
+    print_final(&data_dir, &names, started, &flushed).await?;
+    print_next(&data_dir, &for_serve, started);
+    Ok(())
+}
+
+/// The simulated meters, carrying on from the totals a previous run saved.
+async fn start_meters(data_dir: &Path) -> anyhow::Result<Simulation> {
     let library = Library::builtin()?;
     let meters = METERS
         .iter()
@@ -256,17 +291,29 @@ pub async fn run(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let sim = Simulation::start(meters, &data_dir.join("simulated-meters.json")).await?;
+    Simulation::start(meters, &data_dir.join("simulated-meters.json")).await
+}
 
+/// The server on loopback ports of the OS's choosing, and the config file written for
+/// `jieneng serve` after the demo (port 8080, no MQTT).
+async fn start_server(data_dir: &Path) -> anyhow::Result<(ServerHandle, PathBuf)> {
     let serve = ServeConfig::parse(
         "the demo's server config",
-        &server_toml(&data_dir, "127.0.0.1:0", true),
+        &server_toml(data_dir, "127.0.0.1:0", true),
     )?;
     let for_serve = data_dir.join("demo-server.toml");
-    std::fs::write(&for_serve, server_toml(&data_dir, "127.0.0.1:8080", false))
+    std::fs::write(&for_serve, server_toml(data_dir, "127.0.0.1:8080", false))
         .with_context(|| format!("writing {}", for_serve.display()))?;
-    let server = jieneng::serve::start(&serve).await?;
-    // The past, once: the live counters carry on from where it ends.
+    Ok((jieneng::serve::start(&serve).await?, for_serve))
+}
+
+/// The past, once: 25 months of hourly history that the live counters carry on from; how many
+/// readings were posted (0 when a previous run already did).
+async fn post_history(
+    data_dir: &Path,
+    server: &ServerHandle,
+    sim: &Simulation,
+) -> anyhow::Result<usize> {
     let past: Vec<history::PastMeter> = METERS
         .iter()
         .zip(&sim.meters)
@@ -278,9 +325,16 @@ pub async fn run(
             end_total: live.lock().map_or(m.start, |l| l.total),
         })
         .collect();
-    let posted = history::backfill(&data_dir, server.addr, &past).await?;
+    history::backfill(data_dir, server.addr, &past).await
+}
 
-    // The gateway's config goes through the same parser and validation as a real site's.
+/// The gateway's site config (it goes through the same parser and validation as a real site's)
+/// and the accounts' names.
+fn site_config(
+    data_dir: &Path,
+    server: &ServerHandle,
+    sim: &Simulation,
+) -> (String, BTreeMap<String, String>) {
     let mut site = format!(
         "[gateway]\nid = \"gw-demo\"\nspool_dir = {:?}\npoll_interval = 5\n\n[forward]\nurl = \"http://{}/api/v1/batches\"\ntoken = \"{TOKEN}\"\n\n",
         data_dir.join("gateway-spool").display().to_string(),
@@ -313,11 +367,19 @@ pub async fn run(
             "[[account]]\ncode = \"{code}\"\nname = \"{name}\"\n\n"
         ));
     }
-    let config = GatewayConfig::parse("demo site", &site, None)?;
-    let gateway = Gateway::build(config)?.start(Duration::from_secs(10))?;
+    (site, names)
+}
 
-    let started = chrono::Utc::now();
-    let start_ms = started.timestamp_millis();
+/// What runs where, printed once everything is up.
+fn print_banner(
+    data_dir: &Path,
+    server: &ServerHandle,
+    sim: &Simulation,
+    names: &BTreeMap<String, String>,
+    posted: usize,
+    started: chrono::DateTime<chrono::Utc>,
+    report_every: u64,
+) {
     println!();
     println!("jieneng 节能 demo — the whole path on this machine");
     println!(
@@ -326,7 +388,7 @@ pub async fn run(
         sim.addrs.iter().map(|a| a.port()).min().unwrap_or(0),
         sim.addrs.iter().map(|a| a.port()).max().unwrap_or(0)
     );
-    for (code, name) in &names {
+    for (code, name) in names {
         println!("              {code} {name}");
     }
     println!(
@@ -366,7 +428,19 @@ pub async fn run(
         "  report    every {report_every} s below; Ctrl-C stops cleanly and prints the last one"
     );
     println!();
+}
 
+/// Advances the meters every second and prints consumption every `report_every` seconds, until
+/// Ctrl-C or `duration` seconds.
+async fn report_until_stopped(
+    data_dir: &Path,
+    sim: &Simulation,
+    names: &BTreeMap<String, String>,
+    started: chrono::DateTime<chrono::Utc>,
+    report_every: u64,
+    duration: Option<u64>,
+) -> anyhow::Result<()> {
+    let start_ms = started.timestamp_millis();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut reports = tokio::time::interval(Duration::from_secs(report_every.max(5)));
     reports.tick().await;
@@ -392,9 +466,9 @@ pub async fn run(
             }
             _ = reports.tick() => {
                 let now = chrono::Utc::now();
-                let rows = query::Query::new(&data_dir).consumption(start_ms, now.timestamp_millis()).await?;
+                let rows = query::Query::new(data_dir).consumption(start_ms, now.timestamp_millis()).await?;
                 println!("── consumption since {} (UTC), as stored in Parquet ──", started.format("%H:%M:%S"));
-                print!("{}", report::table(&rows, &names));
+                print!("{}", report::table(&rows, names));
                 println!();
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -402,27 +476,39 @@ pub async fn run(
         }
     }
 
-    println!(
-        "stopping: gateway spools and forwards what it holds, the server flushes to Parquet …"
-    );
-    gateway.stop().await;
-    let flushed = server.stop().await?;
-    sim.save()?;
-    let left = gateway_spooled(&data_dir);
-    let rows = query::Query::new(&data_dir)
-        .consumption(start_ms, chrono::Utc::now().timestamp_millis())
+    Ok(())
+}
+
+/// The consumption since the demo started, as stored, and what stopping left behind.
+async fn print_final(
+    data_dir: &Path,
+    names: &BTreeMap<String, String>,
+    started: chrono::DateTime<chrono::Utc>,
+    flushed: &ingest::store::FlushReport,
+) -> anyhow::Result<()> {
+    let left = gateway_spooled(data_dir);
+    let rows = query::Query::new(data_dir)
+        .consumption(
+            started.timestamp_millis(),
+            chrono::Utc::now().timestamp_millis(),
+        )
         .await?;
     println!();
     println!(
         "── final: consumption since {} (UTC) ──",
         started.format("%H:%M:%S")
     );
-    print!("{}", report::table(&rows, &names));
+    print!("{}", report::table(&rows, names));
     println!();
     println!(
         "stopped cleanly: last flush wrote {} rows in {} files; {} batches still spooled (sent at next start).",
         flushed.rows, flushed.files, left
     );
+    Ok(())
+}
+
+/// The commands to try next, the savings report first.
+fn print_next(data_dir: &Path, for_serve: &Path, started: chrono::DateTime<chrono::Utc>) {
     // The savings analysis reads two years of history (tens of seconds on a small machine):
     // it is the next command to run, not part of stopping.
     println!("next:");
@@ -450,7 +536,6 @@ pub async fn run(
         "  duckdb -c \"SELECT account, item, sum(delta) FROM read_parquet('{}/readings/*/*.parquet', hive_partitioning=true) WHERE quantity='energy_import' GROUP BY ALL ORDER BY ALL\"",
         data_dir.display()
     );
-    Ok(())
 }
 
 fn gateway_spooled(data_dir: &std::path::Path) -> usize {

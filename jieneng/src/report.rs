@@ -8,6 +8,7 @@ use query::report::carbon::CarbonRow;
 use query::report::consumption::{ConsumptionReport, RowKind};
 use query::report::savings::SavingsReport;
 use reading_model::{EnergyCode, ItemCatalog};
+use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 
 /// Formats rows as an aligned table (zh + en labels) with totals of kgce and kgCO2e.
 pub fn table(
@@ -183,29 +184,33 @@ pub fn write_xlsx(
     path: &Path,
     report: &ConsumptionReport,
     carbon: &[CarbonRow],
-) -> Result<(), rust_xlsxwriter::XlsxError> {
-    use rust_xlsxwriter::{Format, Workbook};
+) -> Result<(), XlsxError> {
     let mut book = Workbook::new();
-    let bold = Format::new().set_bold();
-    let header = |sheet: &mut rust_xlsxwriter::Worksheet,
-                  cols: &[&str]|
-     -> Result<(), rust_xlsxwriter::XlsxError> {
-        for (c, h) in cols.iter().enumerate() {
-            sheet.write_string_with_format(0, c as u16, *h, &bold)?;
-        }
-        Ok(())
-    };
-    let num = |sheet: &mut rust_xlsxwriter::Worksheet,
-               r: u32,
-               c: u16,
-               v: Option<f64>|
-     -> Result<(), rust_xlsxwriter::XlsxError> {
-        if let Some(v) = v {
-            sheet.write_number(r, c, v)?;
-        }
-        Ok(())
-    };
+    items_sheet(&mut book, report)?;
+    indicators_sheet(&mut book, report)?;
+    carbon_sheet(&mut book, carbon)?;
+    book.save(path)
+}
 
+/// A sheet's header row, in bold.
+fn header(sheet: &mut Worksheet, cols: &[&str]) -> Result<(), XlsxError> {
+    let bold = Format::new().set_bold();
+    for (c, h) in cols.iter().enumerate() {
+        sheet.write_string_with_format(0, c as u16, *h, &bold)?;
+    }
+    Ok(())
+}
+
+/// A number, or an empty cell for none.
+fn num(sheet: &mut Worksheet, r: u32, c: u16, v: Option<f64>) -> Result<(), XlsxError> {
+    if let Some(v) = v {
+        sheet.write_number(r, c, v)?;
+    }
+    Ok(())
+}
+
+/// 分项 items: the item tree per account and period, with 环比 and 同比.
+fn items_sheet(book: &mut Workbook, report: &ConsumptionReport) -> Result<(), XlsxError> {
     let sheet = book.add_worksheet().set_name("分项 items")?;
     header(
         sheet,
@@ -249,7 +254,11 @@ pub fn write_xlsx(
         num(sheet, row, 14, r.year_before)?;
         num(sheet, row, 15, r.yoy_pct)?;
     }
+    Ok(())
+}
 
+/// 指标 indicators: kgce per m² and per person, water per person.
+fn indicators_sheet(book: &mut Workbook, report: &ConsumptionReport) -> Result<(), XlsxError> {
     let sheet = book.add_worksheet().set_name("指标 indicators")?;
     header(
         sheet,
@@ -279,7 +288,11 @@ pub fn write_xlsx(
         num(sheet, row, 8, r.water_m3)?;
         num(sheet, row, 9, r.water_m3_per_person)?;
     }
+    Ok(())
+}
 
+/// 碳排放 carbon: energy, kgce and kgCO2e with the factors used.
+fn carbon_sheet(book: &mut Workbook, carbon: &[CarbonRow]) -> Result<(), XlsxError> {
     let sheet = book.add_worksheet().set_name("碳排放 carbon")?;
     header(
         sheet,
@@ -321,7 +334,7 @@ pub fn write_xlsx(
             num(sheet, row, 13, f.year.map(f64::from))?;
         }
     }
-    book.save(path)
+    Ok(())
 }
 
 /// The savings report: ranked opportunities with their explanations (zh, then en), then what

@@ -209,7 +209,7 @@ fn the_shared_model_does_no_io_and_query_knows_no_http() {
             panic!("query links {http}: {}", chain.join(" → "));
         }
     }
-    for pure in ["device-profiles", "firmware-bridge", "wire", "storage"] {
+    for pure in ["device-profiles", "firmware-bridge", "wire"] {
         let linked = g.linked_closure(pure);
         assert!(!linked.contains_key("tokio"), "{pure} links tokio");
     }
