@@ -17,7 +17,10 @@ use crate::accounts::{InstitutionType, OfficeClass};
 use crate::live::round6;
 use crate::meters::MeterStatus;
 use crate::report::status::{CategoryTotal, DataGap};
-use crate::savings::benchmark::{AccountEnergy, BenchmarkSets, Rating, Verification, compare};
+use crate::savings::benchmark::{
+    AccountEnergy, BenchmarkSet, BenchmarkSets, BuildingType, Comparison, Rating, Verification,
+    compare,
+};
 use crate::savings::calendar::Calendar;
 
 /// Days whose gaps and anomalies are alerts.
@@ -264,32 +267,11 @@ pub fn constraint_alerts(
     };
     let mut out = Vec::new();
     for a in accounts {
-        let mut consumption: BTreeMap<Category, f64> = BTreeMap::new();
-        for r in monthly.iter().filter(|r| r.account == a.code) {
-            *consumption.entry(r.category).or_default() += r.consumption;
-        }
-        let class = a.building_class().letter();
+        let consumption = months_consumption(a, monthly);
         // GB/T 51161 only: provincial quota sets apply in their own province, and the savings
         // view shows every set that applies.
         for set in sets.sets().filter(|s| s.id.starts_with("gbt51161")) {
-            let types: Vec<_> = set
-                .types
-                .iter()
-                .filter(|t| t.building_class == class)
-                .collect();
-            // Government offices (国家机关) take the government type where a set tells them
-            // apart; an office class (A/B) picks among the rest.
-            let government = a.institution_type == InstitutionType::StateOrgan;
-            let office = a.office_class.map(|c| match c {
-                OfficeClass::A => "A",
-                OfficeClass::B => "B",
-            });
-            let Some(ty) = types
-                .iter()
-                .filter(|t| office.is_none_or(|o| t.id.starts_with(o)))
-                .find(|t| t.id.contains("government") == government)
-                .or_else(|| types.first())
-            else {
+            let Some(ty) = constraint_type(set, a) else {
                 continue;
             };
             let Some(area) = a.floor_area_m2 else {
@@ -309,93 +291,141 @@ pub fn constraint_alerts(
             let Ok(c) = compare(set, &ty.id, &input, factors, &FactorSelection::default()) else {
                 continue;
             };
-            let unit = c.unit.symbol();
-            let period = format!(
-                "{} – {}",
-                months.0.format("%Y-%m"),
-                (months.1 - Duration::days(1)).format("%Y-%m")
-            );
-            let (kind, severity, zh, en) = match (&c.verification, c.rating) {
-                (v, Rating::AboveConstraint) if v.is_verified() => (
-                    "over_constraint",
-                    "critical",
-                    format!(
-                        "{} {period} 能耗强度 {:.1} {unit}（修正后 {:.1}），超过 {} 约束值 {:.1}",
-                        a.name_zh,
-                        c.measured,
-                        c.corrected,
-                        set.name,
-                        c.constraint.unwrap_or_default()
-                    ),
-                    format!(
-                        "{}: intensity {period} {:.1} {unit} (corrected {:.1}) is over the {} constraint value {:.1}",
-                        display_en(a),
-                        c.measured,
-                        c.corrected,
-                        set.name_en,
-                        c.constraint.unwrap_or_default()
-                    ),
-                ),
-                (v, _) if v.is_verified() => continue,
-                _ => (
-                    "benchmark_unverified",
-                    "info",
-                    format!(
-                        "{} {period} 能耗强度 {:.1} {unit}：无已核实的约束值（{}，{}），未作判断",
-                        a.name_zh,
-                        c.measured,
-                        ty.name,
-                        if c.rating == Rating::NoValues {
-                            "标准限值未录入"
-                        } else {
-                            "数值未核实"
-                        }
-                    ),
-                    format!(
-                        "{}: intensity {period} {:.1} {unit}; no verified constraint value ({}, {}), so it is not judged",
-                        display_en(a),
-                        c.measured,
-                        ty.name_en,
-                        if c.rating == Rating::NoValues {
-                            "the standard's values are not entered"
-                        } else {
-                            "its values are unverified"
-                        }
-                    ),
-                ),
-            };
-            let reasons = match &c.verification {
-                Verification::Unverified { reasons } => reasons.clone(),
-                _ => vec![],
-            };
-            out.push(Alert {
-                kind,
-                severity,
-                account: a.code.to_string(),
-                name_zh: a.name_zh.clone(),
-                name_en: a.name_en.clone(),
-                meter: None,
-                ts: rfc3339(local_midnight_ms(months.1)),
-                message_zh: zh,
-                message_en: en,
-                details: json!({
-                    "set": set.id,
-                    "type": ty.id,
-                    "unit": unit,
-                    "from": months.0,
-                    "to": months.1,
-                    "measured": round6(c.measured),
-                    "corrected": round6(c.corrected),
-                    "constraint": c.constraint,
-                    "guide": c.guide,
-                    "rating": c.rating.name_en(),
-                    "verified": c.verification.is_verified(),
-                    "unverified_reasons": reasons,
-                }),
-            });
+            if let Some(alert) = constraint_alert(a, set, ty, &c, months) {
+                out.push(alert);
+            }
         }
     }
     out
+}
+
+/// The account's consumption per category summed over the months' totals.
+fn months_consumption(a: &Account, monthly: &[CategoryTotal]) -> BTreeMap<Category, f64> {
+    let mut consumption: BTreeMap<Category, f64> = BTreeMap::new();
+    for r in monthly.iter().filter(|r| r.account == a.code) {
+        *consumption.entry(r.category).or_default() += r.consumption;
+    }
+    consumption
+}
+
+/// The building type of `set` the account is judged as, among those of its building class:
+/// government offices (国家机关) take the government type where a set tells them apart, an
+/// office class (A/B) picks among the rest, else the first. `None` when the set has no type
+/// of its class.
+fn constraint_type<'s>(set: &'s BenchmarkSet, a: &Account) -> Option<&'s BuildingType> {
+    let class = a.building_class().letter();
+    let types: Vec<_> = set
+        .types
+        .iter()
+        .filter(|t| t.building_class == class)
+        .collect();
+    let government = a.institution_type == InstitutionType::StateOrgan;
+    let office = a.office_class.map(|c| match c {
+        OfficeClass::A => "A",
+        OfficeClass::B => "B",
+    });
+    types
+        .iter()
+        .filter(|t| office.is_none_or(|o| t.id.starts_with(o)))
+        .find(|t| t.id.contains("government") == government)
+        .or_else(|| types.first())
+        .copied()
+}
+
+/// The alert for the comparison `c` of the account with `set` as type `ty` over `months`:
+/// over the constraint value when that rests on verified numbers, no verified value when it
+/// does not; `None` for a verified comparison within the constraint.
+fn constraint_alert(
+    a: &Account,
+    set: &BenchmarkSet,
+    ty: &BuildingType,
+    c: &Comparison,
+    months: (NaiveDate, NaiveDate),
+) -> Option<Alert> {
+    let unit = c.unit.symbol();
+    let period = format!(
+        "{} – {}",
+        months.0.format("%Y-%m"),
+        (months.1 - Duration::days(1)).format("%Y-%m")
+    );
+    let (kind, severity, zh, en) = match (&c.verification, c.rating) {
+        (v, Rating::AboveConstraint) if v.is_verified() => (
+            "over_constraint",
+            "critical",
+            format!(
+                "{} {period} 能耗强度 {:.1} {unit}（修正后 {:.1}），超过 {} 约束值 {:.1}",
+                a.name_zh,
+                c.measured,
+                c.corrected,
+                set.name,
+                c.constraint.unwrap_or_default()
+            ),
+            format!(
+                "{}: intensity {period} {:.1} {unit} (corrected {:.1}) is over the {} constraint value {:.1}",
+                display_en(a),
+                c.measured,
+                c.corrected,
+                set.name_en,
+                c.constraint.unwrap_or_default()
+            ),
+        ),
+        (v, _) if v.is_verified() => return None,
+        _ => (
+            "benchmark_unverified",
+            "info",
+            format!(
+                "{} {period} 能耗强度 {:.1} {unit}：无已核实的约束值（{}，{}），未作判断",
+                a.name_zh,
+                c.measured,
+                ty.name,
+                if c.rating == Rating::NoValues {
+                    "标准限值未录入"
+                } else {
+                    "数值未核实"
+                }
+            ),
+            format!(
+                "{}: intensity {period} {:.1} {unit}; no verified constraint value ({}, {}), so it is not judged",
+                display_en(a),
+                c.measured,
+                ty.name_en,
+                if c.rating == Rating::NoValues {
+                    "the standard's values are not entered"
+                } else {
+                    "its values are unverified"
+                }
+            ),
+        ),
+    };
+    let reasons = match &c.verification {
+        Verification::Unverified { reasons } => reasons.clone(),
+        _ => vec![],
+    };
+    Some(Alert {
+        kind,
+        severity,
+        account: a.code.to_string(),
+        name_zh: a.name_zh.clone(),
+        name_en: a.name_en.clone(),
+        meter: None,
+        ts: rfc3339(local_midnight_ms(months.1)),
+        message_zh: zh,
+        message_en: en,
+        details: json!({
+            "set": set.id,
+            "type": ty.id,
+            "unit": unit,
+            "from": months.0,
+            "to": months.1,
+            "measured": round6(c.measured),
+            "corrected": round6(c.corrected),
+            "constraint": c.constraint,
+            "guide": c.guide,
+            "rating": c.rating.name_en(),
+            "verified": c.verification.is_verified(),
+            "unverified_reasons": reasons,
+        }),
+    })
 }
 
 /// The alerts of each kind, newest first and at most [`MAX_ALERTS_PER_KIND`] of a kind, then

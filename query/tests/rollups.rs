@@ -163,6 +163,27 @@ fn same(want: &ConsumptionReport, got: &ConsumptionReport) {
     assert_eq!(want.indicators.len(), got.indicators.len(), "{what}");
 }
 
+/// Rewrites the monthly rollup of `month` with its energy doubled and its inputs unchanged, so
+/// that it still counts as current.
+fn double_month_rollup_energy(data: &Path, month: NaiveDate) {
+    let (rows, inputs) = month_rollup(data, month).unwrap().unwrap();
+    let energy = rows
+        .column(5)
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap();
+    let doubled: arrow::array::Float64Array = energy.iter().map(|v| v.map(|v| v * 2.0)).collect();
+    let mut cols = rows.columns().to_vec();
+    cols[5] = Arc::new(doubled);
+    let rows = arrow::record_batch::RecordBatch::try_new(rows.schema(), cols).unwrap();
+    write_month_rollup(
+        std::fs::File::create(month_rollup_dir(data, month).join(FILE)).unwrap(),
+        &rows,
+        &inputs,
+    )
+    .unwrap();
+}
+
 #[tokio::test]
 async fn reports_through_rollups_equal_the_raw_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,23 +288,7 @@ async fn reports_through_rollups_equal_the_raw_path() {
 
     // March's monthly rollup is what month reports read: doubled, March doubles and April does
     // not (its inputs are unchanged, so it still counts as current).
-    let march = d(2025, 3, 1);
-    let (rows, inputs) = month_rollup(data, march).unwrap().unwrap();
-    let energy = rows
-        .column(5)
-        .as_any()
-        .downcast_ref::<arrow::array::Float64Array>()
-        .unwrap();
-    let doubled: arrow::array::Float64Array = energy.iter().map(|v| v.map(|v| v * 2.0)).collect();
-    let mut cols = rows.columns().to_vec();
-    cols[5] = Arc::new(doubled);
-    let rows = arrow::record_batch::RecordBatch::try_new(rows.schema(), cols).unwrap();
-    write_month_rollup(
-        std::fs::File::create(month_rollup_dir(data, march).join(FILE)).unwrap(),
-        &rows,
-        &inputs,
-    )
-    .unwrap();
+    double_month_rollup_energy(data, d(2025, 3, 1));
     let tampered = all(&reports(data, sample::accounts(), true)).await;
     let march_total = |r: &ConsumptionReport| {
         r.rows

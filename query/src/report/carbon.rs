@@ -78,6 +78,20 @@ pub struct CarbonRequest {
     pub group_digits: Option<usize>,
 }
 
+/// An account's category total in one period, unit and carbon factor:
+/// (account, period, category, unit, factor id).
+type TotalKey = (AccountCode, NaiveDate, Category, String, Option<String>);
+
+/// A row's key: (region, account — `None` when rolled up —, period, category, unit, factor id).
+type RowKey = (
+    String,
+    Option<AccountCode>,
+    NaiveDate,
+    Category,
+    String,
+    Option<String>,
+);
+
 impl Reports {
     /// Rows in key order ([`CarbonRow::key`]).
     pub async fn carbon(&self, req: &CarbonRequest) -> Result<Vec<CarbonRow>, QueryError> {
@@ -92,17 +106,27 @@ impl Reports {
         if let Some(c) = req.category {
             sums.retain(|s| s.category == c);
         }
-        // Category totals: the main meters where there are any.
+        let totals = self.totals_by_factor(&sums);
+        let rolled = roll_up(totals, req.group_digits);
+        let mut out: Vec<CarbonRow> = rolled
+            .into_iter()
+            .map(|(key, amounts)| self.carbon_row(key, amounts, req.granularity))
+            .collect();
+        out.sort_by_key(CarbonRow::key);
+        Ok(out)
+    }
+
+    /// Each account's category totals — the main meters where there are any — as
+    /// (consumption, stored kgCO2e) per period, unit and carbon factor.
+    fn totals_by_factor(&self, sums: &[MeterSum]) -> BTreeMap<TotalKey, (f64, f64)> {
         let mut by_category: BTreeMap<(AccountCode, Category), Vec<&MeterSum>> = BTreeMap::new();
-        for s in &sums {
+        for s in sums {
             by_category
                 .entry((s.account.clone(), s.category))
                 .or_default()
                 .push(s);
         }
-        // (account, period, category, unit, factor) → (consumption, stored kgco2e)
-        type Key = (AccountCode, NaiveDate, Category, String, Option<String>);
-        let mut totals: BTreeMap<Key, (f64, f64)> = BTreeMap::new();
+        let mut totals: BTreeMap<TotalKey, (f64, f64)> = BTreeMap::new();
         for ((account, category), group) in &by_category {
             let rel = self.relations(account, *category, group);
             for s in group {
@@ -122,106 +146,133 @@ impl Reports {
                 e.1 += s.kgco2e;
             }
         }
-        // Roll up to regions: sum consumption per factor, then multiply once.
-        type Rolled = (
-            String,
-            Option<AccountCode>,
-            NaiveDate,
-            Category,
-            String,
-            Option<String>,
-        );
-        let mut rolled: BTreeMap<Rolled, (f64, f64, usize)> = BTreeMap::new();
-        for ((account, period, category, unit, factor), (c, stored)) in totals {
-            let (region, acct) = match req.group_digits {
-                Some(n) => (account.as_str()[..n.min(6)].to_owned(), None),
-                None => (account.division().to_owned(), Some(account.clone())),
-            };
-            let e = rolled
-                .entry((region, acct, period, category, unit, factor))
-                .or_default();
-            e.0 += c;
-            e.1 += stored;
-            e.2 += 1;
-        }
-        let mut out = Vec::new();
+        totals
+    }
+
+    /// One report row from the summed (consumption, stored kgCO2e, accounts) of `key`: kgce
+    /// and kgCO2e as consumption times the factor, each with the factor used.
+    fn carbon_row(
+        &self,
+        key: RowKey,
+        (consumption, stored, n): (f64, f64, usize),
+        granularity: Granularity,
+    ) -> CarbonRow {
+        let (region, account, period, category, unit, factor) = key;
+        let year = period.year();
+        let canonical = unit == category.consumption_unit().symbol();
         let default = FactorSelection::default();
-        for ((region, account, period, category, unit, factor), (consumption, stored, n)) in rolled
-        {
-            let year = period.year();
-            let canonical = unit == category.consumption_unit().symbol();
-            let coal = canonical
-                .then(|| self.factors.coal(category, year, &default))
-                .flatten();
-            let carbon = factor.map(|id| {
-                let pinned = FactorSelection {
-                    carbon_factor: [(category, id.clone())].into(),
-                    ..Default::default()
-                };
-                // Any account resolves a pinned id the same way; the region rows have none.
-                let probe = account
-                    .clone()
-                    .or_else(|| AccountCode::parse(&format!("{region:0<6}A001")).ok());
-                let resolved = probe.and_then(|a| self.factors.carbon(&a, category, year, &pinned));
-                let verified = self
-                    .factors
-                    .carbon_factors()
-                    .iter()
-                    .find(|f| f.id == id)
-                    .map(|f| f.verified);
-                match resolved {
-                    Some(r) => (
-                        consumption * r.per_unit,
-                        FactorUsed {
-                            id: r.id.to_owned(),
-                            value: Some(r.per_unit),
-                            source: Some(r.source.to_owned()),
-                            year: Some(r.year),
-                            verified,
-                        },
-                    ),
-                    None => (
-                        stored,
-                        FactorUsed {
-                            id,
-                            value: None,
-                            source: None,
-                            year: None,
-                            verified: None,
-                        },
-                    ),
-                }
-            });
-            let verified_coal = coal.as_ref().and_then(|r| {
-                self.factors
-                    .coal_factors()
-                    .iter()
-                    .find(|f| f.id == r.id)
-                    .map(|f| f.verified)
-            });
-            out.push(CarbonRow {
-                account: account.map(|a| a.to_string()),
-                region,
-                period: req.granularity.label(period),
-                category: category.code().to_owned(),
-                category_zh: category.name_zh().to_owned(),
-                category_en: category.name_en().to_owned(),
-                unit,
-                consumption,
-                kgce: coal.as_ref().map(|r| consumption * r.per_unit),
-                coal_factor: coal.map(|r| FactorUsed {
+        let coal = canonical
+            .then(|| self.factors.coal(category, year, &default))
+            .flatten();
+        let carbon = factor.map(|id| {
+            let probe = factor_probe(&region, account.as_ref());
+            self.carbon_used(probe, category, year, id, consumption, stored)
+        });
+        let verified_coal = coal.as_ref().and_then(|r| {
+            self.factors
+                .coal_factors()
+                .iter()
+                .find(|f| f.id == r.id)
+                .map(|f| f.verified)
+        });
+        CarbonRow {
+            account: account.map(|a| a.to_string()),
+            region,
+            period: granularity.label(period),
+            category: category.code().to_owned(),
+            category_zh: category.name_zh().to_owned(),
+            category_en: category.name_en().to_owned(),
+            unit,
+            consumption,
+            kgce: coal.as_ref().map(|r| consumption * r.per_unit),
+            coal_factor: coal.map(|r| FactorUsed {
+                id: r.id.to_owned(),
+                value: Some(r.per_unit),
+                source: Some(r.source.to_owned()),
+                year: Some(r.year),
+                verified: verified_coal,
+            }),
+            kgco2e: carbon.as_ref().map(|c| c.0),
+            carbon_factor: carbon.map(|c| c.1),
+            accounts: n,
+        }
+    }
+
+    /// The kgCO2e of `consumption` with the carbon factor `id` the readings recorded, resolved
+    /// for the account `probe`, and the factor as used; for a factor the server does not know,
+    /// the readings' `stored` kgCO2e.
+    fn carbon_used(
+        &self,
+        probe: Option<AccountCode>,
+        category: Category,
+        year: i32,
+        id: String,
+        consumption: f64,
+        stored: f64,
+    ) -> (f64, FactorUsed) {
+        let pinned = FactorSelection {
+            carbon_factor: [(category, id.clone())].into(),
+            ..Default::default()
+        };
+        let resolved = probe.and_then(|a| self.factors.carbon(&a, category, year, &pinned));
+        let verified = self
+            .factors
+            .carbon_factors()
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.verified);
+        match resolved {
+            Some(r) => (
+                consumption * r.per_unit,
+                FactorUsed {
                     id: r.id.to_owned(),
                     value: Some(r.per_unit),
                     source: Some(r.source.to_owned()),
                     year: Some(r.year),
-                    verified: verified_coal,
-                }),
-                kgco2e: carbon.as_ref().map(|c| c.0),
-                carbon_factor: carbon.map(|c| c.1),
-                accounts: n,
-            });
+                    verified,
+                },
+            ),
+            None => (
+                stored,
+                FactorUsed {
+                    id,
+                    value: None,
+                    source: None,
+                    year: None,
+                    verified: None,
+                },
+            ),
         }
-        out.sort_by_key(CarbonRow::key);
-        Ok(out)
     }
+}
+
+/// The account a row's pinned carbon factor is resolved for: its own, or for a region row
+/// (which has none) one made up in the region — any account resolves a pinned id the same way.
+fn factor_probe(region: &str, account: Option<&AccountCode>) -> Option<AccountCode> {
+    account
+        .cloned()
+        .or_else(|| AccountCode::parse(&format!("{region:0<6}A001")).ok())
+}
+
+/// The totals rolled up to regions of `group_digits` leading digits of the account code (per
+/// account, in its division, when `None`): consumption and stored kgCO2e summed per factor —
+/// to be multiplied once — and the accounts counted.
+fn roll_up(
+    totals: BTreeMap<TotalKey, (f64, f64)>,
+    group_digits: Option<usize>,
+) -> BTreeMap<RowKey, (f64, f64, usize)> {
+    let mut rolled: BTreeMap<RowKey, (f64, f64, usize)> = BTreeMap::new();
+    for ((account, period, category, unit, factor), (c, stored)) in totals {
+        let (region, acct) = match group_digits {
+            Some(n) => (account.as_str()[..n.min(6)].to_owned(), None),
+            None => (account.division().to_owned(), Some(account.clone())),
+        };
+        let e = rolled
+            .entry((region, acct, period, category, unit, factor))
+            .or_default();
+        e.0 += c;
+        e.1 += stored;
+        e.2 += 1;
+    }
+    rolled
 }

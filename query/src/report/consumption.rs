@@ -236,6 +236,16 @@ pub(crate) fn category_total(
         .map(|(_, _, a)| (a.consumption, a.kgce, a.kgco2e))
 }
 
+/// Each row's amounts over the periods, keyed by (account, category, unit, item, kind), so
+/// that 环比 and 同比 are looked up among one row's few periods rather than in a map of every
+/// row keyed by strings.
+type RowAmounts =
+    BTreeMap<(AccountCode, Category, String, EnergyCode, RowKind), BTreeMap<NaiveDate, Amount>>;
+
+/// Per account and period: the energy categories' kgce and the water consumption (m³, `None`
+/// without water), summed from the category totals.
+type IndicatorSums = BTreeMap<(AccountCode, NaiveDate), (f64, Option<f64>)>;
+
 impl Reports {
     pub async fn consumption_report(
         &self,
@@ -256,23 +266,38 @@ impl Reports {
         if let Some(c) = req.category {
             sums.retain(|s| s.category == c);
         }
+        let (all, labels) = self.row_amounts(&sums, g);
+        let (mut rows, indicators) = item_rows(&all, first, g, &labels);
+        sort_rows(&mut rows);
+        Ok(ConsumptionReport {
+            from: req.from,
+            to: req.to,
+            granularity: g,
+            rows,
+            indicators: self.indicator_rows(indicators, g),
+        })
+    }
+
+    /// The item tree of every (account, period, category, unit) as each row's amounts over
+    /// the periods, and the label of each period present.
+    fn row_amounts(
+        &self,
+        sums: &[MeterSum],
+        g: Granularity,
+    ) -> (RowAmounts, BTreeMap<NaiveDate, String>) {
         let mut groups: BTreeMap<(AccountCode, NaiveDate, Category, String), Vec<&MeterSum>> =
             BTreeMap::new();
-        for s in &sums {
+        for s in sums {
             groups
                 .entry((s.account.clone(), s.period, s.category, s.unit.clone()))
                 .or_default()
                 .push(s);
         }
-        let catalog = ItemCatalog::builtin();
-        // Each row's amounts over the periods, so that 环比 and 同比 are looked up among one
-        // row's few periods rather than in a map of every row keyed by strings.
-        type Key = (AccountCode, Category, String, EnergyCode, RowKind);
-        let mut all: BTreeMap<Key, BTreeMap<NaiveDate, Amount>> = BTreeMap::new();
+        let mut all: RowAmounts = BTreeMap::new();
         // Relations are decided over the whole range, so a meter that is silent in one period
         // keeps its role; once per account and category, not per period.
         let mut by_category: BTreeMap<(&AccountCode, Category), Vec<&MeterSum>> = BTreeMap::new();
-        for s in &sums {
+        for s in sums {
             by_category
                 .entry((&s.account, s.category))
                 .or_default()
@@ -295,73 +320,13 @@ impl Reports {
             .keys()
             .map(|(_, p, _, _)| (*p, g.label(*p)))
             .collect();
-        let mut rows = Vec::new();
-        let mut indicators: BTreeMap<(AccountCode, NaiveDate), (f64, Option<f64>)> =
-            BTreeMap::new();
-        for ((account, category, unit, item, kind), periods) in &all {
-            let at = |p: Option<NaiveDate>| periods.get(&p?).map(|a| round6(a.consumption));
-            for (period, a) in periods.range(first..) {
-                let previous = at(g.previous(*period));
-                let year_before = at(g.year_before(*period));
-                let consumption = round6(a.consumption);
-                let (name_zh, name_en) = match kind {
-                    RowKind::Unmetered => ("缺口量(未分项计量)", "unmetered remainder"),
-                    _ => catalog.name(item),
-                };
-                rows.push(ItemRow {
-                    account: account.to_string(),
-                    period: labels
-                        .get(period)
-                        .cloned()
-                        .unwrap_or_else(|| g.label(*period)),
-                    category: category.code().to_owned(),
-                    item: item.as_str().to_owned(),
-                    level: item.level(),
-                    kind: *kind,
-                    name_zh: name_zh.to_owned(),
-                    name_en: name_en.to_owned(),
-                    unit: unit.clone(),
-                    consumption,
-                    kgce: round6(a.kgce),
-                    kgco2e: round6(a.kgco2e),
-                    previous,
-                    mom_pct: pct(consumption, previous),
-                    year_before,
-                    yoy_pct: pct(consumption, year_before),
-                });
-                let is_total = matches!(kind, RowKind::Total)
-                    || (matches!(kind, RowKind::Subtotal) && item.level() == 0);
-                if is_total {
-                    let e = indicators
-                        .entry((account.clone(), *period))
-                        .or_insert((0.0, None));
-                    if *category == Category::Water {
-                        *e.1.get_or_insert(0.0) += a.consumption;
-                    } else {
-                        e.0 += a.kgce;
-                    }
-                }
-            }
-        }
-        rows.sort_by(|a, b| {
-            (
-                &a.account,
-                &a.period,
-                &a.category,
-                a.kind == RowKind::Item || a.kind == RowKind::Subtotal,
-                &a.item,
-                a.kind,
-            )
-                .cmp(&(
-                    &b.account,
-                    &b.period,
-                    &b.category,
-                    b.kind == RowKind::Item || b.kind == RowKind::Subtotal,
-                    &b.item,
-                    b.kind,
-                ))
-        });
-        let indicators = indicators
+        (all, labels)
+    }
+
+    /// The indicator rows: kgce per m² and per person, water per person, from the totals as
+    /// shown.
+    fn indicator_rows(&self, indicators: IndicatorSums, g: Granularity) -> Vec<IndicatorRow> {
+        indicators
             .into_iter()
             .map(|((account, period), (kgce, water))| {
                 // Ratios of the total as shown, so that they do not depend on the order in
@@ -384,13 +349,88 @@ impl Reports {
                     water_m3_per_person: water.zip(people).map(|(w, p)| round6(w / p)),
                 }
             })
-            .collect();
-        Ok(ConsumptionReport {
-            from: req.from,
-            to: req.to,
-            granularity: g,
-            rows,
-            indicators,
-        })
+            .collect()
     }
+}
+
+/// The report's rows of the periods from `first` on, with 环比 and 同比, and the indicator
+/// sums of their category totals (summed in row order).
+fn item_rows(
+    all: &RowAmounts,
+    first: NaiveDate,
+    g: Granularity,
+    labels: &BTreeMap<NaiveDate, String>,
+) -> (Vec<ItemRow>, IndicatorSums) {
+    let catalog = ItemCatalog::builtin();
+    let mut rows = Vec::new();
+    let mut indicators: IndicatorSums = BTreeMap::new();
+    for ((account, category, unit, item, kind), periods) in all {
+        let at = |p: Option<NaiveDate>| periods.get(&p?).map(|a| round6(a.consumption));
+        for (period, a) in periods.range(first..) {
+            let previous = at(g.previous(*period));
+            let year_before = at(g.year_before(*period));
+            let consumption = round6(a.consumption);
+            let (name_zh, name_en) = match kind {
+                RowKind::Unmetered => ("缺口量(未分项计量)", "unmetered remainder"),
+                _ => catalog.name(item),
+            };
+            rows.push(ItemRow {
+                account: account.to_string(),
+                period: labels
+                    .get(period)
+                    .cloned()
+                    .unwrap_or_else(|| g.label(*period)),
+                category: category.code().to_owned(),
+                item: item.as_str().to_owned(),
+                level: item.level(),
+                kind: *kind,
+                name_zh: name_zh.to_owned(),
+                name_en: name_en.to_owned(),
+                unit: unit.clone(),
+                consumption,
+                kgce: round6(a.kgce),
+                kgco2e: round6(a.kgco2e),
+                previous,
+                mom_pct: pct(consumption, previous),
+                year_before,
+                yoy_pct: pct(consumption, year_before),
+            });
+            let is_total = matches!(kind, RowKind::Total)
+                || (matches!(kind, RowKind::Subtotal) && item.level() == 0);
+            if is_total {
+                let e = indicators
+                    .entry((account.clone(), *period))
+                    .or_insert((0.0, None));
+                if *category == Category::Water {
+                    *e.1.get_or_insert(0.0) += a.consumption;
+                } else {
+                    e.0 += a.kgce;
+                }
+            }
+        }
+    }
+    (rows, indicators)
+}
+
+/// Orders rows by account, period and category; within a category the total and unmetered
+/// rows first, then the item and subtotal rows by item code.
+fn sort_rows(rows: &mut [ItemRow]) {
+    rows.sort_by(|a, b| {
+        (
+            &a.account,
+            &a.period,
+            &a.category,
+            a.kind == RowKind::Item || a.kind == RowKind::Subtotal,
+            &a.item,
+            a.kind,
+        )
+            .cmp(&(
+                &b.account,
+                &b.period,
+                &b.category,
+                b.kind == RowKind::Item || b.kind == RowKind::Subtotal,
+                &b.item,
+                b.kind,
+            ))
+    });
 }

@@ -30,11 +30,13 @@ use super::period::local_ts_sql;
 use super::scope::{Filter, sql_all};
 use super::source::{MeterSum, Relations, Reports};
 use crate::report::{QueryError, column_floats, column_ints, column_strings, rfc3339};
-use crate::savings::baseline::{Baseline, BaselineConfig, DayGroup, ModelKind};
-use crate::savings::benchmark::{self, AccountEnergy, BenchmarkSet, BenchmarkSets, Verification};
-use crate::savings::offhours::{self, HourlyLoad, OffHoursConfig};
+use crate::savings::baseline::{AvoidedEnergy, Baseline, BaselineConfig, DayGroup, ModelKind};
+use crate::savings::benchmark::{
+    self, AccountEnergy, BenchmarkSet, BenchmarkSets, Comparison, Verification,
+};
+use crate::savings::offhours::{self, HourlyLoad, OffHoursAnalysis, OffHoursConfig};
 use crate::savings::opportunity::{self, Confidence, Opportunity, OpportunityKind};
-use crate::savings::ranking::{PeerIntensity, rank_by_intensity};
+use crate::savings::ranking::{PeerIntensity, Ranked, rank_by_intensity};
 use crate::savings::weather::{self, DailyTemperature};
 use crate::savings::{Calendar, DailyUsage};
 use reading_model::time::local_midnight_ms;
@@ -379,7 +381,7 @@ impl Reports {
         from_ms: i64,
         to_ms: i64,
         filters: &[Filter],
-    ) -> Result<BTreeMap<AccountCode, (Quantity, Vec<(NaiveDateTime, f64)>)>, QueryError> {
+    ) -> Result<BTreeMap<AccountCode, TemperatureSamples>, QueryError> {
         let (from_date, to_date) = (partition_date(from_ms), partition_date(to_ms));
         let (ctx, has_readings) = self
             .session_within(Some((from_date.as_str(), to_date.as_str())))
@@ -445,19 +447,51 @@ impl Reports {
 
     /// Runs the savings analyses for every account in scope with data (module doc).
     pub async fn savings(&self, req: &SavingsRequest) -> Result<SavingsReport, QueryError> {
-        if req.baseline_from >= req.baseline_to || req.from >= req.to {
-            return Err(QueryError::SavingsRequest(format!(
-                "baseline {}..{} and reporting period {}..{} must each end after they start",
-                req.baseline_from, req.baseline_to, req.from, req.to
-            )));
-        }
-        let calendar = Calendar::builtin()?;
-        let sets = BenchmarkSets::builtin()?;
-        let selection = FactorSelection::default();
+        req.validate()?;
+        let analysis = Analysis {
+            req,
+            calendar: Calendar::builtin()?,
+            sets: BenchmarkSets::builtin()?,
+            selection: FactorSelection::default(),
+            year: (req.to - chrono::Duration::days(1)).year(),
+        };
         let first = req.baseline_from.min(req.from);
         let last = req.baseline_to.max(req.to);
         let (from_ms, to_ms) = (local_midnight_ms(first), local_midnight_ms(last));
+        let (daily, hourly) = self.daily_and_hourly_totals(req, from_ms, to_ms).await?;
+        let temperatures = self.temperature_readings(req, from_ms, to_ms).await?;
 
+        let mut found = Findings::default();
+        for (code, totals) in &daily {
+            self.account_savings(
+                &analysis,
+                code,
+                totals,
+                hourly.get(code),
+                temperatures.get(code),
+                &mut found,
+            );
+        }
+        self.peer_analysis(&analysis, &mut found);
+        Ok(SavingsReport {
+            baseline_from: req.baseline_from,
+            baseline_to: req.baseline_to,
+            from: req.from,
+            to: req.to,
+            opportunities: self.opportunity_rows(found.ops),
+            accounts: found.accounts,
+        })
+    }
+
+    /// The daily category totals over both periods and the hourly electricity totals over the
+    /// reporting period, per account; main and sub-meters are told apart on the daily sums,
+    /// so a meter keeps its role in the hours it is silent.
+    async fn daily_and_hourly_totals(
+        &self,
+        req: &SavingsRequest,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(AccountTotals, AccountTotals), QueryError> {
         let daily_sums = self
             .bucket_sums(from_ms, to_ms, "day", &req.filters, None)
             .await?;
@@ -483,496 +517,714 @@ impl Reports {
             )
             .await?;
         let hourly = self.totals(&hourly_sums, &relations);
-        let temperatures = match req.temperature {
+        Ok((daily, hourly))
+    }
+
+    /// The accounts' temperature readings when the request's source may use them; none for
+    /// `csv` and `none`.
+    async fn temperature_readings(
+        &self,
+        req: &SavingsRequest,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<BTreeMap<AccountCode, TemperatureSamples>, QueryError> {
+        match req.temperature {
             TemperatureSource::Auto | TemperatureSource::Readings => {
-                self.temperature_samples(from_ms, to_ms, &req.filters)
-                    .await?
+                self.temperature_samples(from_ms, to_ms, &req.filters).await
             }
-            _ => BTreeMap::new(),
-        };
-        let year = (req.to - chrono::Duration::days(1)).year();
-
-        let mut ops: Vec<Opportunity> = Vec::new();
-        let mut accounts: Vec<AccountSavings> = Vec::new();
-        let mut peers: Vec<PeerIntensity<&'static str>> = Vec::new();
-        let mut yearly: BTreeMap<AccountCode, BTreeMap<Category, f64>> = BTreeMap::new();
-        for (code, totals) in &daily {
-            let info = self.account(code);
-            let mut notes = Vec::new();
-            let in_range = |d: NaiveDate, from: NaiveDate, to: NaiveDate| d >= from && d < to;
-
-            // Temperature for the baseline.
-            let readings = temperatures.get(code);
-            let (source, temps): (String, Option<Vec<DailyTemperature>>) =
-                match (req.temperature, readings, &self.temperature_csv) {
-                    (TemperatureSource::None, _, _) => ("none".into(), None),
-                    (TemperatureSource::Auto | TemperatureSource::Readings, Some((q, s)), _) => {
-                        match weather::daily_means(s) {
-                            Ok(m) => (format!("readings:{}", q.name()), Some(m.days)),
-                            Err(e) => {
-                                notes.push(Note {
-                                    analysis: "baseline",
-                                    message: format!("temperature readings unusable: {e}"),
-                                });
-                                ("none".into(), None)
-                            }
-                        }
-                    }
-                    (TemperatureSource::Auto | TemperatureSource::Csv, _, Some(csv)) => {
-                        ("csv".into(), Some(csv.to_vec()))
-                    }
-                    _ => ("none".into(), None),
-                };
-
-            // Electricity baseline.
-            let electricity = totals.get(&Category::Electricity);
-            let usage_in = |from: NaiveDate, to: NaiveDate| -> Vec<(NaiveDate, f64)> {
-                electricity
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(t, (kwh, _, _))| local_date(*t).map(|d| (d, *kwh)))
-                    .filter(|(d, _)| in_range(*d, from, to))
-                    .collect()
-            };
-            let base_usage = usage_in(req.baseline_from, req.baseline_to);
-            let report_usage = usage_in(req.from, req.to);
-            let mut without = 0;
-            let mut to_days = |usage: &[(NaiveDate, f64)]| -> Vec<DailyUsage> {
-                match &temps {
-                    Some(t) => {
-                        let j = weather::join(usage, t);
-                        without += j.missing_temperature.len();
-                        j.days
-                    }
-                    None => usage
-                        .iter()
-                        .map(|&(date, usage)| DailyUsage {
-                            date,
-                            usage,
-                            temperature_c: 0.0,
-                        })
-                        .collect(),
-                }
-            };
-            let base_days = to_days(&base_usage);
-            let report_days = to_days(&report_usage);
-            let weather_model = temps.is_some();
-            let (note_zh, note_en) = if weather_model {
-                (
-                    "基线按气温（采暖/制冷度日）和日类型建立。".to_owned(),
-                    "The baseline uses outdoor temperature (heating/cooling degree days) and day types.".to_owned(),
-                )
-            } else {
-                (
-                    "无室外气温数据：基线仅按日类型（工作日/非工作日）建立，未做气象修正。".to_owned(),
-                    "No outdoor temperature: the baseline uses day types (working/non-working) only, without weather normalisation.".to_owned(),
-                )
-            };
-            let temperature = TemperatureUsed {
-                source,
-                days_without_temperature: without,
-                note_zh: note_zh.clone(),
-                note_en: note_en.clone(),
-            };
-            let config = BaselineConfig {
-                fit_heating: weather_model,
-                fit_cooling: weather_model,
-                ..BaselineConfig::default()
-            };
-            let mut baseline_fit = None;
-            if base_days.is_empty() {
-                notes.push(Note {
-                    analysis: "baseline",
-                    message: "no electricity (with temperature) in the baseline period".into(),
-                });
-            } else {
-                match Baseline::fit(&base_days, &calendar, &config) {
-                    Err(e) => notes.push(Note {
-                        analysis: "baseline",
-                        message: e.to_string(),
-                    }),
-                    Ok(b) => {
-                        let period = if report_days.is_empty() {
-                            notes.push(Note {
-                                analysis: "baseline",
-                                message:
-                                    "no electricity (with temperature) in the reporting period"
-                                        .into(),
-                            });
-                            None
-                        } else {
-                            match b.avoided_energy(&report_days, &calendar) {
-                                Ok(p) => Some(p),
-                                Err(e) => {
-                                    notes.push(Note {
-                                        analysis: "baseline",
-                                        message: e.to_string(),
-                                    });
-                                    None
-                                }
-                            }
-                        };
-                        // ASHRAE Guideline 14 (annex B): the fractional uncertainty of
-                        // savings F is ≈ 1.26·CV(RMSE)·√((1 + 2/n)/m) / F for n baseline and m
-                        // reporting days; a difference within twice that (uncertainty > 50 %
-                        // at 68 % confidence) is noise, not an opportunity.
-                        let detectable = period.as_ref().map(|p| {
-                            let n = b.days as f64;
-                            let m = p.days.max(1) as f64;
-                            2.0 * 1.26 * b.fit.daily.cv_rmse * ((1.0 + 2.0 / n) / m).sqrt()
-                        });
-                        if let (Some(p), Some(min)) = (&period, detectable)
-                            && p.avoided < 0.0
-                            && -p.avoided_fraction < min
-                        {
-                            notes.push(Note {
-                                analysis: "baseline",
-                                message: format!(
-                                    "usage {:.2} % above the baseline is within the model's \
-                                     uncertainty (at least {:.2} % is needed, ASHRAE Guideline 14)",
-                                    -p.avoided_fraction * 100.0,
-                                    min * 100.0
-                                ),
-                            });
-                        } else if let Some(p) = &period {
-                            match opportunity::baseline_drift(
-                                code.clone(),
-                                year,
-                                Category::Electricity,
-                                &b,
-                                p,
-                                &self.factors,
-                                &selection,
-                            ) {
-                                Ok(Some(o)) => ops.push(o),
-                                Ok(None) => {}
-                                Err(e) => notes.push(Note {
-                                    analysis: "baseline",
-                                    message: e.to_string(),
-                                }),
-                            }
-                        }
-                        baseline_fit = Some(BaselineFit {
-                            model: if weather_model {
-                                "weather"
-                            } else {
-                                "day_type_only"
-                            },
-                            first_day: b.first_day,
-                            last_day: b.last_day,
-                            days: b.days,
-                            cv_rmse: round6(b.fit.daily.cv_rmse),
-                            nmbe: round6(b.fit.daily.nmbe),
-                            monthly_cv_rmse: b.fit.monthly.map(|m| round6(m.cv_rmse)),
-                            monthly_nmbe: b.fit.monthly.map(|m| round6(m.nmbe)),
-                            passes_ashrae14: b.fit.passes_ashrae14,
-                            caltrack_sufficient: b.caltrack_sufficient,
-                            models: b.models.iter().map(group_model_row).collect(),
-                            reporting_days: period.as_ref().map_or(0, |p| p.days),
-                            reporting_actual_kwh: period
-                                .as_ref()
-                                .map_or(0.0, |p| round6(p.actual_usage)),
-                            reporting_baseline_kwh: period
-                                .as_ref()
-                                .map_or(0.0, |p| round6(p.baseline_usage)),
-                            reporting_avoided_kwh: period
-                                .as_ref()
-                                .map_or(0.0, |p| round6(p.avoided)),
-                        });
-                    }
-                }
-            }
-
-            // Off-hours load from hourly totals; only meaningful when meters read at least
-            // hourly, otherwise an hour holds several hours' energy.
-            let mut off_hours = None;
-            let hours: Vec<HourlyLoad> = hourly
-                .get(code)
-                .and_then(|t| t.get(&Category::Electricity))
-                .into_iter()
-                .flatten()
-                .filter_map(|(t, (kwh, _, _))| {
-                    local_time(*t).map(|start| HourlyLoad { start, kwh: *kwh })
-                })
-                .collect();
-            let mut per_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
-            for h in &hours {
-                *per_day.entry(h.start.date()).or_default() += 1;
-            }
-            let mut counts: Vec<usize> = per_day.values().copied().collect();
-            counts.sort_unstable();
-            let median_hours = counts.get(counts.len() / 2).copied().unwrap_or(0);
-            if hours.is_empty() {
-                notes.push(Note {
-                    analysis: "off_hours",
-                    message: "no electricity in the reporting period".into(),
-                });
-            } else if median_hours < 20 {
-                notes.push(Note {
-                    analysis: "off_hours",
-                    message: format!(
-                        "readings fill only {median_hours} of a day's 24 hours (median): the meters \
-                         read less often than hourly, so night load cannot be told apart"
-                    ),
-                });
-            } else {
-                match offhours::analyse(&hours, &calendar, &OffHoursConfig::default()) {
-                    Err(e) => notes.push(Note {
-                        analysis: "off_hours",
-                        message: e.to_string(),
-                    }),
-                    Ok(a) => {
-                        match opportunity::off_hours(
-                            code.clone(),
-                            year,
-                            &a,
-                            &self.factors,
-                            &selection,
-                        ) {
-                            Ok(Some(o)) => ops.push(o),
-                            Ok(None) => {}
-                            Err(e) => notes.push(Note {
-                                analysis: "off_hours",
-                                message: e.to_string(),
-                            }),
-                        }
-                        off_hours = Some(OffHoursRow {
-                            hours: a.hours,
-                            days: a.days,
-                            base_load_kw: round6(a.base_load_kw),
-                            occupied_mean_kw: round6(a.occupied_mean_kw),
-                            night_mean_kw: round6(a.night_mean_kw),
-                            non_working_mean_kw: round6(a.non_working_mean_kw),
-                            excess_kwh_per_year: round6(a.excess_kwh_per_year),
-                            off_hours_share: round6(a.off_hours_share),
-                        });
-                    }
-                }
-            }
-
-            // The reporting period's energy scaled to a year, for benchmarks and peers.
-            let mut data_days: BTreeSet<NaiveDate> = BTreeSet::new();
-            let mut sums: BTreeMap<Category, f64> = BTreeMap::new();
-            for (c, by_day) in totals {
-                for (t, (v, _, _)) in by_day {
-                    if let Some(d) = local_date(*t)
-                        && in_range(d, req.from, req.to)
-                    {
-                        data_days.insert(d);
-                        *sums.entry(*c).or_default() += v;
-                    }
-                }
-            }
-            let scale = if data_days.is_empty() {
-                0.0
-            } else {
-                365.0 / data_days.len() as f64
-            };
-            let annual: BTreeMap<Category, f64> = sums
-                .into_iter()
-                .map(|(c, v)| (c, (v * scale).max(0.0)))
-                .collect();
-            let mut benchmarks = Vec::new();
-            let mut peer_input = None;
-            match info.and_then(|a| a.floor_area_m2.map(|m2| (a, m2))) {
-                _ if data_days.is_empty() => notes.push(Note {
-                    analysis: "benchmark",
-                    message: "no data in the reporting period".into(),
-                }),
-                None => notes.push(Note {
-                    analysis: "benchmark",
-                    message: "no floor area configured for the account (floor_area_m2)".into(),
-                }),
-                Some((a, m2)) => {
-                    let energy = AccountEnergy {
-                        account: code.clone(),
-                        year,
-                        floor_area_m2: m2,
-                        occupants: a.headcount.map(f64::from),
-                        operating_hours: None,
-                        climate_zone: a.climate_zone,
-                        consumption: annual.clone(),
-                        heating: BTreeMap::new(),
-                        transport: BTreeMap::new(),
-                    };
-                    for set in sets.sets() {
-                        let Some(type_id) = benchmark_type(set, a) else {
-                            continue;
-                        };
-                        match benchmark::compare(set, type_id, &energy, &self.factors, &selection) {
-                            Err(e) => notes.push(Note {
-                                analysis: "benchmark",
-                                message: e.to_string(),
-                            }),
-                            Ok(c) => {
-                                match opportunity::benchmark_gap(
-                                    &c,
-                                    &set.name,
-                                    &set.name_en,
-                                    &self.factors,
-                                    &selection,
-                                ) {
-                                    Ok(Some(o)) => ops.push(o),
-                                    Ok(None) => {}
-                                    Err(e) => notes.push(Note {
-                                        analysis: "benchmark",
-                                        message: e.to_string(),
-                                    }),
-                                }
-                                benchmarks.push(BenchmarkRow {
-                                    set_id: set.id.clone(),
-                                    name_zh: set.name.clone(),
-                                    name_en: set.name_en.clone(),
-                                    type_id: type_id.to_owned(),
-                                    unit: c.unit.symbol(),
-                                    measured: round6(c.measured),
-                                    corrected: round6(c.corrected),
-                                    constraint: c.constraint,
-                                    baseline: c.baseline,
-                                    guide: c.guide,
-                                    rating_zh: c.rating.name_zh(),
-                                    rating_en: c.rating.name_en(),
-                                    set_verified: set.verified,
-                                    verified: c.verification.is_verified(),
-                                    unverified_reasons: reasons(&c.verification),
-                                });
-                            }
-                        }
-                    }
-                    let kgce: f64 = annual
-                        .iter()
-                        .filter_map(|(c, v)| {
-                            self.factors
-                                .coal(*c, year, &selection)
-                                .map(|f| v * f.per_unit)
-                        })
-                        .sum();
-                    peer_input = Some(PeerIntensity {
-                        account: code.clone(),
-                        group: a.institution_type.name(),
-                        intensity: kgce / m2,
-                        floor_area_m2: m2,
-                    });
-                }
-            }
-            if let Some(p) = peer_input {
-                peers.push(p);
-                yearly.insert(code.clone(), annual);
-            }
-            accounts.push(AccountSavings {
-                account: code.to_string(),
-                name_zh: info.map(|a| a.name_zh.clone()).unwrap_or_default(),
-                temperature,
-                baseline: baseline_fit,
-                off_hours,
-                reporting_days_with_data: data_days.len(),
-                benchmarks,
-                peer: None,
-                notes,
-            });
+            _ => Ok(BTreeMap::new()),
         }
+    }
 
-        // Peers: accounts in scope of the same institution type.
-        match rank_by_intensity(&peers) {
+    /// Runs one account's baseline, off-hours and benchmark analyses: adds its opportunities
+    /// and its [`AccountSavings`] to `found`, and, when it has a floor area and data, its peer
+    /// intensity and yearly energy for the peer ranking.
+    fn account_savings(
+        &self,
+        an: &Analysis<'_>,
+        code: &AccountCode,
+        totals: &Totals,
+        hourly: Option<&Totals>,
+        readings: Option<&TemperatureSamples>,
+        found: &mut Findings,
+    ) {
+        let info = self.account(code);
+        let mut f = AccountFindings {
+            notes: Vec::new(),
+            ops: &mut found.ops,
+        };
+        let (source, temps) = self.baseline_temperatures(an.req.temperature, readings, &mut f);
+        let days = baseline_days(an.req, totals, temps.as_deref());
+        let weather_model = temps.is_some();
+        let temperature = temperature_used(source, days.without_temperature, weather_model);
+        let baseline = self.baseline_analysis(an, code, &days, weather_model, &mut f);
+        let off_hours = self.off_hours_analysis(an, code, hourly, &mut f);
+        let (data_days, annual) = reporting_year_energy(an.req, totals);
+        let (benchmarks, peer_input) =
+            self.benchmark_analysis(an, code, info, !data_days.is_empty(), &annual, &mut f);
+        if let Some(p) = peer_input {
+            found.peers.push(p);
+            found.yearly.insert(code.clone(), annual);
+        }
+        found.accounts.push(AccountSavings {
+            account: code.to_string(),
+            name_zh: info.map(|a| a.name_zh.clone()).unwrap_or_default(),
+            temperature,
+            baseline,
+            off_hours,
+            reporting_days_with_data: data_days.len(),
+            benchmarks,
+            peer: None,
+            notes: f.notes,
+        });
+    }
+
+    /// The daily mean temperatures for an account's baseline and where they came from (the
+    /// source's name, `none` with no temperatures). Unusable readings leave a note and no
+    /// temperatures.
+    fn baseline_temperatures(
+        &self,
+        source: TemperatureSource,
+        readings: Option<&TemperatureSamples>,
+        f: &mut AccountFindings<'_>,
+    ) -> (String, Option<Vec<DailyTemperature>>) {
+        match (source, readings, &self.temperature_csv) {
+            (TemperatureSource::None, _, _) => ("none".into(), None),
+            (TemperatureSource::Auto | TemperatureSource::Readings, Some((q, s)), _) => {
+                match weather::daily_means(s) {
+                    Ok(m) => (format!("readings:{}", q.name()), Some(m.days)),
+                    Err(e) => {
+                        f.note("baseline", format!("temperature readings unusable: {e}"));
+                        ("none".into(), None)
+                    }
+                }
+            }
+            (TemperatureSource::Auto | TemperatureSource::Csv, _, Some(csv)) => {
+                ("csv".into(), Some(csv.to_vec()))
+            }
+            _ => ("none".into(), None),
+        }
+    }
+
+    /// The electricity baseline fitted on the baseline days, with the reporting period
+    /// against it; keeps the drift opportunity. `None`, with a note, when there are no
+    /// baseline days or the fit fails.
+    fn baseline_analysis(
+        &self,
+        an: &Analysis<'_>,
+        code: &AccountCode,
+        days: &BaselineDays,
+        weather_model: bool,
+        f: &mut AccountFindings<'_>,
+    ) -> Option<BaselineFit> {
+        let config = BaselineConfig {
+            fit_heating: weather_model,
+            fit_cooling: weather_model,
+            ..BaselineConfig::default()
+        };
+        if days.base.is_empty() {
+            f.note(
+                "baseline",
+                "no electricity (with temperature) in the baseline period".into(),
+            );
+            return None;
+        }
+        let b = match Baseline::fit(&days.base, &an.calendar, &config) {
+            Ok(b) => b,
             Err(e) => {
-                for a in &mut accounts {
+                f.note("baseline", e.to_string());
+                return None;
+            }
+        };
+        let period = reporting_against_baseline(&b, &days.report, &an.calendar, f);
+        if let Some(p) = &period {
+            self.baseline_drift(an, code, &b, p, f);
+        }
+        Some(baseline_fit(&b, period.as_ref(), weather_model))
+    }
+
+    /// Keeps the baseline-drift opportunity of the reporting period, or notes that usage
+    /// above the baseline is within the model's uncertainty ([`detectable_fraction`]).
+    fn baseline_drift(
+        &self,
+        an: &Analysis<'_>,
+        code: &AccountCode,
+        b: &Baseline,
+        p: &AvoidedEnergy,
+        f: &mut AccountFindings<'_>,
+    ) {
+        let min = detectable_fraction(b, p);
+        if p.avoided < 0.0 && -p.avoided_fraction < min {
+            f.note(
+                "baseline",
+                format!(
+                    "usage {:.2} % above the baseline is within the model's \
+                     uncertainty (at least {:.2} % is needed, ASHRAE Guideline 14)",
+                    -p.avoided_fraction * 100.0,
+                    min * 100.0
+                ),
+            );
+        } else {
+            let drift = opportunity::baseline_drift(
+                code.clone(),
+                an.year,
+                Category::Electricity,
+                b,
+                p,
+                &self.factors,
+                &an.selection,
+            );
+            f.keep("baseline", drift);
+        }
+    }
+
+    /// Off-hours load from the reporting period's hourly electricity (`hourly`: the account's
+    /// hourly totals); keeps its opportunity. `None`, with a note, when there is no
+    /// electricity, the meters read less often than hourly — an hour would then hold several
+    /// hours' energy — or the analysis fails.
+    fn off_hours_analysis(
+        &self,
+        an: &Analysis<'_>,
+        code: &AccountCode,
+        hourly: Option<&Totals>,
+        f: &mut AccountFindings<'_>,
+    ) -> Option<OffHoursRow> {
+        let hours = hourly_electricity(hourly);
+        let median_hours = median_hours_per_day(&hours);
+        if hours.is_empty() {
+            f.note("off_hours", "no electricity in the reporting period".into());
+            return None;
+        }
+        if median_hours < 20 {
+            f.note(
+                "off_hours",
+                format!(
+                    "readings fill only {median_hours} of a day's 24 hours (median): the meters \
+                     read less often than hourly, so night load cannot be told apart"
+                ),
+            );
+            return None;
+        }
+        match offhours::analyse(&hours, &an.calendar, &OffHoursConfig::default()) {
+            Err(e) => {
+                f.note("off_hours", e.to_string());
+                None
+            }
+            Ok(a) => {
+                let found =
+                    opportunity::off_hours(code.clone(), an.year, &a, &self.factors, &an.selection);
+                f.keep("off_hours", found);
+                Some(off_hours_row(&a))
+            }
+        }
+    }
+
+    /// The account against each benchmark set with a building type for it, keeping the gap
+    /// opportunities, and its intensity for the peer ranking. Nothing, with a note, when the
+    /// reporting period has no data (`has_data`) or the account has no floor area.
+    fn benchmark_analysis(
+        &self,
+        an: &Analysis<'_>,
+        code: &AccountCode,
+        info: Option<&crate::Account>,
+        has_data: bool,
+        annual: &BTreeMap<Category, f64>,
+        f: &mut AccountFindings<'_>,
+    ) -> (Vec<BenchmarkRow>, Option<PeerIntensity<&'static str>>) {
+        match info.and_then(|a| a.floor_area_m2.map(|m2| (a, m2))) {
+            _ if !has_data => {
+                f.note("benchmark", "no data in the reporting period".into());
+                (Vec::new(), None)
+            }
+            None => {
+                f.note(
+                    "benchmark",
+                    "no floor area configured for the account (floor_area_m2)".into(),
+                );
+                (Vec::new(), None)
+            }
+            Some((a, m2)) => {
+                let energy = AccountEnergy {
+                    account: code.clone(),
+                    year: an.year,
+                    floor_area_m2: m2,
+                    occupants: a.headcount.map(f64::from),
+                    operating_hours: None,
+                    climate_zone: a.climate_zone,
+                    consumption: annual.clone(),
+                    heating: BTreeMap::new(),
+                    transport: BTreeMap::new(),
+                };
+                let benchmarks = self.benchmarks(an, a, &energy, f);
+                let peer = self.peer_intensity(an, code, a, m2, annual);
+                (benchmarks, Some(peer))
+            }
+        }
+    }
+
+    /// One row per benchmark set with a building type for the account ([`benchmark_type`]),
+    /// keeping each set's gap opportunity; a set whose comparison fails leaves a note instead.
+    fn benchmarks(
+        &self,
+        an: &Analysis<'_>,
+        account: &crate::Account,
+        energy: &AccountEnergy,
+        f: &mut AccountFindings<'_>,
+    ) -> Vec<BenchmarkRow> {
+        let mut rows = Vec::new();
+        for set in an.sets.sets() {
+            let Some(type_id) = benchmark_type(set, account) else {
+                continue;
+            };
+            match benchmark::compare(set, type_id, energy, &self.factors, &an.selection) {
+                Err(e) => f.note("benchmark", e.to_string()),
+                Ok(c) => {
+                    let gap = opportunity::benchmark_gap(
+                        &c,
+                        &set.name,
+                        &set.name_en,
+                        &self.factors,
+                        &an.selection,
+                    );
+                    f.keep("benchmark", gap);
+                    rows.push(benchmark_row(set, type_id, &c));
+                }
+            }
+        }
+        rows
+    }
+
+    /// The account's yearly energy in kgce per m² of floor area, in its institution type's
+    /// group, for the peer ranking.
+    fn peer_intensity(
+        &self,
+        an: &Analysis<'_>,
+        code: &AccountCode,
+        account: &crate::Account,
+        m2: f64,
+        annual: &BTreeMap<Category, f64>,
+    ) -> PeerIntensity<&'static str> {
+        let kgce: f64 = annual
+            .iter()
+            .filter_map(|(c, v)| {
+                self.factors
+                    .coal(*c, an.year, &an.selection)
+                    .map(|f| v * f.per_unit)
+            })
+            .sum();
+        PeerIntensity {
+            account: code.clone(),
+            group: account.institution_type.name(),
+            intensity: kgce / m2,
+            floor_area_m2: m2,
+        }
+    }
+
+    /// Ranks the accounts among those in scope of the same institution type: each gets its
+    /// [`PeerRow`] and peer-median opportunity, or a note when it has no peer or the ranking
+    /// fails.
+    fn peer_analysis(&self, an: &Analysis<'_>, found: &mut Findings) {
+        let ranked = match rank_by_intensity(&found.peers) {
+            Ok(ranked) => ranked,
+            Err(e) => {
+                for a in &mut found.accounts {
                     a.notes.push(Note {
                         analysis: "peer",
                         message: e.to_string(),
                     });
                 }
+                return;
             }
-            Ok(ranked) => {
-                for r in ranked {
-                    let Some(a) = accounts
-                        .iter_mut()
-                        .find(|a| a.account == r.account.as_str())
-                    else {
-                        continue;
-                    };
-                    if r.of < 2 {
-                        a.notes.push(Note {
-                            analysis: "peer",
-                            message: format!(
-                                "no other {} account in scope to compare with",
-                                r.group
-                            ),
-                        });
-                        continue;
-                    }
-                    a.peer = Some(PeerRow {
-                        institution_type: r.group,
-                        kgce_per_m2_year: round6(r.intensity),
-                        rank: r.rank,
-                        of: r.of,
-                        median_kgce_per_m2_year: round6(r.group_median),
-                    });
-                    let consumption = yearly.get(&r.account).cloned().unwrap_or_default();
-                    match opportunity::peer_median(
-                        &r,
-                        year,
-                        &consumption,
-                        &self.factors,
-                        &selection,
-                    ) {
-                        Ok(Some(o)) => ops.push(o),
-                        Ok(None) => {}
-                        Err(e) => a.notes.push(Note {
-                            analysis: "peer",
-                            message: e.to_string(),
-                        }),
-                    }
-                }
+        };
+        for r in ranked {
+            let Some(a) = found
+                .accounts
+                .iter_mut()
+                .find(|a| a.account == r.account.as_str())
+            else {
+                continue;
+            };
+            if r.of < 2 {
+                a.notes.push(Note {
+                    analysis: "peer",
+                    message: format!("no other {} account in scope to compare with", r.group),
+                });
+                continue;
             }
+            a.peer = Some(peer_row(&r));
+            let consumption = found.yearly.get(&r.account).cloned().unwrap_or_default();
+            let median =
+                opportunity::peer_median(&r, an.year, &consumption, &self.factors, &an.selection);
+            keep_opportunity(median, "peer", &mut found.ops, &mut a.notes);
         }
+    }
 
-        let opportunities = opportunity::rank(ops)
+    /// The opportunities ranked by yearly saving (largest first), as report rows.
+    fn opportunity_rows(&self, ops: Vec<Opportunity>) -> Vec<OpportunityRow> {
+        opportunity::rank(ops)
             .into_iter()
             .enumerate()
-            .map(|(i, o)| OpportunityRow {
-                rank: i + 1,
-                account: o.account.to_string(),
-                name_zh: self
-                    .account(&o.account)
-                    .map(|a| a.name_zh.clone())
-                    .unwrap_or_default(),
-                kind: kind_name(o.kind),
-                kind_zh: o.kind.name_zh(),
-                kind_en: o.kind.name_en(),
-                year: o.year,
-                energy_per_year: o
-                    .energy_per_year
-                    .iter()
-                    .map(|(c, v)| (c.code().to_owned(), round6(*v)))
-                    .collect(),
-                kwh_per_year: round6(o.kwh_per_year),
-                kgce_per_year: round6(o.kgce_per_year),
-                kgco2e_per_year: round6(o.kgco2e_per_year),
-                factors: o
-                    .factors
-                    .iter()
-                    .map(|f| FactorRow {
-                        category: f.category.code().to_owned(),
-                        coal_factor: f.coal_factor.clone(),
-                        kgce_per_unit: f.kgce_per_unit,
-                        carbon_factor: f.carbon_factor.clone(),
-                        kgco2e_per_unit: f.kgco2e_per_unit,
-                    })
-                    .collect(),
-                confidence: confidence_name(o.confidence),
-                verified: o.verification.is_verified(),
-                unverified_reasons: reasons(&o.verification),
-                explanation_zh: o.explanation_zh,
-                explanation_en: o.explanation_en,
-            })
-            .collect();
-        Ok(SavingsReport {
-            baseline_from: req.baseline_from,
-            baseline_to: req.baseline_to,
-            from: req.from,
-            to: req.to,
-            opportunities,
-            accounts,
-        })
+            .map(|(i, o)| self.opportunity_row(i + 1, o))
+            .collect()
+    }
+
+    /// The report row of the opportunity ranked `rank`.
+    fn opportunity_row(&self, rank: usize, o: Opportunity) -> OpportunityRow {
+        OpportunityRow {
+            rank,
+            account: o.account.to_string(),
+            name_zh: self
+                .account(&o.account)
+                .map(|a| a.name_zh.clone())
+                .unwrap_or_default(),
+            kind: kind_name(o.kind),
+            kind_zh: o.kind.name_zh(),
+            kind_en: o.kind.name_en(),
+            year: o.year,
+            energy_per_year: o
+                .energy_per_year
+                .iter()
+                .map(|(c, v)| (c.code().to_owned(), round6(*v)))
+                .collect(),
+            kwh_per_year: round6(o.kwh_per_year),
+            kgce_per_year: round6(o.kgce_per_year),
+            kgco2e_per_year: round6(o.kgco2e_per_year),
+            factors: o
+                .factors
+                .iter()
+                .map(|f| FactorRow {
+                    category: f.category.code().to_owned(),
+                    coal_factor: f.coal_factor.clone(),
+                    kgce_per_unit: f.kgce_per_unit,
+                    carbon_factor: f.carbon_factor.clone(),
+                    kgco2e_per_unit: f.kgco2e_per_unit,
+                })
+                .collect(),
+            confidence: confidence_name(o.confidence),
+            verified: o.verification.is_verified(),
+            unverified_reasons: reasons(&o.verification),
+            explanation_zh: o.explanation_zh,
+            explanation_en: o.explanation_en,
+        }
+    }
+}
+
+impl SavingsRequest {
+    /// `Ok` when the baseline and the reporting period each end after they start.
+    fn validate(&self) -> Result<(), QueryError> {
+        if self.baseline_from >= self.baseline_to || self.from >= self.to {
+            return Err(QueryError::SavingsRequest(format!(
+                "baseline {}..{} and reporting period {}..{} must each end after they start",
+                self.baseline_from, self.baseline_to, self.from, self.to
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Category totals per account: account → category → bucket → (consumption, kgce, kgCO2e).
+type AccountTotals = BTreeMap<AccountCode, Totals>;
+
+/// One account's temperature readings: the quantity used and its samples in local time.
+type TemperatureSamples = (Quantity, Vec<(NaiveDateTime, f64)>);
+
+/// What every account's analyses share.
+struct Analysis<'r> {
+    req: &'r SavingsRequest,
+    calendar: Calendar,
+    sets: BenchmarkSets,
+    selection: FactorSelection,
+    /// The data year: that of the reporting period's last day.
+    year: i32,
+}
+
+/// What the accounts' analyses gather for the report and the peer ranking.
+#[derive(Default)]
+struct Findings {
+    ops: Vec<Opportunity>,
+    accounts: Vec<AccountSavings>,
+    /// Accounts with a floor area and data, for the peer ranking.
+    peers: Vec<PeerIntensity<&'static str>>,
+    /// Their reporting period's energy scaled to a year, by category.
+    yearly: BTreeMap<AccountCode, BTreeMap<Category, f64>>,
+}
+
+/// One account's notes while its analyses run, and the opportunities of all accounts.
+struct AccountFindings<'f> {
+    notes: Vec<Note>,
+    ops: &'f mut Vec<Opportunity>,
+}
+
+impl AccountFindings<'_> {
+    /// Notes why `analysis` did not run, or what it left out.
+    fn note(&mut self, analysis: &'static str, message: String) {
+        self.notes.push(Note { analysis, message });
+    }
+
+    /// Keeps the opportunity `analysis` found, or notes its error.
+    fn keep<E: std::fmt::Display>(
+        &mut self,
+        analysis: &'static str,
+        found: Result<Option<Opportunity>, E>,
+    ) {
+        keep_opportunity(found, analysis, self.ops, &mut self.notes);
+    }
+}
+
+/// Pushes the opportunity found (if any) to `ops`, or a note with the error to `notes`.
+fn keep_opportunity<E: std::fmt::Display>(
+    found: Result<Option<Opportunity>, E>,
+    analysis: &'static str,
+    ops: &mut Vec<Opportunity>,
+    notes: &mut Vec<Note>,
+) {
+    match found {
+        Ok(Some(o)) => ops.push(o),
+        Ok(None) => {}
+        Err(e) => notes.push(Note {
+            analysis,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Whether `d` lies in `[from, to)`.
+fn in_range(d: NaiveDate, from: NaiveDate, to: NaiveDate) -> bool {
+    d >= from && d < to
+}
+
+/// An account's electricity days for the baseline: those of the baseline period to fit on
+/// and those of the reporting period to compare, each with its temperature (0 °C without).
+struct BaselineDays {
+    base: Vec<DailyUsage>,
+    report: Vec<DailyUsage>,
+    /// Baseline and reporting days left out for want of a daily mean temperature.
+    without_temperature: usize,
+}
+
+/// The baseline and reporting periods' daily electricity of an account (`totals`), joined to
+/// the daily mean temperatures `temps` when there are any.
+fn baseline_days(
+    req: &SavingsRequest,
+    totals: &Totals,
+    temps: Option<&[DailyTemperature]>,
+) -> BaselineDays {
+    let electricity = totals.get(&Category::Electricity);
+    let usage_in = |from: NaiveDate, to: NaiveDate| -> Vec<(NaiveDate, f64)> {
+        electricity
+            .into_iter()
+            .flatten()
+            .filter_map(|(t, (kwh, _, _))| local_date(*t).map(|d| (d, *kwh)))
+            .filter(|(d, _)| in_range(*d, from, to))
+            .collect()
+    };
+    let base_usage = usage_in(req.baseline_from, req.baseline_to);
+    let report_usage = usage_in(req.from, req.to);
+    let mut without = 0;
+    let mut to_days = |usage: &[(NaiveDate, f64)]| -> Vec<DailyUsage> {
+        match temps {
+            Some(t) => {
+                let j = weather::join(usage, t);
+                without += j.missing_temperature.len();
+                j.days
+            }
+            None => usage
+                .iter()
+                .map(|&(date, usage)| DailyUsage {
+                    date,
+                    usage,
+                    temperature_c: 0.0,
+                })
+                .collect(),
+        }
+    };
+    let base = to_days(&base_usage);
+    let report = to_days(&report_usage);
+    BaselineDays {
+        base,
+        report,
+        without_temperature: without,
+    }
+}
+
+/// Where the baseline's temperature came from (`source`), how many days lacked one, and a
+/// note on which model that allows (weather-normalised or day types only).
+fn temperature_used(source: String, without: usize, weather_model: bool) -> TemperatureUsed {
+    let (note_zh, note_en) = if weather_model {
+        (
+            "基线按气温（采暖/制冷度日）和日类型建立。".to_owned(),
+            "The baseline uses outdoor temperature (heating/cooling degree days) and day types."
+                .to_owned(),
+        )
+    } else {
+        (
+            "无室外气温数据：基线仅按日类型（工作日/非工作日）建立，未做气象修正。".to_owned(),
+            "No outdoor temperature: the baseline uses day types (working/non-working) only, without weather normalisation.".to_owned(),
+        )
+    };
+    TemperatureUsed {
+        source,
+        days_without_temperature: without,
+        note_zh,
+        note_en,
+    }
+}
+
+/// The reporting period's usage against the baseline `b`; `None`, with a note, when the
+/// period has no days or the comparison fails.
+fn reporting_against_baseline(
+    b: &Baseline,
+    report: &[DailyUsage],
+    calendar: &Calendar,
+    f: &mut AccountFindings<'_>,
+) -> Option<AvoidedEnergy> {
+    if report.is_empty() {
+        f.note(
+            "baseline",
+            "no electricity (with temperature) in the reporting period".into(),
+        );
+        return None;
+    }
+    match b.avoided_energy(report, calendar) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            f.note("baseline", e.to_string());
+            None
+        }
+    }
+}
+
+/// The smallest fraction of savings the baseline `b` can tell from noise over the reporting
+/// period `p`. ASHRAE Guideline 14 (annex B): the fractional uncertainty of savings F is
+/// ≈ 1.26·CV(RMSE)·√((1 + 2/n)/m) / F for n baseline and m reporting days; a difference
+/// within twice that (uncertainty > 50 % at 68 % confidence) is noise, not an opportunity.
+fn detectable_fraction(b: &Baseline, p: &AvoidedEnergy) -> f64 {
+    let n = b.days as f64;
+    let m = p.days.max(1) as f64;
+    2.0 * 1.26 * b.fit.daily.cv_rmse * ((1.0 + 2.0 / n) / m).sqrt()
+}
+
+/// The report's view of the baseline `b` and of the reporting period against it (zeros
+/// without one).
+fn baseline_fit(b: &Baseline, period: Option<&AvoidedEnergy>, weather_model: bool) -> BaselineFit {
+    BaselineFit {
+        model: if weather_model {
+            "weather"
+        } else {
+            "day_type_only"
+        },
+        first_day: b.first_day,
+        last_day: b.last_day,
+        days: b.days,
+        cv_rmse: round6(b.fit.daily.cv_rmse),
+        nmbe: round6(b.fit.daily.nmbe),
+        monthly_cv_rmse: b.fit.monthly.map(|m| round6(m.cv_rmse)),
+        monthly_nmbe: b.fit.monthly.map(|m| round6(m.nmbe)),
+        passes_ashrae14: b.fit.passes_ashrae14,
+        caltrack_sufficient: b.caltrack_sufficient,
+        models: b.models.iter().map(group_model_row).collect(),
+        reporting_days: period.map_or(0, |p| p.days),
+        reporting_actual_kwh: period.map_or(0.0, |p| round6(p.actual_usage)),
+        reporting_baseline_kwh: period.map_or(0.0, |p| round6(p.baseline_usage)),
+        reporting_avoided_kwh: period.map_or(0.0, |p| round6(p.avoided)),
+    }
+}
+
+/// The hourly electricity loads of an account's hourly totals, in local time.
+fn hourly_electricity(hourly: Option<&Totals>) -> Vec<HourlyLoad> {
+    hourly
+        .and_then(|t| t.get(&Category::Electricity))
+        .into_iter()
+        .flatten()
+        .filter_map(|(t, (kwh, _, _))| local_time(*t).map(|start| HourlyLoad { start, kwh: *kwh }))
+        .collect()
+}
+
+/// The median number of hours with readings per day (0 without any): below 20 the meters
+/// read less often than hourly.
+fn median_hours_per_day(hours: &[HourlyLoad]) -> usize {
+    let mut per_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
+    for h in hours {
+        *per_day.entry(h.start.date()).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_day.values().copied().collect();
+    counts.sort_unstable();
+    counts.get(counts.len() / 2).copied().unwrap_or(0)
+}
+
+/// The report's view of an off-hours analysis.
+fn off_hours_row(a: &OffHoursAnalysis) -> OffHoursRow {
+    OffHoursRow {
+        hours: a.hours,
+        days: a.days,
+        base_load_kw: round6(a.base_load_kw),
+        occupied_mean_kw: round6(a.occupied_mean_kw),
+        night_mean_kw: round6(a.night_mean_kw),
+        non_working_mean_kw: round6(a.non_working_mean_kw),
+        excess_kwh_per_year: round6(a.excess_kwh_per_year),
+        off_hours_share: round6(a.off_hours_share),
+    }
+}
+
+/// The reporting period's days with data, and its energy per category scaled to a year
+/// (365 over the days with data; never negative), for benchmarks and peers.
+fn reporting_year_energy(
+    req: &SavingsRequest,
+    totals: &Totals,
+) -> (BTreeSet<NaiveDate>, BTreeMap<Category, f64>) {
+    let mut data_days: BTreeSet<NaiveDate> = BTreeSet::new();
+    let mut sums: BTreeMap<Category, f64> = BTreeMap::new();
+    for (c, by_day) in totals {
+        for (t, (v, _, _)) in by_day {
+            if let Some(d) = local_date(*t)
+                && in_range(d, req.from, req.to)
+            {
+                data_days.insert(d);
+                *sums.entry(*c).or_default() += v;
+            }
+        }
+    }
+    let scale = if data_days.is_empty() {
+        0.0
+    } else {
+        365.0 / data_days.len() as f64
+    };
+    let annual = sums
+        .into_iter()
+        .map(|(c, v)| (c, (v * scale).max(0.0)))
+        .collect();
+    (data_days, annual)
+}
+
+/// The report's view of the comparison `c` of an account with `set` as building type
+/// `type_id`.
+fn benchmark_row(set: &BenchmarkSet, type_id: &str, c: &Comparison) -> BenchmarkRow {
+    BenchmarkRow {
+        set_id: set.id.clone(),
+        name_zh: set.name.clone(),
+        name_en: set.name_en.clone(),
+        type_id: type_id.to_owned(),
+        unit: c.unit.symbol(),
+        measured: round6(c.measured),
+        corrected: round6(c.corrected),
+        constraint: c.constraint,
+        baseline: c.baseline,
+        guide: c.guide,
+        rating_zh: c.rating.name_zh(),
+        rating_en: c.rating.name_en(),
+        set_verified: set.verified,
+        verified: c.verification.is_verified(),
+        unverified_reasons: reasons(&c.verification),
+    }
+}
+
+/// The report's view of an account's place among its peers.
+fn peer_row(r: &Ranked<&'static str>) -> PeerRow {
+    PeerRow {
+        institution_type: r.group,
+        kgce_per_m2_year: round6(r.intensity),
+        rank: r.rank,
+        of: r.of,
+        median_kgce_per_m2_year: round6(r.group_median),
     }
 }

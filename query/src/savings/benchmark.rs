@@ -468,6 +468,57 @@ pub fn compare(
     tables: &FactorTables,
     selection: &FactorSelection,
 ) -> Result<Comparison, BenchmarkError> {
+    check_type(set, type_id, input)?;
+    let area = validate_input(input)?;
+    let mut reasons = Vec::new();
+    if !set.verified {
+        reasons.push(format!(
+            "benchmark set {} is not verified ({})",
+            set.id, set.source
+        ));
+    }
+    let (counted, not_counted) = counted_energy(set, input, tables, selection, &mut reasons);
+    let total: f64 = counted.values().map(|(_, k)| k).sum();
+    let measured = total / area;
+    let (gamma1, gamma2, correction_missing) = correction(set, input, area, &mut reasons)?;
+    let gamma = gamma1 * gamma2;
+    let corrected = measured * gamma;
+    let (constraint, baseline, guide, rating) = rate(set, type_id, input, corrected, &mut reasons);
+    let cut = EnergyCut {
+        counted: &counted,
+        total,
+        area,
+        corrected,
+        gamma,
+    };
+    Ok(Comparison {
+        set_id: set.id.clone(),
+        type_id: type_id.to_owned(),
+        account: input.account.clone(),
+        year: input.year,
+        unit: set.unit,
+        measured,
+        gamma1,
+        gamma2,
+        corrected,
+        constraint,
+        baseline,
+        guide,
+        rating,
+        to_guide: cut.reduce_to(guide),
+        to_constraint: cut.reduce_to(constraint),
+        not_counted,
+        correction_missing,
+        verification: Verification::from_reasons(reasons),
+    })
+}
+
+/// `Ok` when `set` has the building type `type_id` and it is of the account's building class.
+fn check_type(
+    set: &BenchmarkSet,
+    type_id: &str,
+    input: &AccountEnergy,
+) -> Result<(), BenchmarkError> {
     let ty =
         set.types
             .iter()
@@ -486,18 +537,26 @@ pub fn compare(
             actual: class,
         });
     }
-    let positive = |field: &'static str, v: f64| {
-        if v.is_finite() && v > 0.0 {
-            Ok(v)
-        } else {
-            Err(BenchmarkError::Input {
-                account: input.account.clone(),
-                field,
-                value: v,
-            })
-        }
-    };
-    let area = positive("floor area", input.floor_area_m2)?;
+    Ok(())
+}
+
+/// `v` when it is a positive finite number, else an input error naming `field`.
+fn positive(input: &AccountEnergy, field: &'static str, v: f64) -> Result<f64, BenchmarkError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(BenchmarkError::Input {
+            account: input.account.clone(),
+            field,
+            value: v,
+        })
+    }
+}
+
+/// The floor area, once it and every energy figure of `input` are checked: the area
+/// positive, the energies finite and not negative.
+fn validate_input(input: &AccountEnergy) -> Result<f64, BenchmarkError> {
+    let area = positive(input, "floor area", input.floor_area_m2)?;
     for (c, v) in input
         .consumption
         .iter()
@@ -512,17 +571,21 @@ pub fn compare(
             });
         }
     }
+    Ok(area)
+}
 
-    // Counted energy per category in the set's numerator unit (kWh or kgce).
-    let mut counted: BTreeMap<Category, (f64, f64)> = BTreeMap::new(); // (native, set unit)
+/// The energy the set counts, per category as (native unit, the set's numerator unit: kWh or
+/// kgce), after the set's exclusions (heating, transport); and the categories present that it
+/// cannot count. Unverified factors or conversions used add to `reasons`.
+fn counted_energy(
+    set: &BenchmarkSet,
+    input: &AccountEnergy,
+    tables: &FactorTables,
+    selection: &FactorSelection,
+    reasons: &mut Vec<String>,
+) -> (BTreeMap<Category, (f64, f64)>, Vec<Category>) {
+    let mut counted: BTreeMap<Category, (f64, f64)> = BTreeMap::new();
     let mut not_counted = Vec::new();
-    let mut reasons = Vec::new();
-    if !set.verified {
-        reasons.push(format!(
-            "benchmark set {} is not verified ({})",
-            set.id, set.source
-        ));
-    }
     for (&c, &total) in &input.consumption {
         if c == Category::Water {
             continue; // a resource, not energy
@@ -541,23 +604,7 @@ pub fn compare(
         if native == 0.0 {
             continue;
         }
-        let per_unit = match (set.unit, &set.electricity, c) {
-            (IntensityUnit::KwhPerM2Year, _, Category::Electricity) => Some(1.0),
-            (IntensityUnit::KwhPerM2Year, _, _) => None,
-            (_, Some(ElectricityBasis::Equivalent { kgce_per_kwh, .. }), Category::Electricity) => {
-                Some(*kgce_per_kwh)
-            }
-            _ => {
-                let f = tables.coal(c, input.year, selection);
-                if let Some(f) = &f
-                    && !coal_factor_verified(tables, f.id)
-                {
-                    reasons.push(format!("standard-coal factor {} is not verified", f.id));
-                }
-                f.map(|f| f.per_unit)
-            }
-        };
-        match per_unit {
+        match set_unit_per_unit(set, c, input.year, tables, selection, reasons) {
             Some(k) => {
                 counted.insert(c, (native, native * k));
             }
@@ -573,15 +620,53 @@ pub fn compare(
     {
         reasons.push(format!("electricity conversion is not verified ({source})"));
     }
-    let total: f64 = counted.values().map(|(_, k)| k).sum();
-    let measured = total / area;
+    (counted, not_counted)
+}
 
+/// The set's numerator unit per native unit of category `c`: 1 for electricity in a kWh set,
+/// the set's electricity equivalent, or the standard-coal factor of `year` (an unverified one
+/// adds to `reasons`); `None` for what the set cannot count.
+fn set_unit_per_unit(
+    set: &BenchmarkSet,
+    c: Category,
+    year: i32,
+    tables: &FactorTables,
+    selection: &FactorSelection,
+    reasons: &mut Vec<String>,
+) -> Option<f64> {
+    match (set.unit, &set.electricity, c) {
+        (IntensityUnit::KwhPerM2Year, _, Category::Electricity) => Some(1.0),
+        (IntensityUnit::KwhPerM2Year, _, _) => None,
+        (_, Some(ElectricityBasis::Equivalent { kgce_per_kwh, .. }), Category::Electricity) => {
+            Some(*kgce_per_kwh)
+        }
+        _ => {
+            let f = tables.coal(c, year, selection);
+            if let Some(f) = &f
+                && !coal_factor_verified(tables, f.id)
+            {
+                reasons.push(format!("standard-coal factor {} is not verified", f.id));
+            }
+            f.map(|f| f.per_unit)
+        }
+    }
+}
+
+/// The set's use-time and occupancy correction as (γ1, γ2, missing): (1, 1, false) when the
+/// set has none, (1, 1, true) when operating hours or occupants are unknown. An unverified or
+/// missing correction adds to `reasons`.
+fn correction(
+    set: &BenchmarkSet,
+    input: &AccountEnergy,
+    area: f64,
+    reasons: &mut Vec<String>,
+) -> Result<(f64, f64, bool), BenchmarkError> {
     let (mut gamma1, mut gamma2, mut correction_missing) = (1.0, 1.0, false);
     if let Some(corr) = &set.correction {
         match (input.operating_hours, input.occupants) {
             (Some(hours), Some(people)) => {
-                let hours = positive("operating hours", hours)?;
-                let people = positive("occupants", people)?;
+                let hours = positive(input, "operating hours", hours)?;
+                let people = positive(input, "occupants", people)?;
                 gamma1 = 0.3 + 0.7 * corr.standard_hours / hours;
                 gamma2 = 0.7 + 0.3 * (area / people) / corr.standard_area_per_person_m2;
                 if !corr.verified {
@@ -600,9 +685,19 @@ pub fn compare(
             }
         }
     }
-    let gamma = gamma1 * gamma2;
-    let corrected = measured * gamma;
+    Ok((gamma1, gamma2, correction_missing))
+}
 
+/// The set's constraint, baseline and guide values for the type in the account's climate
+/// zone, and the rating of the `corrected` intensity against them. Unverified or missing
+/// values add to `reasons`.
+fn rate(
+    set: &BenchmarkSet,
+    type_id: &str,
+    input: &AccountEnergy,
+    corrected: f64,
+    reasons: &mut Vec<String>,
+) -> (Option<f64>, Option<f64>, Option<f64>, Rating) {
     let row = set.values.iter().find(|v| {
         v.type_id == type_id
             && (v.climate_zones.is_empty()
@@ -634,42 +729,37 @@ pub fn compare(
     } else {
         Rating::AtOrBelowGuide
     };
+    (constraint, baseline, guide, rating)
+}
 
-    // Metered energy to remove: A·(E_oc − L)/γ in the set's unit, shared by the counted
-    // energies in proportion to their share of it.
-    let reduce_to = |level: Option<f64>| -> BTreeMap<Category, f64> {
+/// What it takes to bring an account's corrected intensity down to a level.
+struct EnergyCut<'a> {
+    /// Counted energy per category: (native unit, the set's unit).
+    counted: &'a BTreeMap<Category, (f64, f64)>,
+    /// Their sum in the set's unit.
+    total: f64,
+    area: f64,
+    corrected: f64,
+    gamma: f64,
+}
+
+impl EnergyCut<'_> {
+    /// The metered energy to remove a year, per category, to reach `level`: A·(E_oc − L)/γ in
+    /// the set's unit, shared by the counted energies in proportion to their share of it.
+    /// Empty without a level or at or below it.
+    fn reduce_to(&self, level: Option<f64>) -> BTreeMap<Category, f64> {
         let Some(l) = level else {
             return BTreeMap::new();
         };
-        let cut = area * (corrected - l).max(0.0) / gamma;
-        if cut <= 0.0 || total <= 0.0 {
+        let cut = self.area * (self.corrected - l).max(0.0) / self.gamma;
+        if cut <= 0.0 || self.total <= 0.0 {
             return BTreeMap::new();
         }
-        counted
+        self.counted
             .iter()
-            .map(|(c, (native, _))| (*c, cut * native / total))
+            .map(|(c, (native, _))| (*c, cut * native / self.total))
             .collect()
-    };
-    Ok(Comparison {
-        set_id: set.id.clone(),
-        type_id: type_id.to_owned(),
-        account: input.account.clone(),
-        year: input.year,
-        unit: set.unit,
-        measured,
-        gamma1,
-        gamma2,
-        corrected,
-        constraint,
-        baseline,
-        guide,
-        rating,
-        to_guide: reduce_to(guide),
-        to_constraint: reduce_to(constraint),
-        not_counted,
-        correction_missing,
-        verification: Verification::from_reasons(reasons),
-    })
+    }
 }
 
 fn coal_factor_verified(tables: &FactorTables, id: &str) -> bool {

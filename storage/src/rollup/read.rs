@@ -16,13 +16,18 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, DictionaryArray, StringArray};
+use arrow::array::{
+    Array, AsArray, DictionaryArray, Float64Array, Int64Array, PrimitiveArray, RecordBatch,
+    StringArray,
+};
 use arrow::datatypes::{
     DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimestampMillisecondType,
 };
 use chrono::{Months, NaiveDate};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 
 use super::schema::{Period, Sums, rollup_schema};
 use crate::StorageError;
@@ -195,133 +200,198 @@ const READ_COLUMNS: [&str; 11] = [
     "intervals",
 ];
 
+/// The error for `file`.
+fn file_error(file: &RollupFile, message: String) -> StorageError {
+    StorageError {
+        path: file.path.clone(),
+        message,
+    }
+}
+
+/// Opens `file` to read the [`READ_COLUMNS`] in batches.
+fn open(file: &RollupFile) -> Result<ParquetRecordBatchReader, StorageError> {
+    let err = |message: String| file_error(file, message);
+    // Whole, in one read: the files are small (kilobytes a day, a few hundred for an
+    // hour's rows), and the reader given a `File` would duplicate the descriptor, seek and
+    // buffer anew for every column chunk.
+    let f = bytes::Bytes::from(std::fs::read(&file.path).map_err(|e| err(e.to_string()))?);
+    // Our schema, not the one embedded in the file: the files were written with it, and
+    // decoding the embedded copy (base64 IPC) would cost more than reading the rows.
+    let options = ArrowReaderOptions::new()
+        .with_schema(read_schema())
+        .with_skip_arrow_metadata(true);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
+        .map_err(|e| err(format!("rollup file: {e}")))?;
+    let parquet_schema = builder.parquet_schema();
+    let mut leaves = Vec::with_capacity(READ_COLUMNS.len());
+    for name in READ_COLUMNS {
+        let i = parquet_schema
+            .columns()
+            .iter()
+            .position(|c| c.name() == name)
+            .ok_or_else(|| err(format!("rollup file has no column {name}")))?;
+        leaves.push(i);
+    }
+    let mask = ProjectionMask::leaves(parquet_schema, leaves);
+    builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| err(format!("rollup file: {e}")))
+}
+
+/// The columns of one batch a report sums, typed.
+struct BatchColumns<'b> {
+    ts: &'b PrimitiveArray<TimestampMillisecondType>,
+    /// account, category, item, unit.
+    dicts: [&'b DictionaryArray<Int32Type>; 4],
+    energy: &'b Float64Array,
+    kgce: &'b Float64Array,
+    kgco2e: &'b Float64Array,
+    min: &'b Float64Array,
+    max: &'b Float64Array,
+    intervals: &'b Int64Array,
+}
+
+impl<'b> BatchColumns<'b> {
+    /// The columns of `b`, or an error naming a column missing or of another type.
+    fn of(b: &'b RecordBatch, file: &RollupFile) -> Result<Self, StorageError> {
+        let err = |message: String| file_error(file, message);
+        let shape = |name: &str| err(format!("rollup file: column {name} has another type"));
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| err(format!("rollup file has no column {name}")))
+        };
+        let ts = col("ts")?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| shape("ts"))?;
+        let dict = |name: &str| -> Result<&DictionaryArray<Int32Type>, StorageError> {
+            col(name)?
+                .as_dictionary_opt::<Int32Type>()
+                .ok_or_else(|| shape(name))
+        };
+        let float = |name: &str| {
+            col(name)?
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(|| shape(name))
+        };
+        let dicts = [
+            dict("account")?,
+            dict("category")?,
+            dict("item")?,
+            dict("unit")?,
+        ];
+        let (energy, kgce, kgco2e) = (float("energy")?, float("kgce")?, float("kgco2e")?);
+        let (min, max) = (float("min_delta")?, float("max_delta")?);
+        let intervals = col("intervals")?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| shape("intervals"))?;
+        Ok(Self {
+            ts,
+            dicts,
+            energy,
+            kgce,
+            kgco2e,
+            min,
+            max,
+            intervals,
+        })
+    }
+
+    /// Row `i`'s amounts.
+    fn sums(&self, i: usize) -> Sums {
+        Sums {
+            energy: self.energy.value(i),
+            kgce: self.kgce.value(i),
+            kgco2e: self.kgco2e.value(i),
+            min: self.min.value(i),
+            max: self.max.value(i),
+            intervals: self.intervals.value(i),
+        }
+    }
+}
+
 impl Partial {
     fn read(&mut self, file: &RollupFile, q: &RollupQuery<'_>) -> Result<(), StorageError> {
-        let err = |message: String| StorageError {
-            path: file.path.clone(),
-            message,
-        };
-        // Whole, in one read: the files are small (kilobytes a day, a few hundred for an
-        // hour's rows), and the reader given a `File` would duplicate the descriptor, seek and
-        // buffer anew for every column chunk.
-        let f = bytes::Bytes::from(std::fs::read(&file.path).map_err(|e| err(e.to_string()))?);
-        // Our schema, not the one embedded in the file: the files were written with it, and
-        // decoding the embedded copy (base64 IPC) would cost more than reading the rows.
-        let options = ArrowReaderOptions::new()
-            .with_schema(read_schema())
-            .with_skip_arrow_metadata(true);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
-            .map_err(|e| err(format!("rollup file: {e}")))?;
-        let parquet_schema = builder.parquet_schema();
-        let mut leaves = Vec::with_capacity(READ_COLUMNS.len());
-        for name in READ_COLUMNS {
-            let i = parquet_schema
-                .columns()
-                .iter()
-                .position(|c| c.name() == name)
-                .ok_or_else(|| err(format!("rollup file has no column {name}")))?;
-            leaves.push(i);
-        }
-        let mask = ProjectionMask::leaves(parquet_schema, leaves);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| err(format!("rollup file: {e}")))?;
-        let (from, to) = file.window;
-        for batch in reader {
-            let b = batch.map_err(|e| err(format!("rollup file: {e}")))?;
-            let shape = |name: &str| err(format!("rollup file: column {name} has another type"));
-            let col = |name: &str| {
-                b.column_by_name(name)
-                    .ok_or_else(|| err(format!("rollup file has no column {name}")))
-            };
-            let ts = col("ts")?
-                .as_primitive_opt::<TimestampMillisecondType>()
-                .ok_or_else(|| shape("ts"))?;
-            let dict = |name: &str| -> Result<&DictionaryArray<Int32Type>, StorageError> {
-                col(name)?
-                    .as_dictionary_opt::<Int32Type>()
-                    .ok_or_else(|| shape(name))
-            };
-            let float = |name: &str| {
-                col(name)?
-                    .as_primitive_opt::<Float64Type>()
-                    .ok_or_else(|| shape(name))
-            };
-            let dicts = [
-                dict("account")?,
-                dict("category")?,
-                dict("item")?,
-                dict("unit")?,
-            ];
-            let (energy, kgce, kgco2e) = (float("energy")?, float("kgce")?, float("kgco2e")?);
-            let (min, max) = (float("min_delta")?, float("max_delta")?);
-            let intervals = col("intervals")?
-                .as_primitive_opt::<Int64Type>()
-                .ok_or_else(|| shape("intervals"))?;
-            // Each dictionary entry's id here; `None` for accounts outside the scope.
-            let mut maps: [Vec<Option<u32>>; 4] = Default::default();
-            for (k, d) in dicts.iter().enumerate() {
-                let values: &StringArray = d
-                    .values()
-                    .as_string_opt::<i32>()
-                    .ok_or_else(|| shape(READ_COLUMNS[k + 1]))?;
-                maps[k] = values
-                    .iter()
-                    .map(|v| {
-                        let v = v?;
-                        if k == 0 && !(q.account_in_scope)(v) {
-                            return None;
-                        }
-                        Some(self.id(k, v))
-                    })
-                    .collect();
-            }
-            let keys = dicts.map(|d| d.keys());
-            // Rows come sorted by ts: the period of the last ts is usually this row's.
-            let mut last: Option<(i64, Option<NaiveDate>)> = None;
-            for i in 0..b.num_rows() {
-                let t = ts.value(i);
-                let period = match last {
-                    Some((lt, p)) if lt == t => p,
-                    _ => {
-                        let end = match file.span {
-                            Span::Fixed(len) => Some(t + len),
-                            Span::Month => month_end(t),
-                        };
-                        let p = end
-                            .filter(|&end| t >= from && end <= to)
-                            .and_then(|end| report_period(end, q.granularity));
-                        last = Some((t, p));
-                        p
-                    }
-                };
-                let Some(period) = period else { continue };
-                let id = |k: usize| {
-                    let key = keys[k];
-                    if key.is_null(i) {
-                        return None;
-                    }
-                    maps[k].get(key.value(i) as usize).copied().flatten()
-                };
-                let (Some(a), Some(c), Some(it), Some(u)) = (id(0), id(1), id(2), id(3)) else {
-                    continue;
-                };
-                self.groups
-                    .entry((a, c, it, u, period))
-                    .or_default()
-                    .add(&Sums {
-                        energy: energy.value(i),
-                        kgce: kgce.value(i),
-                        kgco2e: kgco2e.value(i),
-                        min: min.value(i),
-                        max: max.value(i),
-                        intervals: intervals.value(i),
-                    });
-            }
+        for batch in open(file)? {
+            let b = batch.map_err(|e| file_error(file, format!("rollup file: {e}")))?;
+            self.add_batch(&b, file, q)?;
         }
         Ok(())
+    }
+
+    /// Adds the rows of one batch of `file` whose period lies in its window to their groups.
+    fn add_batch(
+        &mut self,
+        b: &RecordBatch,
+        file: &RollupFile,
+        q: &RollupQuery<'_>,
+    ) -> Result<(), StorageError> {
+        let cols = BatchColumns::of(b, file)?;
+        let maps = self.dictionary_ids(&cols.dicts, file, q)?;
+        let keys = cols.dicts.map(|d| d.keys());
+        // Rows come sorted by ts: the period of the last ts is usually this row's.
+        let mut last: Option<(i64, Option<NaiveDate>)> = None;
+        for i in 0..b.num_rows() {
+            let t = cols.ts.value(i);
+            let period = match last {
+                Some((lt, p)) if lt == t => p,
+                _ => {
+                    let p = row_period(file, t, q.granularity);
+                    last = Some((t, p));
+                    p
+                }
+            };
+            let Some(period) = period else { continue };
+            let id = |k: usize| {
+                let key = keys[k];
+                if key.is_null(i) {
+                    return None;
+                }
+                maps[k].get(key.value(i) as usize).copied().flatten()
+            };
+            let (Some(a), Some(c), Some(it), Some(u)) = (id(0), id(1), id(2), id(3)) else {
+                continue;
+            };
+            self.groups
+                .entry((a, c, it, u, period))
+                .or_default()
+                .add(&cols.sums(i));
+        }
+        Ok(())
+    }
+
+    /// Each dictionary entry's id here, per column (account, category, item, unit); `None`
+    /// for accounts outside the scope.
+    fn dictionary_ids(
+        &mut self,
+        dicts: &[&DictionaryArray<Int32Type>; 4],
+        file: &RollupFile,
+        q: &RollupQuery<'_>,
+    ) -> Result<[Vec<Option<u32>>; 4], StorageError> {
+        let mut maps: [Vec<Option<u32>>; 4] = Default::default();
+        for (k, d) in dicts.iter().enumerate() {
+            let values: &StringArray = d.values().as_string_opt::<i32>().ok_or_else(|| {
+                file_error(
+                    file,
+                    format!(
+                        "rollup file: column {} has another type",
+                        READ_COLUMNS[k + 1]
+                    ),
+                )
+            })?;
+            maps[k] = values
+                .iter()
+                .map(|v| {
+                    let v = v?;
+                    if k == 0 && !(q.account_in_scope)(v) {
+                        return None;
+                    }
+                    Some(self.id(k, v))
+                })
+                .collect();
+        }
+        Ok(maps)
     }
 
     fn id(&mut self, k: usize, v: &str) -> u32 {
@@ -343,6 +413,18 @@ pub fn report_period(end_ms: i64, granularity: Granularity) -> Option<NaiveDate>
     let days = local_ms.div_euclid(86_400_000);
     let date = NaiveDate::from_num_days_from_ce_opt(i32::try_from(days + 719_163).ok()?)?;
     Some(granularity.start(date))
+}
+
+/// The report period of a row of `file` starting at `t` (UTC ms); `None` when the row's
+/// period does not lie in the file's window.
+fn row_period(file: &RollupFile, t: i64, granularity: Granularity) -> Option<NaiveDate> {
+    let (from, to) = file.window;
+    let end = match file.span {
+        Span::Fixed(len) => Some(t + len),
+        Span::Month => month_end(t),
+    };
+    end.filter(|&end| t >= from && end <= to)
+        .and_then(|end| report_period(end, granularity))
 }
 
 /// The end of the Beijing month that starts at the UTC instant `start_ms`.
