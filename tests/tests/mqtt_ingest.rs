@@ -102,6 +102,10 @@ async fn raw_client(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario across a restart: publish, kill, restart, republish, count, read top to bottom"
+)]
 async fn mqtt_batches_are_stored_exactly_once_across_a_restart() -> anyhow::Result<()> {
     gateway::forward::install_crypto_provider();
     let dir = tempfile::tempdir()?;
