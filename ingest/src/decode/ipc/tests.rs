@@ -1,15 +1,12 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::CompressionType;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
-use reading_model::{
-    AccountCode, Batch, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
-};
+use reading_model::{Batch, GatewayId, Quality, Reading};
 
 use super::*;
 
@@ -17,31 +14,33 @@ fn gw() -> GatewayId {
     GatewayId::parse("gw-1").unwrap()
 }
 
+/// Reading `i` of a mixed batch: two accounts, seven meters, some without delta, factor or
+/// good quality.
 fn reading(i: usize) -> Reading {
-    Reading {
-        ts: 1_764_547_200_000 + i as i64 * 900_000,
-        account: AccountCode::parse(if i.is_multiple_of(2) {
-            "110108A001"
-        } else {
-            "110108D002"
-        })
-        .unwrap(),
-        meter: MeterId::parse(&format!("m{}", i % 7)).unwrap(),
-        category: Category::Electricity,
-        item: EnergyCode::parse("01A10").unwrap(),
-        quantity: Quantity::EnergyImport,
-        unit: Unit::KilowattHour,
-        value: 1000.0 + i as f64 * 0.25,
-        delta: (!i.is_multiple_of(3)).then_some(0.25),
-        kgce: (!i.is_multiple_of(3)).then_some(0.25 * 0.1229),
-        kgco2e: None,
-        factor: (i.is_multiple_of(5)).then(|| "mee-nbs-2023/grid/华北".to_owned()),
-        quality: if i.is_multiple_of(11) {
-            Quality::Estimated
-        } else {
-            Quality::Good
-        },
-    }
+    let delta = (!i.is_multiple_of(3)).then_some(0.25);
+    let mut r = test_support::ReadingBuilder::new(
+        &format!("m{}", i % 7),
+        1_764_547_200_000 + i as i64 * 900_000,
+    )
+    .account(if i.is_multiple_of(2) {
+        "110108A001"
+    } else {
+        "110108D002"
+    })
+    .item("01A10")
+    .value(1000.0 + i as f64 * 0.25)
+    .delta(delta)
+    .kgce(delta.map(|d| d * 0.1229))
+    .quality(if i.is_multiple_of(11) {
+        Quality::Estimated
+    } else {
+        Quality::Good
+    })
+    .build();
+    r.factor = i
+        .is_multiple_of(5)
+        .then(|| "mee-nbs-2023/grid/华北".to_owned());
+    r
 }
 
 fn batch(n: usize) -> Batch {
@@ -66,72 +65,9 @@ fn round_trip_plain_and_zstd() {
 
 /// A stream as a minimal third-party client writes it: plain strings, int64 ts, only the
 /// required columns, two record batches, no version key.
-fn plain_stream(accounts: [&[&str]; 2], values: [&[Option<f64>]; 2]) -> Vec<u8> {
-    let mut fields = vec![Field::new("ts", DataType::Int64, true)];
-    for name in ["account", "meter", "category", "item", "quantity", "unit"] {
-        fields.push(Field::new(name, DataType::Utf8, true));
-    }
-    fields.push(Field::new("value", DataType::Float64, true));
-    let schema = Arc::new(Schema::new(fields).with_metadata(HashMap::from([
-        (META_GATEWAY.to_owned(), "gw-1".to_owned()),
-        (META_SEQ.to_owned(), "7".to_owned()),
-    ])));
-    let mut w = StreamWriter::try_new(Vec::new(), &schema).unwrap();
-    for (accounts, values) in accounts.into_iter().zip(values) {
-        let n = accounts.len();
-        let s = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(vec![1_764_547_200_000; n])),
-            Arc::new(StringArray::from(accounts.to_vec())),
-            s("water"),
-            s("02"),
-            s("02000"),
-            s("volume"),
-            s("m3"),
-            Arc::new(Float64Array::from(values.to_vec())),
-        ];
-        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
-            .unwrap();
-    }
-    w.finish().unwrap();
-    w.into_inner().unwrap()
-}
-
-#[test]
-fn minimal_client_stream_decodes_with_defaults() {
-    let bytes = plain_stream(
-        [&["110108A001"], &["110108A001", "110108A002"]],
-        [&[Some(1.0)], &[Some(2.0), Some(3.5)]],
-    );
-    let b = decode(&bytes, &gw(), MAX).unwrap();
-    assert_eq!((b.version, b.seq, b.readings.len()), (1, 7, 3));
-    let r = &b.readings[2];
-    assert_eq!(r.account.as_str(), "110108A002");
-    assert_eq!(
-        (r.unit, r.quality, r.delta, r.factor.as_deref()),
-        (Unit::CubicMetre, Quality::Good, None, None)
-    );
-    assert_eq!(r.value, 3.5);
-    b.check().unwrap();
-}
-
-#[test]
-fn row_errors_count_across_record_batches() {
-    let first: Vec<&str> = vec!["110108A001"; 10];
-    let mut second: Vec<&str> = vec!["110108A001"; 10];
-    second[7] = "11010A001";
-    let ones = vec![Some(1.0); 10];
-    let e = decode(&plain_stream([&first, &second], [&ones, &ones]), &gw(), MAX).unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("readings[17].account: \"11010A001\""),
-        "{e}"
-    );
-    let mut nulls = ones.clone();
-    nulls[3] = None;
-    let e = decode(&plain_stream([&first, &first], [&ones, &nulls]), &gw(), MAX).unwrap_err();
-    assert_eq!(e.to_string(), "readings[13].value: null");
-}
+// A third-party stream's columns (plain strings, nulls, rows across record batches) are the
+// `wire` crate's tests (`wire/tests/decode.rs`); here, what ingest adds: framing, the token's
+// gateway, the size caps.
 
 #[test]
 fn envelope_and_schema_errors() {
