@@ -204,7 +204,7 @@ type StoreMetric = (
     fn(&StoreMetrics) -> &AtomicU64,
 );
 
-/// The store's metrics, in the order `/metrics` shows them (before the server's own).
+/// The store's metrics shown before the server's own.
 const STORE_METRICS: &[StoreMetric] = &[
     (
         "jieneng_batches_total",
@@ -276,6 +276,10 @@ const STORE_METRICS: &[StoreMetric] = &[
         Shown::Count,
         |m| &m.files_published,
     ),
+];
+
+/// The store's metrics shown after the server's own (the order `/metrics` has always had).
+const STORE_METRICS_AFTER: &[StoreMetric] = &[
     (
         "jieneng_flush_last_seconds",
         "Duration of the last flush.",
@@ -358,30 +362,21 @@ fn metric(out: &mut String, name: &str, help: &str, kind: &str, value: std::fmt:
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut out = String::new();
-    let mut server_metrics_shown = false;
-    for &(name, help, kind, shown, counter) in STORE_METRICS {
-        if name == "jieneng_flush_last_seconds" && !server_metrics_shown {
-            // The server's own counters sit between the store's totals and its gauges.
-            server_metrics(&mut out, &app);
-            server_metrics_shown = true;
-        }
-        let v = counter(&app.store.metrics).load(Ordering::Relaxed);
-        match shown {
-            Shown::Count => metric(&mut out, name, help, kind, format_args!("{v}")),
-            Shown::Micros => metric(
-                &mut out,
-                name,
-                help,
-                kind,
-                format_args!("{:.6}", v as f64 / 1e6),
-            ),
-        }
-    }
-    if !server_metrics_shown {
-        server_metrics(&mut out, &app);
-    }
+    store_metrics(&mut out, &app.store.metrics, STORE_METRICS);
+    server_metrics(&mut out, &app);
+    store_metrics(&mut out, &app.store.metrics, STORE_METRICS_AFTER);
     out.push_str(&app.rejects.prometheus());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn store_metrics(out: &mut String, m: &StoreMetrics, table: &[StoreMetric]) {
+    for &(name, help, kind, shown, counter) in table {
+        let v = counter(m).load(Ordering::Relaxed);
+        match shown {
+            Shown::Count => metric(out, name, help, kind, format_args!("{v}")),
+            Shown::Micros => metric(out, name, help, kind, format_args!("{:.6}", v as f64 / 1e6)),
+        }
+    }
 }
 
 /// The counters the server keeps itself (not the store's).
