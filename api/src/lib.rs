@@ -566,6 +566,3 @@ async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Res
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
-
-#[cfg(test)]
-mod tests;
