@@ -47,6 +47,7 @@ use http_contract::{JsonError, Rejects, bearer, token_hash};
 use query::{Account, LiveReadings};
 
 use self::access::{Action, ApiKeyConfig, Caller, Keys};
+use http_contract::credential::{Change, Presented, now_ms};
 
 /// The OpenAPI 3.1 description of the whole HTTP API (the batch API included), hand-written.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -136,9 +137,16 @@ impl Api {
         })
     }
 
+    /// Puts `keys` in force in place of the running ones, for a reload of a server file that
+    /// has been validated.
+    pub fn reload_keys(&self, keys: &[ApiKeyConfig]) -> Change {
+        self.keys.replace(keys)
+    }
+
     fn refuse(&self, status: StatusCode, reason: &'static str, message: String) -> Refusal {
         let counter = match reason {
             "unauthenticated" => "api_unauthenticated",
+            "expired" => "api_expired",
             "forbidden" => "api_forbidden",
             "bad_request" => "api_bad_request",
             "not_acceptable" => "api_not_acceptable",
@@ -166,13 +174,26 @@ impl Api {
                 "missing Authorization: Bearer <API key>".into(),
             )
         })?;
-        let caller = self.keys.get(&token_hash(key)).cloned().ok_or_else(|| {
-            self.refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "unknown API key (gateway tokens are not API keys)".into(),
-            )
-        })?;
+        let caller = match self.keys.present(&token_hash(key), now_ms()) {
+            Presented::Valid(caller) => caller,
+            Presented::Expired { expired_ms } => {
+                return Err(self.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "expired",
+                    format!(
+                        "API key expired at {}",
+                        reading_model::time::rfc3339_ms(expired_ms)
+                    ),
+                ));
+            }
+            Presented::Unknown => {
+                return Err(self.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "unknown API key (gateway tokens are not API keys)".into(),
+                ));
+            }
+        };
         if !caller.may(action) {
             return Err(self.refuse(
                 StatusCode::FORBIDDEN,

@@ -8,6 +8,9 @@
 //!   `jieneng_rejects_total{reason="…"}`, one family for both APIs.
 //! - [`bearer`] and [`token_hash`]: secrets (gateway tokens, API keys) arrive as
 //!   `Authorization: Bearer <secret>` and are stored and compared only as their sha256.
+//! - [`credential`]: the set of secrets in force, with expiry, replaced whole on a reload.
+
+pub mod credential;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -7,7 +7,6 @@
 //! 413 `too_large`, 415 `unsupported_media_type`, 422 `invalid`, 503 `storage` (retry). Every
 //! reject is counted by reason in `/metrics`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_contract::credential::{Credentials, Presented, now_ms};
 use http_contract::{JsonError, Rejects, bearer, token_hash};
 use reading_model::GatewayId;
 use serde_json::json;
@@ -30,8 +30,13 @@ use crate::store::{Appended, Store, StoreMetrics};
 #[derive(Debug)]
 pub struct App {
     pub store: Store,
-    /// sha256(token) → gateway.
-    pub tokens: HashMap<String, GatewayId>,
+    /// sha256(token) → gateway, replaced whole on a reload. Shared with the broker's login
+    /// check, which must not hold the store (rumqttd keeps it until the process ends).
+    pub tokens: Arc<Credentials<GatewayId>>,
+    /// Bumped by a reload that removes or changes a token: the MQTT relay closes every
+    /// connection, since it cannot tell which token each logged in with, and gateways log in
+    /// again with what is in force (their unacknowledged batches stay spooled and are resent).
+    pub revocations: tokio::sync::watch::Sender<u64>,
     /// Refusals by reason; shared with the read API's router when the binary merges them.
     pub rejects: Arc<Rejects>,
     /// TLS handshakes that failed (shared with the TLS listener).
@@ -102,13 +107,26 @@ async fn post_batch(
             "missing Authorization: Bearer <gateway token>".into(),
         )
     })?;
-    let gateway = app.tokens.get(&token_hash(token)).cloned().ok_or_else(|| {
-        app.reject(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "unknown gateway token".into(),
-        )
-    })?;
+    let gateway = match app.tokens.present(&token_hash(token), now_ms()) {
+        Presented::Valid(gateway) => gateway,
+        Presented::Expired { expired_ms } => {
+            return Err(app.reject(
+                StatusCode::UNAUTHORIZED,
+                "expired",
+                format!(
+                    "gateway token expired at {}",
+                    reading_model::time::rfc3339_ms(expired_ms)
+                ),
+            ));
+        }
+        Presented::Unknown => {
+            return Err(app.reject(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "unknown gateway token".into(),
+            ));
+        }
+    };
     let header_text = |name: header::HeaderName| {
         headers
             .get(&name)

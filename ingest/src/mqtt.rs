@@ -53,6 +53,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
+use http_contract::credential::{Presented, now_ms};
 use http_contract::token_hash;
 
 use crate::config::MqttSettings;
@@ -137,11 +138,7 @@ pub async fn start(
     })?;
 
     let password = random_password()?;
-    let gateways: HashMap<String, String> = app
-        .tokens
-        .iter()
-        .map(|(hash, gw)| (gw.as_str().to_owned(), hash.clone()))
-        .collect();
+    let tokens = app.tokens.clone();
     let ingest_password = password.clone();
     let mut connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 10_000,
@@ -155,10 +152,13 @@ pub async fn start(
         let ok = if user == INGEST_USER {
             same(pass.as_bytes(), ingest_password.as_bytes())
         } else {
+            // The token set is read at each login, so a reload (SIGHUP) or an expiry takes
+            // effect for the next connection.
             client_id == user
-                && gateways
-                    .get(&user)
-                    .is_some_and(|h| same(h.as_bytes(), token_hash(&pass).as_bytes()))
+                && matches!(
+                    tokens.present(&token_hash(&pass), now_ms()),
+                    Presented::Valid(gw) if gw.as_str() == user
+                )
         };
         if !ok {
             debug!(client_id, user, "MQTT login refused");
@@ -205,6 +205,7 @@ pub async fn start(
     // The subscriber's first CONNACK says rumqttd is up. (A bare TCP probe closed before CONNECT
     // would make rumqttd log an ERROR at every start.)
     let (ready, connected) = tokio::sync::oneshot::channel();
+    let revocations = app.revocations.subscribe();
     let subscriber = tokio::spawn(subscribe(inner, password, app, max_body, stopped, ready));
     match tokio::time::timeout(Duration::from_secs(5), connected).await {
         Ok(Ok(())) => {}
@@ -215,7 +216,7 @@ pub async fn start(
             )));
         }
     }
-    let front = tokio::spawn(relay(front, inner, tls.map(TlsAcceptor::from)));
+    let front = tokio::spawn(relay(front, inner, tls.map(TlsAcceptor::from), revocations));
     info!(%addr, "MQTT broker listening");
     Ok(MqttHandle {
         addr,
@@ -225,8 +226,14 @@ pub async fn start(
 }
 
 /// Accepts gateway connections (ending TLS if configured) and relays them to rumqttd. Aborting
-/// this task drops the connection set, which closes every relayed connection.
-async fn relay(front: TcpListener, inner: SocketAddr, tls: Option<TlsAcceptor>) {
+/// this task drops the connection set, which closes every relayed connection; so does a reload
+/// that revokes a token (`revocations` changes).
+async fn relay(
+    front: TcpListener,
+    inner: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    revocations: watch::Receiver<u64>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -240,8 +247,10 @@ async fn relay(front: TcpListener, inner: SocketAddr, tls: Option<TlsAcceptor>) 
                     }
                 };
                 let tls = tls.clone();
+                let mut revoked = revocations.clone();
+                revoked.mark_unchanged();
                 connections.spawn(async move {
-                    let result = match tls {
+                    let relayed = async { match tls {
                         Some(acceptor) => {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                                 Ok(Ok(stream)) => pipe(stream, inner).await,
@@ -250,6 +259,13 @@ async fn relay(front: TcpListener, inner: SocketAddr, tls: Option<TlsAcceptor>) 
                             }
                         }
                         None => pipe(tcp, inner).await,
+                    } };
+                    let result = tokio::select! {
+                        r = relayed => r,
+                        _ = revoked.changed() => {
+                            info!(%peer, "MQTT connection closed: a reload revoked a gateway token");
+                            Ok(())
+                        }
                     };
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "MQTT connection ended");
@@ -351,6 +367,20 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
         return;
     };
     let acks = format!("jieneng/v1/{gateway}/acks");
+    // A connection outlives the token it logged in with: a gateway whose every token has been
+    // revoked (reload) or has expired since is refused here, batch by batch.
+    if !app.tokens.any_valid(now_ms(), |g| *g == gateway) {
+        let error = format!("gateway {gateway} has no token in force (revoked or expired)");
+        app.count_reject("unauthenticated", format!("MQTT {topic}: {error}"));
+        let answer = json!({ "seq": null, "reason": "unauthenticated", "error": error });
+        if let Err(e) = client
+            .publish(acks, QoS::AtLeastOnce, false, answer.to_string())
+            .await
+        {
+            warn!(%gateway, error = %e, "cannot publish refusal");
+        }
+        return;
+    }
     let answer = match store(app, &gateway, topic, payload, max_body).await {
         Ok(answer) => answer,
         Err((seq, reason, error)) => {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use axum::Router;
 use http_contract::Rejects;
+use http_contract::credential::{Change, Credentials};
 use storage::LiveReadings;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::config::IngestConfig;
+use crate::config::{GatewayAuth, IngestConfig};
 use crate::http::{App, router};
 use crate::mqtt::{self, MqttHandle};
 use crate::store::{FlushReport, Store, StoreError, StoreThreads};
@@ -31,6 +32,7 @@ pub struct ServerHandle {
     pub mqtt_addr: Option<SocketAddr>,
     mqtt: Option<MqttHandle>,
     pub store: Store,
+    app: Arc<App>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
     timer: JoinHandle<()>,
@@ -56,11 +58,8 @@ impl Server {
             Store::open(&config.data_dir, config.flush_rows, config.storage.clone())?;
         let app = Arc::new(App {
             store: store.clone(),
-            tokens: config
-                .gateway
-                .iter()
-                .map(|g| (g.token_sha256.clone(), g.id.clone()))
-                .collect(),
+            tokens: Arc::new(Credentials::new(GatewayAuth::credentials(&config.gateway))),
+            revocations: watch::channel(0).0,
             rejects,
             tls_handshake_failures: Arc::default(),
             mqtt_batches: Default::default(),
@@ -128,6 +127,7 @@ impl Server {
             mqtt_addr: mqtt.as_ref().map(|m| m.addr),
             mqtt,
             store,
+            app,
             shutdown,
             http,
             timer,
@@ -137,6 +137,16 @@ impl Server {
 }
 
 impl ServerHandle {
+    /// Puts `gateways`' tokens in force in place of the running ones (HTTP and MQTT logins at
+    /// once), for a reload of a server file that has been validated.
+    pub fn reload_gateways(&self, gateways: &[GatewayAuth]) -> Change {
+        let change = self.app.tokens.replace(GatewayAuth::credentials(gateways));
+        if change.removed > 0 || change.changed > 0 {
+            self.app.revocations.send_modify(|n| *n += 1);
+        }
+        change
+    }
+
     /// Stops accepting requests, flushes every acknowledged row to Parquet, stops the threads.
     pub async fn stop(self) -> Result<FlushReport, StoreError> {
         let _ = self.shutdown.send(true);
@@ -146,8 +156,11 @@ impl ServerHandle {
             http,
             timer,
             mqtt,
+            app,
             ..
         } = self;
+        // The handle's own reference to the handlers' state (for reloads) holds a store clone.
+        drop(app);
         let _ = http.await;
         if let Some(m) = mqtt {
             m.stop().await;
