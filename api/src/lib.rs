@@ -240,11 +240,7 @@ impl Api {
     }
 
     fn dates(&self, from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), Refusal> {
-        let parse = |k: &str, v: &str| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .map_err(|e| self.bad(format!("{k}={v:?}: expected YYYY-MM-DD ({e})")))
-        };
-        let (f, t) = (parse("from", from)?, parse("to", to)?);
+        let (f, t) = (self.date("from", from)?, self.date("to", to)?);
         if f >= t || (t - f).num_days() > MAX_DAYS {
             return Err(self.bad(format!(
                 "from={f} to={t}: to must be after from and at most {MAX_DAYS} days later"
@@ -253,9 +249,15 @@ impl Api {
         Ok((f, t))
     }
 
+    /// A date parameter. Dates are bounded to what the engine's timestamps (nanoseconds in
+    /// arrow kernels) and any plausible meter can hold: year 7 is a typo, not a 500.
     fn date(&self, key: &str, value: &str) -> Result<NaiveDate, Refusal> {
-        NaiveDate::parse_from_str(value, "%Y-%m-%d")
-            .map_err(|e| self.bad(format!("{key}={value:?}: expected YYYY-MM-DD ({e})")))
+        let d = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map_err(|e| self.bad(format!("{key}={value:?}: expected YYYY-MM-DD ({e})")))?;
+        if !(1970..=2199).contains(&chrono::Datelike::year(&d)) {
+            return Err(self.bad(format!("{key}={d}: dates from 1970 to 2199 only")));
+        }
+        Ok(d)
     }
 
     fn granularity(&self, g: Option<&str>) -> Result<Granularity, Refusal> {
