@@ -6,96 +6,15 @@
 //! Here rather than in `tests/` because only the binary's own package can be sure cargo built the
 //! binary (`CARGO_BIN_EXE_jieneng`).
 
-use std::io::{BufRead, BufReader};
+mod serve_process;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_contract::token_hash;
 use jieneng_tests::run_json;
 use serde_json::json;
-
-/// A server process, killed when dropped so that a failing test leaves none behind; its
-/// stdout lines are collected for the assertions on what it logged.
-struct Serve {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    fn start(config: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jieneng"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                lines
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(line);
-            }
-        });
-        let started = Instant::now();
-        loop {
-            let addr = log
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .filter(|l| l.contains("ingest listening"))
-                .find_map(|l| {
-                    l.split_whitespace()
-                        .find_map(|w| w.strip_prefix("addr="))
-                        .map(str::to_owned)
-                });
-            if let Some(addr) = addr {
-                return Ok(Self { child, addr, log });
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(60),
-                "the server did not say where it listens"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, name: &str) -> anyhow::Result<()> {
-        let ok = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()?
-            .success();
-        anyhow::ensure!(ok, "kill -{name} failed");
-        Ok(())
-    }
-
-    fn logged(&self, what: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .filter(|l| l.contains(what))
-            .count()
-    }
-}
+use serve_process::Serve;
 
 fn server_file(
     data: &Path,
@@ -173,23 +92,13 @@ async fn sigterm_flushes_what_was_acknowledged_and_exits_cleanly() -> anyhow::Re
     let data = dir.path().join("data");
     let config = dir.path().join("server.toml");
     std::fs::write(&config, server_file(&data, &["tok-1"], &[]))?;
-    let mut serve = Serve::start(&config)?;
+    let mut serve = Serve::start(env!("CARGO_BIN_EXE_jieneng"), &config)?;
     let base = format!("http://{}", serve.addr);
     for seq in 1..=4 {
         assert_eq!(post(&base, "tok-1", seq).await?, 200);
     }
     serve.signal("TERM")?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = serve.child.try_wait()? {
-            break s;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "still running 60 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = serve.wait_exit(Duration::from_secs(60))?;
     // Killed by the signal's default action, the process would report no exit code and leave
     // the rows in the WAL only.
     assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status}");
@@ -211,7 +120,7 @@ async fn sighup_puts_edited_tokens_and_keys_in_force_and_refuses_a_broken_file()
         &config,
         server_file(&data, &["tok-old"], &[("alice", "key-alice", None)]),
     )?;
-    let serve = Serve::start(&config)?;
+    let serve = Serve::start(env!("CARGO_BIN_EXE_jieneng"), &config)?;
     let base = format!("http://{}", serve.addr);
     assert_eq!(read(&base, "key-alice").await?.0, 200);
     assert_eq!(
