@@ -421,10 +421,7 @@ impl Writer {
     /// batches into one WAL write; returns them, the marks they lead to (of the gateways they
     /// touch; applied only once the group is durable, so a failed write leaves the marks as they
     /// were and the resend is stored) and the flushes asked for.
-    fn sort_group(
-        &mut self,
-        group: Vec<Command>,
-    ) -> (Vec<Pending>, Marks, Vec<FlushWaiter>) {
+    fn sort_group(&mut self, group: Vec<Command>) -> (Vec<Pending>, Marks, Vec<FlushWaiter>) {
         self.buf.clear();
         let mut accepted: Vec<Pending> = Vec::new();
         let mut flush_waiters = Vec::new();
