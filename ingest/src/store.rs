@@ -288,6 +288,7 @@ impl Store {
                         metrics,
                         buf: Vec::new(),
                         job_id: 0,
+                        regressed_logged: None,
                     }
                     .run(rx);
                 })
@@ -392,7 +393,12 @@ struct Writer {
     /// The WAL records of the group being written.
     buf: Vec<u8>,
     job_id: u64,
+    /// When a refused regression was last logged: at most one line per [`REGRESSED_LOG_EVERY`]
+    /// (each is counted), so a client stuck sending old seqs cannot flood the log.
+    regressed_logged: Option<Instant>,
 }
+
+const REGRESSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -451,12 +457,19 @@ impl Writer {
                         }
                         Verdict::Regressed { high_water } => {
                             self.buf.truncate(start);
-                            self.metrics.regressed.fetch_add(1, Ordering::Relaxed);
-                            warn!(
-                                batch = %dedupe::describe(&b),
-                                high_water,
-                                "batch goes back within its epoch and is not a retry of what was stored; refused (the sender must start a new epoch)"
-                            );
+                            let n = self.metrics.regressed.fetch_add(1, Ordering::Relaxed) + 1;
+                            if self
+                                .regressed_logged
+                                .is_none_or(|t| t.elapsed() >= REGRESSED_LOG_EVERY)
+                            {
+                                self.regressed_logged = Some(Instant::now());
+                                warn!(
+                                    batch = %dedupe::describe(&b),
+                                    high_water,
+                                    regressed_total = n,
+                                    "batch goes back within its epoch and is not a retry of what was stored; refused with 409 (the sender must start a new epoch)"
+                                );
+                            }
                             let _ = reply.send(Ok(Appended::Regressed { high_water }));
                         }
                     }
