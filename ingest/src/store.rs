@@ -1,5 +1,5 @@
-//! The durable store: one writer thread owns the WAL, the per-gateway high-water sequence
-//! numbers and the in-memory rows; one flusher thread turns rows into Parquet.
+//! The durable store: one writer thread owns the WAL, the per-gateway marks ([`dedupe`]: which
+//! batches are retries) and the in-memory rows; one flusher thread turns rows into Parquet.
 //!
 //! Appends are group-committed: the writer takes every batch waiting at that moment, writes
 //! them, fsyncs once and only then answers each. Before that, [`dedupe`] sorts out retries: a

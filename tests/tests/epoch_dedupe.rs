@@ -226,3 +226,75 @@ async fn mqtt_answers(port: Option<u16>) -> anyhow::Result<Vec<Value>> {
     }
     Ok(acks)
 }
+
+/// The gateway's forwarder over MQTT: its spool's epoch is one ingest has already seen with a
+/// higher seq (as after restoring a spool from a backup). The first answer is `seq_regressed`;
+/// the forwarder starts a new epoch, keeps the batches, and every one is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_forwarder_starts_a_new_epoch_on_seq_regressed() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use gateway::forward::mqtt::MqttLink;
+    use gateway::forward::{ForwardStats, Forwarder};
+    use gateway::spool::{Spool, SpoolLimits};
+    use tokio::sync::{Notify, watch};
+
+    gateway::forward::install_crypto_provider();
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&config(&dir.path().join("data"))?).await?;
+    let mqtt_addr = server
+        .mqtt_addr
+        .ok_or_else(|| anyhow::anyhow!("no MQTT listener"))?;
+    let (spool, _) = Spool::open(&dir.path().join("spool"), SpoolLimits::default(), |_, _| {})?;
+    let spool = Arc::new(spool);
+    let old = spool.epoch();
+    // What the spool's earlier life stored: seq 10 of this epoch.
+    let (status, body) = post(server.addr, &batch("gw-http", Some(old), 10, 0)?, false).await?;
+    assert_eq!(status, 200, "{body}");
+    for seq in 1..=3 {
+        spool.append(&batch("gw-http", Some(old), seq, 100 * seq as i64)?)?;
+    }
+    let stats = Arc::new(ForwardStats::default());
+    let url = format!("mqtt://{mqtt_addr}");
+    let forwarder = Forwarder {
+        client: reqwest::Client::new(),
+        url: url.clone(),
+        token: TOKEN.to_owned(),
+        spool: spool.clone(),
+        stats: stats.clone(),
+        mqtt: Some(MqttLink::connect(
+            &url,
+            &GatewayId::parse("gw-http")?,
+            TOKEN,
+            None,
+        )?),
+        timeout: Duration::from_secs(3),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let task =
+        tokio::spawn(forwarder.run(Arc::new(Notify::new()), stopped, Duration::from_millis(100)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !spool.pending()?.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not sent: {:?}",
+            spool.pending()?
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    task.await?;
+    assert_eq!(stats.new_epochs.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.sent_batches.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.quarantined.load(Ordering::Relaxed), 0);
+    assert_ne!(spool.epoch(), old);
+    assert_eq!(server.store.metrics.regressed.load(Ordering::Relaxed), 1);
+    // Seq 10 and the three batches, each stored once.
+    assert_eq!(
+        server.store.metrics.rows.load(Ordering::Relaxed),
+        4 * ROWS as u64
+    );
+    server.stop().await?;
+    Ok(())
+}

@@ -7,8 +7,8 @@
 //! `jieneng/v1/<gateway>/acks` once the batch is fsynced (or refused), with the JSON
 //! `{"seq": N, "stored": n, "duplicate": bool}` or `{"seq": N | null, "reason": "…", "error":
 //! "…"}`, and only an answer naming the batch's seq lets the forwarder delete it. No answer
-//! within the forward timeout → the same batch is sent again, and ingest's (gateway, seq) dedupe
-//! makes the resend harmless. This is the same guarantee as HTTP's "2xx only after fsync".
+//! within the forward timeout → the same batch is sent again, and ingest's (gateway, epoch, seq)
+//! dedupe makes the resend harmless. This is the same guarantee as HTTP's "2xx only after fsync".
 //!
 //! The acks topic is subscribed (and the SUBACK seen) before anything is published on a
 //! connection, so an answer cannot slip past; while the connection is down nothing is
