@@ -175,7 +175,9 @@ impl State {
         }
         for (g, mut epochs) in self.epochs {
             if let Ok(g) = GatewayId::parse(&g) {
-                epochs.truncate(EPOCHS_KEPT);
+                // Most recent last: a file with more (edited by hand) keeps the latest.
+                let extra = epochs.len().saturating_sub(EPOCHS_KEPT);
+                epochs.drain(..extra);
                 marks.entry(g).or_default().epochs = epochs;
             }
         }
@@ -326,6 +328,21 @@ mod tests {
         let marks = old.into_marks();
         assert_eq!(marks[&gw].legacy, Some(41));
         assert_eq!(marks[&gw].verdict(None, 41, &A), Verdict::Retry);
+        // More epochs than are kept: the most recent (last) ones stay.
+        let many = (0..6)
+            .map(|e| format!(r#"{{"epoch":{e},"high_water":1,"recent":[]}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        let state: State = serde_json::from_str(&format!(
+            r#"{{"high_water":{{}},"epochs":{{"gw-1":[{many}]}}}}"#
+        ))
+        .unwrap();
+        let kept: Vec<u64> = state.into_marks()[&gw]
+            .epochs
+            .iter()
+            .map(|e| e.epoch)
+            .collect();
+        assert_eq!(kept, vec![2, 3, 4, 5]);
         // A damaged digest is an error naming it, not a silently empty window.
         let bad = r#"{"high_water":{},"epochs":{"gw-1":[{"epoch":1,"high_water":3,"recent":[[3,"zz"]]}]}}"#;
         let e = serde_json::from_str::<State>(bad).unwrap_err().to_string();
