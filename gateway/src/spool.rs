@@ -38,6 +38,11 @@
 //! against the header's gateway and seq) before it is sent. New records always go to a new
 //! version 4 segment, so a segment never mixes versions.
 //!
+//! An ack file is a list of 12-byte entries: the acknowledged batch's seq (8 bytes LE) and the
+//! CRC-32 of those 8 bytes. Acks are written without fsync: an ack lost in a crash only means
+//! the batch is sent again, and ingest drops the resend by (gateway, epoch, seq). A damaged or
+//! torn entry is ignored for the same reason.
+//!
 //! ## The epoch
 //!
 //! `seq` rises within one **epoch** of the spool, and ingest dedupes by (gateway, epoch, seq)
@@ -58,11 +63,6 @@
 //! record of another epoch than the spool's (or of none: versions 2 and 3) is re-encoded under
 //! the spool's epoch when it is read for sending ([`Spool::read_encoded`]), so nothing on disk
 //! is rewritten and a crash in between only re-encodes it again.
-//!
-//! An ack file is a list of 12-byte entries: the acknowledged batch's seq (8 bytes LE) and the
-//! CRC-32 of those 8 bytes. Acks are written without fsync: an ack lost in a crash only means
-//! the batch is sent again, and ingest drops the resend by (gateway, epoch, seq). A damaged or torn
-//! entry is ignored for the same reason.
 //!
 //! ## Writing
 //!

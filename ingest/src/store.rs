@@ -1,8 +1,8 @@
-//! The durable store: one writer thread owns the WAL, the per-gateway marks ([`dedupe`]: which
+//! The durable store: one writer thread owns the WAL, the per-gateway marks (`dedupe`: which
 //! batches are retries) and the in-memory rows; one flusher thread turns rows into Parquet.
 //!
 //! Appends are group-committed: the writer takes every batch waiting at that moment, writes
-//! them, fsyncs once and only then answers each. Before that, [`dedupe`] sorts out retries: a
+//! them, fsyncs once and only then answers each. Before that, `dedupe` sorts out retries: a
 //! batch at or below its (gateway, epoch)'s high-water mark is answered as a duplicate without
 //! being stored if it is a retry of what was stored, and refused ([`Appended::Regressed`], 409)
 //! if it is not.
@@ -371,7 +371,7 @@ type FlushWaiter = oneshot::Sender<Result<FlushReport, StoreError>>;
 /// A batch waiting for the WAL, and where its answer goes.
 type Pending = (Batch, oneshot::Sender<Result<Appended, StoreError>>);
 
-/// The digest of `batch`'s WAL record (what [`dedupe`] tells retries by), encoded in `scratch`;
+/// The digest of `batch`'s WAL record (what `dedupe` tells retries by), encoded in `scratch`;
 /// zeros for a batch without an epoch, whose dedupe needs none.
 fn record_digest(batch: &Batch, scratch: &mut Vec<u8>) -> dedupe::Digest {
     if batch.epoch.is_none() {
