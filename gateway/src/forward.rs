@@ -4,6 +4,13 @@
 //! a batch ingest refuses as invalid (400, 413, 415, 422) would be refused forever, so it is
 //! quarantined with ingest's message rather than blocking everything behind it.
 //!
+//! A 409 (`seq_regressed`: the batch's seq goes back within the spool's epoch and it is not a
+//! retry of what ingest stored, as after restoring a spool from a backup) is neither: the batch
+//! is kept, the spool starts a new epoch, and the batch and everything pending behind it are
+//! sent again under it, which ingest takes as new. Each new epoch is counted and logged; a
+//! second 409 in a row (which a sound ingest never sends for a fresh epoch) waits like a retry,
+//! so the loop is bounded in rate and never drops the batch.
+//!
 //! Batches go over HTTP(S) by default, or over MQTT ([`mqtt`]) with the same rule: deleted only
 //! once ingest says it has fsynced them. TLS verifies the server against the system roots
 //! (rustls-platform-verifier, which reads the OS trust store) or, with `ca_file`, against that
@@ -106,6 +113,8 @@ pub struct ForwardStats {
     pub sent_readings: AtomicU64,
     pub retries: AtomicU64,
     pub quarantined: AtomicU64,
+    /// New epochs started because ingest refused a batch as going back within its epoch.
+    pub new_epochs: AtomicU64,
 }
 
 /// What one attempt to send a batch came to.
@@ -114,6 +123,8 @@ pub(crate) enum Outcome {
     Acknowledged,
     Retry(String),
     Refused(String),
+    /// Ingest's 409 `seq_regressed`: start a new epoch and send again.
+    Regressed(String),
 }
 
 #[derive(Debug)]
@@ -139,7 +150,9 @@ impl Forwarder {
     async fn send(&self, batch: EncodedBatch) -> Outcome {
         if let Some(link) = &self.mqtt {
             // MQTT has no content type: ingest tells JSON from Arrow by the first byte.
-            return link.send(batch.seq, batch.payload, self.timeout).await;
+            return link
+                .send(batch.seq, batch.epoch, batch.payload, self.timeout)
+                .await;
         }
         let res = self
             .client
@@ -161,6 +174,7 @@ impl Forwarder {
                 match status.as_u16() {
                     // 401/403 stay retryable: a fixed token or config lets the spool drain.
                     400 | 413 | 415 | 422 => Outcome::Refused(msg),
+                    409 => Outcome::Regressed(msg),
                     _ => Outcome::Retry(msg),
                 }
             }
@@ -175,6 +189,8 @@ impl Forwarder {
         drain: Duration,
     ) {
         let mut attempt = 0u32;
+        // 409s in a row: the first starts a new epoch at once, later ones wait like retries.
+        let mut regressed = 0u32;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() && *shutdown.borrow() {
@@ -214,8 +230,12 @@ impl Forwarder {
                 }
                 Err(_) => continue,
             };
-            let n = u64::from(batch.readings);
-            match self.send(batch).await {
+            let (n, epoch) = (u64::from(batch.readings), batch.epoch);
+            let outcome = self.send(batch).await;
+            if !matches!(outcome, Outcome::Regressed(_)) {
+                regressed = 0;
+            }
+            match outcome {
                 Outcome::Acknowledged => {
                     if attempt > 0 {
                         info!(seq, attempts = attempt + 1, "ingest reachable again");
@@ -234,26 +254,65 @@ impl Forwarder {
                         error!(seq, error = %e, "cannot quarantine batch");
                     }
                 }
+                Outcome::Regressed(msg) => {
+                    regressed = regressed.saturating_add(1);
+                    self.start_new_epoch(seq, epoch, &msg);
+                    if regressed > 1 {
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        attempt = self.wait(attempt, deadline, &mut shutdown).await;
+                    }
+                }
                 Outcome::Retry(msg) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = RETRY.delay(attempt);
                     if attempt.is_power_of_two() || attempt == 0 {
-                        warn!(seq, attempt, retry_in = ?wait, error = %msg, "forwarding failed");
+                        warn!(seq, attempt, retry_in = ?RETRY.ceiling(attempt), error = %msg, "forwarding failed");
                     }
-                    attempt = attempt.saturating_add(1);
-                    let sleep = match deadline {
-                        Some(d) => {
-                            wait.min(d.saturating_duration_since(tokio::time::Instant::now()))
-                        }
-                        None => wait,
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep(sleep) => {}
-                        _ = shutdown.changed(), if deadline.is_none() => {}
-                    }
+                    attempt = self.wait(attempt, deadline, &mut shutdown).await;
                 }
             }
         }
+    }
+
+    /// Ingest refused batch `seq` of `epoch` as going back within it: the spool starts a new
+    /// epoch, under which the batch and those behind it are sent again. The batch stays
+    /// spooled whatever happens here.
+    fn start_new_epoch(&self, seq: u64, epoch: Option<u64>, msg: &str) {
+        match self.spool.new_epoch() {
+            Ok(new) => {
+                let n = self.stats.new_epochs.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(
+                    seq,
+                    old_epoch = ?epoch,
+                    new_epoch = new,
+                    new_epochs = n,
+                    error = %msg,
+                    "ingest refused the batch as going back within the spool's epoch (a spool restored from a backup?); sending the pending batches again under a new epoch"
+                );
+            }
+            Err(e) => {
+                error!(seq, error = %e, "cannot start a new spool epoch; the batch stays spooled and is sent again");
+            }
+        }
+    }
+
+    /// Waits before the next attempt (backoff `attempt`, bounded by the drain `deadline`);
+    /// returns the next attempt number.
+    async fn wait(
+        &self,
+        attempt: u32,
+        deadline: Option<tokio::time::Instant>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> u32 {
+        let wait = RETRY.delay(attempt);
+        let sleep = match deadline {
+            Some(d) => wait.min(d.saturating_duration_since(tokio::time::Instant::now())),
+            None => wait,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.changed(), if deadline.is_none() => {}
+        }
+        attempt.saturating_add(1)
     }
 }
 

@@ -241,6 +241,8 @@ const MAX_BATCH_AGE: Duration = Duration::from_secs(1);
 /// The batch being written: its seq, its body so far, and what its readings were.
 struct OpenBatch {
     seq: u64,
+    /// The spool's epoch when the batch was opened (the spool re-encodes it if that changes).
+    epoch: u64,
     encoder: StreamEncoder,
     /// Its cumulative readings, in order: the committed counters advance to them once the
     /// batch is spooled.
@@ -382,6 +384,7 @@ impl Normalizer {
                 Some(open) => open.encoder.write(&pending[..take]),
                 None => StreamEncoder::new(
                     &self.config.gateway.id,
+                    Some(self.spool.epoch()),
                     self.committed.next_seq,
                     WIRE_VERSION,
                 )
@@ -389,6 +392,7 @@ impl Normalizer {
                     encoder.write(&pending[..take])?;
                     self.open = Some(OpenBatch {
                         seq: self.committed.next_seq,
+                        epoch: self.spool.epoch(),
                         encoder,
                         cumulative: Vec::new(),
                         instant: 0,
@@ -448,6 +452,7 @@ impl Normalizer {
         };
         let OpenBatch {
             seq,
+            epoch,
             encoder,
             cumulative,
             instant,
@@ -456,6 +461,7 @@ impl Normalizer {
         let body = match encoder.finish() {
             Ok(payload) => EncodedBatch {
                 gateway: self.config.gateway.id.clone(),
+                epoch: Some(epoch),
                 seq,
                 encoding: Encoding::Arrow,
                 readings: u32::try_from(readings).unwrap_or(u32::MAX),
@@ -547,6 +553,7 @@ impl Normalizer {
                         Body::Encoded(encoded) => sp.append_encoded(encoded)?,
                         Body::Small(readings) => sp.append_encoded(&EncodedBatch::new(
                             &gateway,
+                            Some(sp.epoch()),
                             seq,
                             WIRE_VERSION,
                             readings,

@@ -1,14 +1,15 @@
 //! The on-disk spool: batches wait here until ingest has acknowledged them.
 //!
-//! # Format (version 3): segments
+//! # Format (version 4): segments and the epoch
 //!
 //! The spool directory holds append-only **segment files** `<id, 20 digits>.seg`, each with
-//! many batches, and beside each one an **ack file** `<id>.ack`. A segment file is:
+//! many batches, beside each one an **ack file** `<id>.ack`, and the spool's **epoch file**
+//! `epoch.json` (below). A segment file is:
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 8 | magic `JNSPSEG\0` |
-//! | 2 | format version, little-endian (3; 2 is still read) |
+//! | 2 | format version, little-endian (4; 3 and 2 are still read) |
 //! | … | records, back to back |
 //!
 //! and one record is:
@@ -21,23 +22,47 @@
 //! | 1 | body: gateway id length `g` |
 //! | g | body: gateway id, UTF-8 |
 //! | 8 | body: batch sequence number, little-endian |
+//! | 1 | body: 1 if the batch has an epoch, else 0 |
+//! | 8 | body: the batch's epoch, little-endian (0 when it has none) |
 //! | 1 | body: payload encoding: 1 = wire JSON, 2 = Arrow IPC stream (see [`crate::wire`]; small batches are JSON, see [`ARROW_MIN_READINGS`]) |
 //! | 4 | body: number of readings, little-endian |
-//! | n − 14 − g | body: the payload, exactly the request body ingest is sent |
+//! | n − 23 − g | body: the payload, exactly the request body ingest is sent |
 //!
-//! (gateway, seq) and the reading count sit outside the payload so that neither the index nor
-//! the forwarder parses payloads: the forwarder sends the stored bytes with the content type
-//! their encoding names.
+//! (gateway, epoch, seq) and the reading count sit outside the payload so that neither the
+//! index nor the forwarder parses payloads: the forwarder sends the stored bytes with the
+//! content type their encoding names.
 //!
-//! **Version 2** records (segments with version 2 in their header, left by an earlier gateway)
-//! have neither the encoding byte nor the count: their payload is wire JSON, which is parsed
-//! (and checked against the header's gateway and seq) before it is sent. New records always go
-//! to a new version 3 segment, so a segment never mixes the two.
+//! **Version 3** records have no epoch bytes (their batches have no epoch); **version 2**
+//! records (segments with version 2 in their header, left by an earlier gateway) have neither
+//! epoch, encoding byte nor count: their payload is wire JSON, which is parsed (and checked
+//! against the header's gateway and seq) before it is sent. New records always go to a new
+//! version 4 segment, so a segment never mixes versions.
 //!
 //! An ack file is a list of 12-byte entries: the acknowledged batch's seq (8 bytes LE) and the
 //! CRC-32 of those 8 bytes. Acks are written without fsync: an ack lost in a crash only means
-//! the batch is sent again, and ingest drops the resend by (gateway, seq). A damaged or torn
-//! entry is ignored for the same reason.
+//! the batch is sent again, and ingest drops the resend by (gateway, epoch, seq). A damaged or
+//! torn entry is ignored for the same reason.
+//!
+//! ## The epoch
+//!
+//! `seq` rises within one **epoch** of the spool, and ingest dedupes by (gateway, epoch, seq)
+//! (see `ingest::store::dedupe`). The epoch is made when the spool is created: 53 random bits
+//! (kept below 2^53 so that any JSON reader sees it exactly), from std's `RandomState`, whose
+//! keys come from the OS RNG, hashed with the clock and the process id. It is kept in
+//! `epoch.json`, `{"epoch": N}`, written atomically (temp file, fsync, rename, directory fsync)
+//! before any batch is numbered in it, and sent with every batch (wire JSON `epoch`, Arrow
+//! `jieneng.epoch`). A spool of an earlier version, without the file, gets an epoch at open and
+//! keeps it; so does one whose file is damaged (a new epoch is always safe: ingest takes an epoch
+//! it does not know as new, and storage is idempotent per reading key). A gateway that starts
+//! with an empty spool (a new SD card, a reinstall) therefore numbers from 0 in a new epoch,
+//! and ingest stores its batches instead of taking them for retries.
+//!
+//! When ingest refuses a batch because its seq goes back within its epoch without being a
+//! retry (409 `seq_regressed`: a spool restored from a backup), the forwarder starts a **new
+//! epoch** ([`Spool::new_epoch`]). Records keep the epoch they were written with; a pending
+//! record of another epoch than the spool's (or of none: versions 2 and 3) is re-encoded under
+//! the spool's epoch when it is read for sending ([`Spool::read_encoded`]), so nothing on disk
+//! is rewritten and a crash in between only re-encodes it again.
 //!
 //! ## Writing
 //!
@@ -98,10 +123,12 @@ mod legacy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reading_model::{Batch, GatewayId, Reading};
 use serde::{Deserialize, Serialize};
@@ -110,9 +137,15 @@ use tracing::{info, warn};
 use crate::counter::Counter;
 
 const MAGIC: &[u8; 8] = b"JNSPSEG\0";
-const VERSION: u16 = 3;
+const VERSION: u16 = 4;
+/// Segments of this version are still read: records without the epoch.
+const VERSION_NO_EPOCH: u16 = 3;
 /// Segments of this version are still read: records without encoding byte or count, JSON.
 const VERSION_JSON_ONLY: u16 = 2;
+/// The versions read.
+const VERSIONS: [u16; 3] = [VERSION, VERSION_NO_EPOCH, VERSION_JSON_ONLY];
+/// Epochs stay below 2^53, exact in any JSON reader.
+const EPOCH_MASK: u64 = (1 << 53) - 1;
 const SEGMENT_HEADER: u64 = 8 + 2;
 const RECORD_MARKER: &[u8; 4] = b"JNRC";
 const RECORD_HEADER: usize = 4 + 4 + 4;
@@ -144,6 +177,8 @@ pub enum SpoolError {
 struct BatchRef<'a> {
     version: u16,
     gateway: &'a GatewayId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
     seq: u64,
     readings: &'a [Reading],
 }
@@ -186,6 +221,8 @@ impl Encoding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {
     pub gateway: GatewayId,
+    /// The epoch the payload names (`None`: records of versions 2 and 3).
+    pub epoch: Option<u64>,
     pub seq: u64,
     pub encoding: Encoding,
     /// Readings in the payload (for counters; the payload is not parsed to count them).
@@ -202,16 +239,18 @@ impl EncodedBatch {
     /// JSON for a batch of fewer than [`ARROW_MIN_READINGS`].
     pub fn new(
         gateway: &GatewayId,
+        epoch: Option<u64>,
         seq: u64,
         version: u16,
         readings: &[Reading],
     ) -> Result<Self, SpoolError> {
         if readings.len() >= ARROW_MIN_READINGS {
-            return Self::arrow(gateway, seq, version, readings);
+            return Self::arrow(gateway, epoch, seq, version, readings);
         }
         let batch = BatchRef {
             version,
             gateway,
+            epoch,
             seq,
             readings,
         };
@@ -221,6 +260,7 @@ impl EncodedBatch {
         })?;
         Ok(Self {
             gateway: gateway.clone(),
+            epoch,
             seq,
             encoding: Encoding::Json,
             readings: readings.len() as u32,
@@ -231,11 +271,12 @@ impl EncodedBatch {
     /// Encodes readings as an Arrow IPC stream.
     pub fn arrow(
         gateway: &GatewayId,
+        epoch: Option<u64>,
         seq: u64,
         version: u16,
         readings: &[Reading],
     ) -> Result<Self, SpoolError> {
-        let payload = crate::wire::encode(gateway, seq, version, readings).map_err(|e| {
+        let payload = crate::wire::encode(gateway, epoch, seq, version, readings).map_err(|e| {
             SpoolError::Encode {
                 seq,
                 reason: e.to_string(),
@@ -243,6 +284,7 @@ impl EncodedBatch {
         })?;
         Ok(Self {
             gateway: gateway.clone(),
+            epoch,
             seq,
             encoding: Encoding::Arrow,
             readings: u32::try_from(readings.len()).unwrap_or(u32::MAX),
@@ -310,6 +352,8 @@ pub struct SpoolStats {
     pub torn_bytes_cut: u64,
     /// Version 1 batch files converted to segments at open.
     pub migrated: u64,
+    /// Pending records re-encoded under the spool's epoch when read for sending.
+    pub reencoded: u64,
 }
 
 /// Where a pending batch's record is.
@@ -365,6 +409,31 @@ pub struct Spool {
     /// their fsync, so the forwarder's look at `index` never waits on the disk.
     writer: Mutex<Option<Writer>>,
     index: Mutex<Index>,
+    /// The epoch batches are numbered in (see the module doc); changed only with `epoch.json`.
+    epoch: AtomicU64,
+}
+
+/// `epoch.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct EpochFile {
+    epoch: u64,
+}
+
+/// A new epoch, other than `not`: 53 bits of std's `RandomState` (its keys come from the OS
+/// RNG) over the clock and the process id.
+fn fresh_epoch(not: Option<u64>) -> u64 {
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        h.write_u128(now);
+        h.write_u32(std::process::id());
+        let epoch = h.finish() & EPOCH_MASK;
+        if Some(epoch) != not {
+            return epoch;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -401,12 +470,12 @@ fn segment_header() -> [u8; SEGMENT_HEADER as usize] {
     h
 }
 
-/// Encodes one batch as a (version 3) segment record.
+/// Encodes one batch as a (version 4) segment record.
 fn encode_record(batch: &EncodedBatch) -> Vec<u8> {
     let gateway = batch.gateway.as_str().as_bytes();
     // Gateway ids are short by validation; a longer one is cut rather than overflow the byte.
     let gateway = &gateway[..gateway.len().min(255)];
-    let body_len = 1 + gateway.len() + 8 + 1 + 4 + batch.payload.len();
+    let body_len = 1 + gateway.len() + 8 + 9 + 1 + 4 + batch.payload.len();
     let mut out = Vec::with_capacity(RECORD_HEADER + body_len);
     out.extend_from_slice(RECORD_MARKER);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -414,6 +483,8 @@ fn encode_record(batch: &EncodedBatch) -> Vec<u8> {
     out.push(gateway.len() as u8);
     out.extend_from_slice(gateway);
     out.extend_from_slice(&batch.seq.to_le_bytes());
+    out.push(u8::from(batch.epoch.is_some()));
+    out.extend_from_slice(&batch.epoch.unwrap_or(0).to_le_bytes());
     out.push(batch.encoding.byte());
     out.extend_from_slice(&batch.readings.to_le_bytes());
     out.extend_from_slice(&batch.payload);
@@ -422,13 +493,13 @@ fn encode_record(batch: &EncodedBatch) -> Vec<u8> {
     out
 }
 
-/// The smallest record body of a segment version: an empty gateway id, a seq, and (version 3)
-/// the encoding byte and the reading count.
+/// The smallest record body of a segment version: an empty gateway id, a seq, (version 4) the
+/// epoch, and (versions 3 and 4) the encoding byte and the reading count.
 fn min_body(version: u16) -> usize {
-    if version == VERSION_JSON_ONLY {
-        1 + 8
-    } else {
-        1 + 8 + 1 + 4
+    match version {
+        VERSION_JSON_ONLY => 1 + 8,
+        VERSION_NO_EPOCH => 1 + 8 + 1 + 4,
+        _ => 1 + 8 + 9 + 1 + 4,
     }
 }
 
@@ -437,6 +508,8 @@ fn min_body(version: u16) -> usize {
 struct RecordHead<'a> {
     gateway: &'a [u8],
     seq: u64,
+    /// The batch's epoch (version 4 records say; earlier ones have none).
+    epoch: Option<u64>,
     encoding: Encoding,
     /// Readings in the payload (version 3 records say; version 2 ones do not).
     readings: Option<u32>,
@@ -485,10 +558,23 @@ fn check_record(bytes: &[u8], version: u16) -> Result<RecordHead<'_>, (usize, St
     let gateway = &body[1..1 + g];
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&body[1 + g..1 + g + 8]);
+    let mut at = 1 + g + 8;
+    let epoch = if version == VERSION {
+        let mut e = [0u8; 8];
+        e.copy_from_slice(&body[at + 1..at + 9]);
+        let epoch = match body[at] {
+            0 => None,
+            1 => Some(u64::from_le_bytes(e)),
+            b => return Err((RECORD_HEADER + at, format!("epoch flag {b} is not 0 or 1"))),
+        };
+        at += 9;
+        epoch
+    } else {
+        None
+    };
     let (encoding, readings) = if version == VERSION_JSON_ONLY {
         (Encoding::Json, None)
     } else {
-        let at = 1 + g + 8;
         let encoding = Encoding::from_byte(body[at]).ok_or_else(|| {
             (
                 RECORD_HEADER + at,
@@ -501,6 +587,7 @@ fn check_record(bytes: &[u8], version: u16) -> Result<RecordHead<'_>, (usize, St
     Ok(RecordHead {
         gateway,
         seq: u64::from_le_bytes(seq),
+        epoch,
         encoding,
         readings,
         payload: &body[1 + g + fixed..],
@@ -530,14 +617,19 @@ fn decode_record(
             crate::wire::decode(head.payload).map_err(|reason| corrupt(payload_at, reason))?
         }
     };
-    if batch.seq != head.seq || batch.gateway.as_str().as_bytes() != head.gateway {
+    if batch.seq != head.seq
+        || batch.epoch != head.epoch
+        || batch.gateway.as_str().as_bytes() != head.gateway
+    {
         return Err(corrupt(
             RECORD_HEADER,
             format!(
-                "record says batch {} of {:?}, payload says {} of {}",
+                "record says batch {} of epoch {:?} of {:?}, payload says {} of epoch {:?} of {}",
                 head.seq,
+                head.epoch,
                 String::from_utf8_lossy(head.gateway),
                 batch.seq,
+                batch.epoch,
                 batch.gateway
             ),
         ));
@@ -653,7 +745,9 @@ impl Spool {
                 },
                 last_full_warning: None,
             }),
+            epoch: AtomicU64::new(0),
         };
+        spool.open_epoch()?;
         // Records already acknowledged but still on disk: the snapshot may not cover them.
         let mut settled = BTreeMap::new();
         for &id in &listing.segments {
@@ -724,6 +818,59 @@ impl Spool {
         Ok((spool, state))
     }
 
+    fn epoch_path(&self) -> PathBuf {
+        self.dir.join("epoch.json")
+    }
+
+    /// Reads `epoch.json`, or makes the spool's first epoch when there is none (a new spool, or
+    /// one of an earlier version) or it is damaged.
+    fn open_epoch(&self) -> Result<(), SpoolError> {
+        let path = self.epoch_path();
+        let problem = match fs::read(&path) {
+            Ok(b) => match serde_json::from_slice::<EpochFile>(&b) {
+                Ok(f) => {
+                    self.epoch.store(f.epoch, Ordering::Release);
+                    return Ok(());
+                }
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let epoch = self.save_epoch(None)?;
+        match problem {
+            Some(problem) => {
+                warn!(path = %path.display(), problem, epoch, "damaged epoch file; batches go on in a new epoch");
+            }
+            None => info!(epoch, "spool epoch created"),
+        }
+        Ok(())
+    }
+
+    /// Makes an epoch other than `not`, saves it (atomically, fsynced) and makes it the spool's.
+    fn save_epoch(&self, not: Option<u64>) -> Result<u64, SpoolError> {
+        let epoch = fresh_epoch(not);
+        let path = self.epoch_path();
+        let bytes = serde_json::to_vec(&EpochFile { epoch }).unwrap_or_default();
+        write_atomic(&path, &bytes).map_err(io_err(&path))?;
+        self.epoch.store(epoch, Ordering::Release);
+        Ok(epoch)
+    }
+
+    /// The epoch batches are numbered in now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Starts a new epoch (saved before it is returned): what ingest's 409 `seq_regressed`
+    /// asks for. Pending batches of earlier epochs are sent under it ([`Spool::read_encoded`]).
+    pub fn new_epoch(&self) -> Result<u64, SpoolError> {
+        let old = self.epoch();
+        let epoch = self.save_epoch(Some(old))?;
+        info!(old, epoch, "spool started a new epoch");
+        Ok(epoch)
+    }
+
     fn segment_path(&self, id: u64) -> PathBuf {
         self.dir.join(format!("{id:020}.seg"))
     }
@@ -761,7 +908,7 @@ impl Spool {
             Some("bad magic at byte 0".to_owned())
         } else {
             version = u16::from_le_bytes([bytes[8], bytes[9]]);
-            (version != VERSION && version != VERSION_JSON_ONLY)
+            (!VERSIONS.contains(&version))
                 .then(|| format!("unsupported version {version} at byte 8"))
         };
         if let Some(problem) = header_problem {
@@ -769,7 +916,7 @@ impl Spool {
             // Its batches may have been sent already: their numbers must not be used again
             // (ingest would drop the new batches as duplicates). Records whose CRC holds say
             // which numbers they had.
-            let seen = [VERSION, VERSION_JSON_ONLY]
+            let seen = VERSIONS
                 .into_iter()
                 .filter_map(|v| {
                     let mut at = usize::try_from(SEGMENT_HEADER).ok()?;
@@ -941,6 +1088,7 @@ impl Spool {
     pub fn append(&self, batch: &Batch) -> Result<(), SpoolError> {
         self.append_encoded(&EncodedBatch::new(
             &batch.gateway,
+            batch.epoch,
             batch.seq,
             batch.version,
             &batch.readings,
@@ -1140,10 +1288,31 @@ impl Spool {
         self.read_at(self.locate(seq)?)
     }
 
-    /// A pending batch as stored, for sending: its payload is the request body. Only the
-    /// record's CRC and header are checked; a version 2 (JSON) payload is parsed as well, to
-    /// check it against the header and count its readings.
+    /// A pending batch for sending, under the spool's current epoch: as stored when it is of
+    /// that epoch (its payload is the request body; only the record's CRC and header are
+    /// checked), else decoded and encoded again with the current epoch (see the module doc).
     pub fn read_encoded(&self, seq: u64) -> Result<EncodedBatch, SpoolError> {
+        let stored = self.read_stored(seq)?;
+        let epoch = self.epoch();
+        if stored.epoch == Some(epoch) {
+            return Ok(stored);
+        }
+        let batch = self.read(seq)?;
+        let again = EncodedBatch::new(
+            &batch.gateway,
+            Some(epoch),
+            batch.seq,
+            batch.version,
+            &batch.readings,
+        )?;
+        lock(&self.index).stats.reencoded += 1;
+        Ok(again)
+    }
+
+    /// A pending batch as stored: its payload is the request body. Only the record's CRC and
+    /// header are checked; a version 2 (JSON) payload is parsed as well, to check it against
+    /// the header and count its readings.
+    pub fn read_stored(&self, seq: u64) -> Result<EncodedBatch, SpoolError> {
         let loc = self.locate(seq)?;
         let mut bytes = self.read_record(loc)?;
         let path = self.segment_path(loc.segment);
@@ -1162,7 +1331,8 @@ impl Spool {
             .ok()
             .and_then(|g| GatewayId::parse(g).ok())
             .ok_or_else(|| corrupt("the gateway id is not one".into()))?;
-        let (seq, encoding, payload_len) = (head.seq, head.encoding, head.payload.len());
+        let (seq, epoch, encoding, payload_len) =
+            (head.seq, head.epoch, head.encoding, head.payload.len());
         let readings = match head.readings {
             Some(n) => n,
             None => {
@@ -1174,6 +1344,7 @@ impl Spool {
         bytes.drain(..bytes.len() - payload_len);
         Ok(EncodedBatch {
             gateway,
+            epoch,
             seq,
             encoding,
             readings,

@@ -4,16 +4,21 @@
 //!
 //! # Wire format, version 1 (a contract: gateways and third-party clients depend on it)
 //!
-//! A batch is `(gateway, seq, readings)`; `(gateway, seq)` identifies it across retries. It
-//! travels in one of two encodings, chosen by `Content-Type`:
+//! A batch is `(gateway, epoch, seq, readings)`; `(gateway, epoch, seq)` identifies it across
+//! retries. The `epoch` is optional: a sender that may start its numbering over (the jieneng
+//! gateway with a new spool) names each numbering with an epoch of its own choosing, and `seq`
+//! only increases within one; without an epoch, `seq` must only increase per gateway, across
+//! restarts (the `store` module says what ingest does with each). It travels in one of two
+//! encodings, chosen by `Content-Type`:
 //!
 //! * `application/json` (also assumed when there is no `Content-Type`): the object
-//!   `{"version": 1, "gateway": "…", "seq": N, "readings": [{…}, …]}` of
-//!   [`reading_model::Batch`]; unknown fields are rejected.
+//!   `{"version": 1, "gateway": "…", "epoch": E, "seq": N, "readings": [{…}, …]}` of
+//!   [`reading_model::Batch`] (`epoch` optional, a u64); unknown fields are rejected.
 //! * `application/vnd.apache.arrow.stream`: an [Arrow IPC stream] (the [`wire`] crate documents
 //!   the columns) — one schema message, any number of record batches, rows in stream order.
 //!   Batch-level fields are schema metadata: `jieneng.gateway` (required), `jieneng.seq`
-//!   (required, decimal u64) and `jieneng.version` (decimal, default `1`).
+//!   (required, decimal u64), `jieneng.epoch` (optional, decimal u64) and `jieneng.version`
+//!   (decimal, default `1`).
 //!
 //! Either may be sent with `Content-Encoding: zstd` or `gzip` (or `identity`). An Arrow stream
 //! may also compress its buffers with the IPC format's own ZSTD body compression; LZ4_FRAME

@@ -2,10 +2,11 @@
 //!
 //! A batch is JSON or an Arrow IPC stream, optionally zstd- or gzip-coded ([`crate::decode`]
 //! documents the wire format). Answers: 200 once the WAL is fsynced (`duplicate: true` for a
-//! retry of a stored (gateway, seq)); errors are JSON `{"error", "reason"}` (plus `row` and
-//! `field` for a bad reading): 400 `malformed`, 401 `unauthenticated`, 403 `wrong_gateway`,
-//! 413 `too_large`, 415 `unsupported_media_type`, 422 `invalid`, 503 `storage` (retry). Every
-//! reject is counted by reason in `/metrics`.
+//! retry of a stored (gateway, epoch, seq)); errors are JSON `{"error", "reason"}` (plus `row`
+//! and `field` for a bad reading): 400 `malformed`, 401 `unauthenticated`, 403 `wrong_gateway`,
+//! 409 `seq_regressed` (the seq goes back within its epoch and the batch is not a retry of the
+//! one stored: start a new epoch and resend), 413 `too_large`, 415 `unsupported_media_type`,
+//! 422 `invalid`, 503 `storage` (retry). Every reject is counted by reason in `/metrics`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -169,7 +170,7 @@ async fn post_batch(
         )
     })?;
     let batch = decoded.map_err(|e| app.decode_error(e))?;
-    let seq = batch.seq;
+    let (seq, epoch) = (batch.seq, batch.epoch);
     match app.store.append(batch).await {
         Ok(Appended::Stored { rows }) => Ok((
             StatusCode::OK,
@@ -181,12 +182,30 @@ async fn post_batch(
             axum::Json(json!({ "seq": seq, "stored": 0, "duplicate": true })),
         )
             .into_response()),
+        Ok(Appended::Regressed { high_water }) => Err(app.reject(
+            StatusCode::CONFLICT,
+            SEQ_REGRESSED,
+            regressed_message(seq, epoch, high_water),
+        )),
         Err(e) => Err(app.reject(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage",
             format!("not stored, retry: {e}"),
         )),
     }
+}
+
+/// The reject reason of a batch that goes back within its epoch (HTTP 409, MQTT alike).
+pub const SEQ_REGRESSED: &str = "seq_regressed";
+
+/// What a sender is told about its batch `seq` of `epoch` below the mark `high_water`.
+pub(crate) fn regressed_message(seq: u64, epoch: Option<u64>, high_water: u64) -> String {
+    format!(
+        "batch seq {seq} of epoch {} is at or below the epoch's high-water mark {high_water} \
+         and is not a retry of the batch stored under that seq (a spool restored from a \
+         backup?); not stored: start a new epoch and send it again",
+        epoch.map_or_else(|| "none".to_owned(), |e| e.to_string())
+    )
 }
 
 /// The one place where a decoding error becomes a status and a reject reason.
@@ -237,6 +256,13 @@ const STORE_METRICS: &[StoreMetric] = &[
         "counter",
         Shown::Count,
         |m| &m.duplicates,
+    ),
+    (
+        "jieneng_batches_regressed_total",
+        "Batches refused (409) as going back within their epoch without being a retry.",
+        "counter",
+        Shown::Count,
+        |m| &m.regressed,
     ),
     (
         "jieneng_rows_total",

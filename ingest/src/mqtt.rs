@@ -11,12 +11,15 @@
 //! * Ingest answers on `jieneng/v1/<gateway>/acks` (QoS 1) **after the WAL is fsynced**:
 //!   `{"seq": N, "stored": n, "duplicate": bool}`; or, for a batch it will not store,
 //!   `{"seq": N | null, "reason": "…", "error": "…"}` with the reasons of the HTTP API
-//!   (`storage` means retry; `seq` is null when it cannot be read from the payload).
+//!   (`storage` means retry; `seq_regressed` means start a new epoch and resend, like HTTP's
+//!   409; `seq` is null when it cannot be read from the payload). An answer about a batch with
+//!   an epoch also carries `"epoch": E`, so a late answer about the same seq of an earlier
+//!   epoch is not taken for this one.
 //!
 //! The broker's PUBACK to the gateway means only that the broker holds the message in memory:
 //! rumqttd keeps no disk log, and a crash or restart of ingest loses what it held. A gateway
 //! must therefore keep a batch until the ack naming its seq arrives, and resend it otherwise;
-//! (gateway, seq) dedupe makes resends harmless. The jieneng gateway does exactly that, which
+//! (gateway, epoch, seq) dedupe makes resends harmless. The jieneng gateway does exactly that, which
 //! gives MQTT the same guarantee as HTTP. A client that trusts PUBACK alone gets at-most-once.
 //!
 //! # Authentication
@@ -58,7 +61,7 @@ use http_contract::token_hash;
 
 use crate::config::MqttSettings;
 use crate::decode::{self, DECOMPRESSION_FACTOR, Encoding, Format, ipc::META_SEQ};
-use crate::http::{App, status_of};
+use crate::http::{App, SEQ_REGRESSED, regressed_message, status_of};
 use crate::store::Appended;
 use crate::tls::HANDSHAKE_TIMEOUT;
 
@@ -381,13 +384,17 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
         }
         return;
     }
-    let answer = match store(app, &gateway, topic, payload, max_body).await {
+    let (epoch, answer) = store(app, &gateway, topic, payload, max_body).await;
+    let mut answer = match answer {
         Ok(answer) => answer,
         Err((seq, reason, error)) => {
             app.count_reject(reason, format!("MQTT {topic}: {error}"));
             json!({ "seq": seq, "reason": reason, "error": error })
         }
     };
+    if let (Some(epoch), Some(answer)) = (epoch, answer.as_object_mut()) {
+        answer.insert("epoch".into(), epoch.into());
+    }
     if let Err(e) = client
         .publish(acks, QoS::AtLeastOnce, false, answer.to_string())
         .await
@@ -399,13 +406,41 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
 
 type Refusal = (Option<u64>, &'static str, String);
 
+/// Stores one batch: its epoch (when it was decoded and has one) and the answer.
 async fn store(
     app: &App,
     gateway: &GatewayId,
     topic: &str,
     payload: Bytes,
     max_body: usize,
-) -> Result<serde_json::Value, Refusal> {
+) -> (Option<u64>, Result<serde_json::Value, Refusal>) {
+    let batch = match decode_batch(gateway, payload, max_body).await {
+        Ok(b) => b,
+        Err(refusal) => return (None, Err(refusal)),
+    };
+    let (seq, epoch) = (batch.seq, batch.epoch);
+    debug!(%gateway, seq, ?epoch, topic, rows = batch.readings.len(), "MQTT batch");
+    let answer = match app.store.append(batch).await {
+        Ok(Appended::Stored { rows }) => {
+            Ok(json!({ "seq": seq, "stored": rows, "duplicate": false }))
+        }
+        Ok(Appended::Duplicate) => Ok(json!({ "seq": seq, "stored": 0, "duplicate": true })),
+        Ok(Appended::Regressed { high_water }) => Err((
+            Some(seq),
+            SEQ_REGRESSED,
+            regressed_message(seq, epoch, high_water),
+        )),
+        Err(e) => Err((Some(seq), "storage", format!("not stored, retry: {e}"))),
+    };
+    (epoch, answer)
+}
+
+/// Decodes a published payload (off the async workers), or says why not.
+async fn decode_batch(
+    gateway: &GatewayId,
+    payload: Bytes,
+    max_body: usize,
+) -> Result<reading_model::Batch, Refusal> {
     if payload.len() > max_body {
         return Err((
             None,
@@ -437,16 +472,7 @@ async fn store(
     .await;
     let (decoded, seq) =
         decoded.map_err(|e| (None, "internal", format!("decoding failed: {e}")))?;
-    let batch = decoded.map_err(|e| (seq, status_of(&e).1, e.to_string()))?;
-    let seq = batch.seq;
-    debug!(%gateway, seq, topic, rows = batch.readings.len(), "MQTT batch");
-    match app.store.append(batch).await {
-        Ok(Appended::Stored { rows }) => {
-            Ok(json!({ "seq": seq, "stored": rows, "duplicate": false }))
-        }
-        Ok(Appended::Duplicate) => Ok(json!({ "seq": seq, "stored": 0, "duplicate": true })),
-        Err(e) => Err((Some(seq), "storage", format!("not stored, retry: {e}"))),
-    }
+    decoded.map_err(|e| (seq, status_of(&e).1, e.to_string()))
 }
 
 /// The seq of a batch that failed to decode, if it can still be read, so the gateway can tell

@@ -1,12 +1,13 @@
-//! The durable store: one writer thread owns the WAL, the per-gateway high-water sequence
-//! numbers and the in-memory rows; one flusher thread turns rows into Parquet.
+//! The durable store: one writer thread owns the WAL, the per-gateway marks (`dedupe`: which
+//! batches are retries) and the in-memory rows; one flusher thread turns rows into Parquet.
 //!
 //! Appends are group-committed: the writer takes every batch waiting at that moment, writes
-//! them, fsyncs once and only then answers each. A batch whose (gateway, seq) is not above the
-//! gateway's high-water mark is a retry and is answered as a duplicate without being stored.
+//! them, fsyncs once and only then answers each. Before that, `dedupe` sorts out retries: a
+//! batch at or below its (gateway, epoch)'s high-water mark is answered as a duplicate without
+//! being stored if it is a retry of what was stored, and refused ([`Appended::Regressed`], 409)
+//! if it is not.
 //!
-//! A flush rotates the WAL, hands the rows and a snapshot of the high-water marks to the
-//! flusher, which publishes one Parquet file per date partition (temp file, fsync, rename,
+//! A flush rotates the WAL, hands the rows and a snapshot of the marks to the flusher, which publishes one Parquet file per date partition (temp file, fsync, rename,
 //! fsync directory), then records the marks in `ingest-state.json`, then deletes the closed WAL
 //! segments. A crash at any point leaves either the WAL segment or the Parquet file (or both —
 //! replay skips batches the state file already covers, and a row published twice is one row to
@@ -17,9 +18,10 @@
 //! Between flushes the flusher runs the [`maintenance`]: compaction, rollups, retention.
 
 mod columns;
+mod dedupe;
 mod maintenance;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +30,7 @@ use std::time::{Duration, Instant};
 
 use maintenance::Maintenance;
 pub use maintenance::MaintenanceReport;
-use reading_model::{Batch, GatewayId};
-use serde::{Deserialize, Serialize};
+use reading_model::Batch;
 use storage::LiveReadings;
 use storage::publish::{PublishError, publish_file};
 use storage::{StoredReading, file_name, partition_dir, write_batch};
@@ -39,6 +40,7 @@ use tracing::{error, info, warn};
 use crate::config::StorageConfig;
 use crate::wal::{self, Wal, WalError};
 use columns::Rows;
+use dedupe::{Marks, State, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,6 +78,12 @@ pub enum Appended {
     },
     /// Already stored (a retry); nothing was written.
     Duplicate,
+    /// At or below the high-water mark of its (gateway, epoch) and not a retry of the batch
+    /// stored under that seq (a spool restored from a backup): nothing was written, and the
+    /// sender must start a new epoch rather than take it as acknowledged.
+    Regressed {
+        high_water: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,16 +92,13 @@ pub struct FlushReport {
     pub files: usize,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
-    high_water: BTreeMap<String, u64>,
-}
-
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct StoreMetrics {
     pub batches: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Batches refused as going backwards within their epoch.
+    pub regressed: AtomicU64,
     pub rows: AtomicU64,
     pub wal_fsyncs: AtomicU64,
     pub wal_bytes: AtomicU64,
@@ -165,7 +170,7 @@ enum ToFlusher {
 struct FlushJob {
     id: u64,
     rows: Arc<Rows>,
-    high_water: HashMap<GatewayId, u64>,
+    marks: Marks,
     /// WAL segments up to this one hold only rows of this job (or of earlier ones); `None`:
     /// no segment was closed for it.
     closed_segment: Option<u64>,
@@ -198,7 +203,7 @@ impl StoreThreads {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Append(b, _) => write!(f, "Append({}#{})", b.gateway, b.seq),
+            Self::Append(b, _) => write!(f, "Append({})", dedupe::describe(b)),
             Self::Flush(_) => write!(f, "Flush"),
         }
     }
@@ -230,22 +235,23 @@ impl Store {
                 });
             }
         };
-        let mut high_water: HashMap<GatewayId, u64> = state
-            .high_water
-            .into_iter()
-            .filter_map(|(g, s)| Some((GatewayId::parse(&g).ok()?, s)))
-            .collect();
+        let mut marks = state.into_marks();
         let (wal, replay) = Wal::open(&data_dir.join("wal"))?;
         for (path, offset) in &replay.truncated {
             warn!(segment = %path.display(), kept_bytes = offset, "WAL segment had a torn tail (an unacknowledged write); cut");
         }
         let mut rows = Rows::default();
         let mut replayed = 0usize;
+        let mut scratch = Vec::new();
         for b in replay.batches {
-            if high_water.get(&b.gateway).is_some_and(|&hw| b.seq <= hw) {
+            let digest = record_digest(&b, &mut scratch);
+            let m = marks.entry(b.gateway.clone()).or_default();
+            let covered = m.covers(b.epoch, b.seq);
+            // A covered batch's digest is remembered too: its retry is known after a restart.
+            m.record(b.epoch, b.seq, digest);
+            if covered {
                 continue; // already published before the crash
             }
-            high_water.insert(b.gateway.clone(), b.seq);
             replayed += 1;
             rows.push_batch(b);
         }
@@ -275,13 +281,14 @@ impl Store {
                 .spawn(move || {
                     Writer {
                         wal,
-                        high_water,
+                        marks,
                         memtable,
                         flush_tx,
                         flush_rows,
                         metrics,
                         buf: Vec::new(),
                         job_id: 0,
+                        regressed_logged: None,
                     }
                     .run(rx);
                 })
@@ -358,13 +365,27 @@ impl Store {
     }
 }
 
+/// Where the answer to a flush goes.
+type FlushWaiter = oneshot::Sender<Result<FlushReport, StoreError>>;
+
 /// A batch waiting for the WAL, and where its answer goes.
 type Pending = (Batch, oneshot::Sender<Result<Appended, StoreError>>);
 
-/// The writer thread's state: the one owner of the WAL and of the per-gateway high-water marks.
+/// The digest of `batch`'s WAL record (what `dedupe` tells retries by), encoded in `scratch`;
+/// zeros for a batch without an epoch, whose dedupe needs none.
+fn record_digest(batch: &Batch, scratch: &mut Vec<u8>) -> dedupe::Digest {
+    if batch.epoch.is_none() {
+        return dedupe::Digest::default();
+    }
+    scratch.clear();
+    let payload = wal::encode_record(batch, scratch);
+    dedupe::digest(&scratch[payload])
+}
+
+/// The writer thread's state: the one owner of the WAL and of the per-gateway marks.
 struct Writer {
     wal: Wal,
-    high_water: HashMap<GatewayId, u64>,
+    marks: Marks,
     memtable: Shared,
     flush_tx: std::sync::mpsc::Sender<ToFlusher>,
     flush_rows: usize,
@@ -372,7 +393,12 @@ struct Writer {
     /// The WAL records of the group being written.
     buf: Vec<u8>,
     job_id: u64,
+    /// When a refused regression was last logged: at most one line per [`REGRESSED_LOG_EVERY`]
+    /// (each is counted), so a client stuck sending old seqs cannot flood the log.
+    regressed_logged: Option<Instant>,
 }
+
+const REGRESSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -384,9 +410,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let (accepted, flush_waiters) = self.sort_group(group);
+            let (accepted, group_marks, flush_waiters) = self.sort_group(group);
             if !accepted.is_empty() {
-                self.commit(accepted);
+                self.commit(accepted, group_marks);
             }
             let in_memory = self.metrics.rows_in_memory.load(Ordering::Relaxed) as usize;
             if (!flush_waiters.is_empty() || in_memory >= self.flush_rows)
@@ -397,44 +423,67 @@ impl Writer {
         }
     }
 
-    /// Answers retries as duplicates at once and encodes the new batches into one WAL write;
-    /// returns them and the flushes asked for.
-    fn sort_group(
-        &mut self,
-        group: Vec<Command>,
-    ) -> (
-        Vec<Pending>,
-        Vec<oneshot::Sender<Result<FlushReport, StoreError>>>,
-    ) {
+    /// Answers retries (duplicates) and regressions (refusals) at once and encodes the new
+    /// batches into one WAL write; returns them, the marks they lead to (of the gateways they
+    /// touch; applied only once the group is durable, so a failed write leaves the marks as they
+    /// were and the resend is stored) and the flushes asked for.
+    fn sort_group(&mut self, group: Vec<Command>) -> (Vec<Pending>, Marks, Vec<FlushWaiter>) {
         self.buf.clear();
         let mut accepted: Vec<Pending> = Vec::new();
         let mut flush_waiters = Vec::new();
-        let mut group_hw: HashMap<GatewayId, u64> = HashMap::new();
+        let mut group_marks = Marks::new();
         for cmd in group {
             match cmd {
                 Command::Append(b, reply) => {
-                    let hw = group_hw
-                        .get(&b.gateway)
-                        .or_else(|| self.high_water.get(&b.gateway))
-                        .copied();
-                    if hw.is_some_and(|hw| b.seq <= hw) {
-                        self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
-                        let _ = reply.send(Ok(Appended::Duplicate));
-                        continue;
+                    let start = self.buf.len();
+                    // Encoded first: the record's digest tells a retry from another batch.
+                    let payload = wal::encode_record(&b, &mut self.buf);
+                    let digest = match b.epoch {
+                        Some(_) => dedupe::digest(&self.buf[payload]),
+                        None => dedupe::Digest::default(),
+                    };
+                    let marks = group_marks
+                        .entry(b.gateway.clone())
+                        .or_insert_with(|| self.marks.get(&b.gateway).cloned().unwrap_or_default());
+                    match marks.verdict(b.epoch, b.seq, &digest) {
+                        Verdict::New => {
+                            marks.record(b.epoch, b.seq, digest);
+                            accepted.push((b, reply));
+                        }
+                        Verdict::Retry => {
+                            self.buf.truncate(start);
+                            self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                            let _ = reply.send(Ok(Appended::Duplicate));
+                        }
+                        Verdict::Regressed { high_water } => {
+                            self.buf.truncate(start);
+                            let n = self.metrics.regressed.fetch_add(1, Ordering::Relaxed) + 1;
+                            if self
+                                .regressed_logged
+                                .is_none_or(|t| t.elapsed() >= REGRESSED_LOG_EVERY)
+                            {
+                                self.regressed_logged = Some(Instant::now());
+                                warn!(
+                                    batch = %dedupe::describe(&b),
+                                    high_water,
+                                    regressed_total = n,
+                                    "batch goes back within its epoch and is not a retry of what was stored; refused with 409 (the sender must start a new epoch)"
+                                );
+                            }
+                            let _ = reply.send(Ok(Appended::Regressed { high_water }));
+                        }
                     }
-                    group_hw.insert(b.gateway.clone(), b.seq);
-                    wal::encode_record(&b, &mut self.buf);
-                    accepted.push((b, reply));
                 }
                 Command::Flush(reply) => flush_waiters.push(reply),
             }
         }
-        (accepted, flush_waiters)
+        (accepted, group_marks, flush_waiters)
     }
 
-    /// Appends the group's records with one fsync; then, and only then, puts the batches in
-    /// memory and acknowledges them. On failure every batch of the group is refused.
-    fn commit(&mut self, accepted: Vec<Pending>) {
+    /// Appends the group's records with one fsync; then, and only then, takes `group_marks`
+    /// as the marks, puts the batches in memory and acknowledges them. On failure every batch
+    /// of the group is refused and the marks stay as they were.
+    fn commit(&mut self, accepted: Vec<Pending>, group_marks: Marks) {
         let metrics = &self.metrics;
         match self.wal.append(&self.buf) {
             Ok(()) => {
@@ -442,9 +491,9 @@ impl Writer {
                 let bytes = self.buf.len() as u64;
                 metrics.wal_bytes.fetch_add(bytes, Ordering::Relaxed);
                 metrics.wal_size.fetch_add(bytes, Ordering::Relaxed);
+                self.marks.extend(group_marks);
                 let mut mem = lock(&self.memtable);
                 for (b, reply) in accepted {
-                    self.high_water.insert(b.gateway.clone(), b.seq);
                     let n = b.readings.len();
                     // Into memory before the answer: a query right after the 2xx sees it.
                     mem.active.push_batch(b);
@@ -504,7 +553,7 @@ impl Writer {
         let job = FlushJob {
             id: self.job_id,
             rows,
-            high_water: self.high_water.clone(),
+            marks: self.marks.clone(),
             closed_segment,
             waiters: flush_waiters,
         };
@@ -582,7 +631,7 @@ impl Flusher {
         let FlushJob {
             id,
             rows,
-            high_water,
+            marks,
             closed_segment,
             waiters,
         } = job;
@@ -590,12 +639,7 @@ impl Flusher {
         let generation = self.next_gen;
         let result =
             publish(&self.data_dir, &self.carry, generation).and_then(|(report, dates)| {
-                let state = State {
-                    high_water: high_water
-                        .iter()
-                        .map(|(g, s)| (g.to_string(), *s))
-                        .collect(),
-                };
+                let state = State::of(&marks);
                 let sp = state_path(&self.data_dir);
                 storage::publish::publish_bytes(
                     &sp,
@@ -693,7 +737,7 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use reading_model::{
-        AccountCode, Category, EnergyCode, MeterId, Quality, Quantity, Reading, Unit,
+        AccountCode, Category, EnergyCode, GatewayId, MeterId, Quality, Quantity, Reading, Unit,
     };
 
     use std::fs::File;

@@ -1,9 +1,9 @@
 //! The write-ahead log: every accepted batch is here, fsynced, before its 2xx.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //!
 //! The log is a directory of segments `wal-<id, 20 digits>.log`, appended in id order. Each
-//! segment starts with the 8-byte magic `JNWAL\0\0` followed by the version byte (`\x02`),
+//! segment starts with the 8-byte magic `JNWAL\0\0` followed by the version byte (`\x03`),
 //! then records:
 //!
 //! | bytes | field |
@@ -18,6 +18,7 @@
 //! |---|---|
 //! | wire version | u16 |
 //! | gateway | str |
+//! | epoch | u8: 0 none, 1 present; then the epoch as u64 if present |
 //! | seq | u64 |
 //! | string table | u32 count, then that many `str` |
 //! | rows | u32 count, then per row: |
@@ -32,8 +33,9 @@
 //! in its table, so a row is ~50 bytes and encoding it copies numbers instead of formatting
 //! JSON: WAL records as JSON took a quarter of the server's time under load.
 //!
-//! Version 1 segments (payload: the batch as wire JSON, `reading_model::Batch`) written before
-//! an upgrade are still replayed as they are; new segments are always version 2. A segment of
+//! Version 2 payloads are the same without the epoch field (their batches have none); version 1
+//! segments (payload: the batch as wire JSON, `reading_model::Batch`). Both, written before an
+//! upgrade, are still replayed as they are; new segments are always version 3. A segment of
 //! an unknown (newer) version stops the server instead of being skipped, so that a downgrade
 //! never drops acknowledged batches.
 //!
@@ -57,8 +59,10 @@ use reading_model::{
 
 /// The magic without its last byte, the version.
 const MAGIC_PREFIX: &[u8; 7] = b"JNWAL\0\0";
-const VERSION: u8 = 2;
-const MAGIC: &[u8; 8] = b"JNWAL\0\0\x02";
+const VERSION: u8 = 3;
+/// Records without the epoch field.
+const VERSION_NO_EPOCH: u8 = 2;
+const MAGIC: &[u8; 8] = b"JNWAL\0\0\x03";
 const MAGIC_LEN: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +70,7 @@ pub enum WalError {
     #[error("wal {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
-        "wal {path}: segment version {version}, this server reads versions 1 and 2 (was it written by a newer jieneng?)"
+        "wal {path}: segment version {version}, this server reads versions 1 to 3 (was it written by a newer jieneng?)"
     )]
     Version { path: PathBuf, version: u8 },
 }
@@ -152,8 +156,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Appends `batch` as one version-2 record (length, CRC, payload) to `out`.
-pub fn encode_record(batch: &Batch, out: &mut Vec<u8>) {
+/// Appends `batch` as one version-3 record (length, CRC, payload) to `out`; returns where its
+/// payload lies in `out` (what the store digests to recognise a retry).
+pub fn encode_record(batch: &Batch, out: &mut Vec<u8>) -> std::ops::Range<usize> {
     let start = out.len();
     out.extend_from_slice(&[0; 8]); // length and CRC, filled in below
     let mut strings = Strings::default();
@@ -190,6 +195,13 @@ pub fn encode_record(batch: &Batch, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&batch.version.to_le_bytes());
     put_str(out, batch.gateway.as_str());
+    match batch.epoch {
+        None => out.push(0),
+        Some(e) => {
+            out.push(1);
+            out.extend_from_slice(&e.to_le_bytes());
+        }
+    }
     out.extend_from_slice(&batch.seq.to_le_bytes());
     out.extend_from_slice(&(strings.table.len() as u32).to_le_bytes());
     for s in &strings.table {
@@ -201,6 +213,7 @@ pub fn encode_record(batch: &Batch, out: &mut Vec<u8>) {
     let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    start + 8..out.len()
 }
 
 /// A cursor over a payload; `None` when it runs short.
@@ -266,11 +279,25 @@ impl<'a, T: Clone> Parsed<'a, T> {
     }
 }
 
-/// Decodes a version-2 payload; `None` if it is not a well-formed batch.
+/// Decodes a version-3 payload; `None` if it is not a well-formed batch.
 pub fn decode_record(payload: &[u8]) -> Option<Batch> {
+    decode_payload(payload, true)
+}
+
+/// Decodes a version-2 (`with_epoch` false) or version-3 payload.
+fn decode_payload(payload: &[u8], with_epoch: bool) -> Option<Batch> {
     let mut c = Cursor(payload);
     let version = c.u16()?;
     let gateway = GatewayId::parse(c.str()?).ok()?;
+    let epoch = if with_epoch {
+        match c.u8()? {
+            0 => None,
+            1 => Some(c.u64()?),
+            _ => return None,
+        }
+    } else {
+        None
+    };
     let seq = c.u64()?;
     let n = c.u32()? as usize;
     // Each entry takes at least its 4-byte length: a count beyond that is corrupt.
@@ -338,6 +365,7 @@ pub fn decode_record(payload: &[u8]) -> Option<Batch> {
     Some(Batch {
         version,
         gateway,
+        epoch,
         seq,
         readings,
     })
@@ -357,6 +385,7 @@ fn read_segment(path: &Path) -> Result<(Vec<Batch>, u64, u64), WalError> {
     let version = bytes[MAGIC_PREFIX.len()];
     let decode: fn(&[u8]) -> Option<Batch> = match version {
         1 => |payload| serde_json::from_slice::<Batch>(payload).ok(),
+        VERSION_NO_EPOCH => |payload| decode_payload(payload, false),
         VERSION => decode_record,
         _ => {
             return Err(WalError::Version {
@@ -604,7 +633,7 @@ mod tests {
         let (mut wal, r) = Wal::open(dir.path()).unwrap();
         assert_eq!(r.batches, vec![old.clone()]);
         assert_eq!(r.truncated.len(), 1);
-        // New records go to a version-2 segment after it, and both replay in order.
+        // New records go to a version-3 segment after it, and both replay in order.
         assert_eq!(wal.segment(), 4);
         let mut buf = Vec::new();
         encode_record(&batch(5), &mut buf);
@@ -612,11 +641,40 @@ mod tests {
         drop(wal);
         assert_eq!(
             &fs::read(segment_path(dir.path(), 4)).unwrap()[..8],
-            b"JNWAL\0\0\x02"
+            b"JNWAL\0\0\x03"
         );
         let (_, r) = Wal::open(dir.path()).unwrap();
         let seqs: Vec<u64> = r.batches.iter().map(|b| b.seq).collect();
         assert_eq!(seqs, vec![4, 5]);
+    }
+
+    #[test]
+    fn the_epoch_is_kept_and_version_2_segments_replay_without_one() {
+        let b = Batch::new(
+            GatewayId::parse("gw-7").unwrap(),
+            3,
+            vec![reading("m1", 1_767_225_600_000)],
+        );
+        let mut buf = Vec::new();
+        let with = b.clone().with_epoch(Some(u64::MAX));
+        let payload = encode_record(&with, &mut buf);
+        assert_eq!(payload, 8..buf.len());
+        assert_eq!(decode_record(&buf[8..]), Some(with));
+        // A version-2 record as the previous release wrote it: the same without the epoch byte.
+        let mut v3 = Vec::new();
+        encode_record(&b, &mut v3);
+        let mut payload = v3[8..].to_vec();
+        let at = 2 + 4 + "gw-7".len();
+        assert_eq!(payload.remove(at), 0, "no epoch");
+        let mut seg = b"JNWAL\0\0\x02".to_vec();
+        seg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        seg.extend_from_slice(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(segment_path(dir.path(), 0), &seg).unwrap();
+        let (_, r) = Wal::open(dir.path()).unwrap();
+        assert_eq!(r.batches, vec![b]);
+        assert!(r.truncated.is_empty());
     }
 
     #[test]

@@ -77,7 +77,10 @@ pub async fn backfill(
     let url = format!("http://{server}/api/v1/batches");
     let gateway = GatewayId::parse(GATEWAY)?;
     for (seq, chunk) in readings.chunks(BATCH).enumerate() {
-        let batch = Batch::new(gateway.clone(), seq as u64 + 1, chunk.to_vec());
+        // Each backfill is a life of its own (an epoch: its start time), so one made after the
+        // marker was lost is stored rather than taken for a retry of the last one.
+        let batch = Batch::new(gateway.clone(), seq as u64 + 1, chunk.to_vec())
+            .with_epoch(u64::try_from(now).ok());
         let r = client
             .post(&url)
             .bearer_auth(TOKEN)

@@ -112,14 +112,22 @@ impl Reading {
     }
 }
 
-/// Readings from one gateway, numbered by a per-gateway sequence that only increases, so a
-/// retried batch is recognised by (gateway, seq).
+/// Readings from one gateway, numbered by a sequence that only increases within one `epoch`
+/// of the gateway's spool, so a retried batch is recognised by (gateway, epoch, seq).
+///
+/// The epoch names one life of a gateway's numbering: a gateway that starts over (an empty
+/// spool under its old id) starts a new epoch, and its seq may start again at 0. A batch without
+/// an epoch (gateways before it, third-party clients) is numbered per gateway across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     #[serde(default = "wire_version")]
     pub version: u16,
     pub gateway: GatewayId,
+    /// The sender's numbering epoch, any u64 (the jieneng gateway's stay below 2^53, so any JSON
+    /// reader sees them exactly); absent: the gateway's seq only ever increases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     pub seq: u64,
     pub readings: Vec<Reading>,
 }
@@ -133,9 +141,16 @@ impl Batch {
         Self {
             version: WIRE_VERSION,
             gateway,
+            epoch: None,
             seq,
             readings,
         }
+    }
+
+    /// The batch as numbered in `epoch`.
+    #[must_use]
+    pub fn with_epoch(self, epoch: Option<u64>) -> Self {
+        Self { epoch, ..self }
     }
 
     /// Checks every reading; the first problem names its row and field.
@@ -192,7 +207,24 @@ mod tests {
         assert_eq!(b.version, 1);
         assert_eq!(b.readings[0].unit, Unit::CubicMetre);
         assert_eq!(b.readings[0].quality, Quality::Good);
+        assert_eq!(b.epoch, None);
         b.check().unwrap();
+    }
+
+    #[test]
+    fn the_epoch_is_optional_in_json_and_exact_as_a_u64() {
+        let b = Batch::new(GatewayId::parse("gw-1").unwrap(), 7, vec![]);
+        // Without an epoch the JSON is what it was before epochs.
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"version":1,"gateway":"gw-1","seq":7,"readings":[]}"#
+        );
+        let b = b.with_epoch(Some(u64::MAX));
+        let json = serde_json::to_string(&b).unwrap();
+        assert!(json.contains(r#""epoch":18446744073709551615"#), "{json}");
+        assert_eq!(serde_json::from_str::<Batch>(&json).unwrap(), b);
+        let bad = r#"{"gateway":"gw","epoch":-1,"seq":1,"readings":[]}"#;
+        assert!(serde_json::from_str::<Batch>(bad).is_err());
     }
 
     #[test]

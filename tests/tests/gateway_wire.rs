@@ -45,7 +45,7 @@ fn reading(i: usize) -> anyhow::Result<Reading> {
 fn a_body_of_several_record_batches_is_read_whole_by_ingest() -> anyhow::Result<()> {
     let gw = GatewayId::parse("gw-chunks")?;
     let readings: Vec<Reading> = (0..10_000).map(reading).collect::<Result<_, _>>()?;
-    let mut stream = StreamEncoder::new(&gw, 12, 1)?;
+    let mut stream = StreamEncoder::new(&gw, None, 12, 1)?;
     for chunk in readings.chunks(4096) {
         stream.write(chunk)?;
     }

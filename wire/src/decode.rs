@@ -15,7 +15,7 @@ use reading_model::{
     WIRE_VERSION,
 };
 
-use crate::{COLUMNS, Kind, META_GATEWAY, META_SEQ, META_VERSION};
+use crate::{COLUMNS, Kind, META_EPOCH, META_GATEWAY, META_SEQ, META_VERSION};
 
 /// Why a stream is not a batch of the contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,18 +55,20 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
     let reader = BatchReader::new(bytes)?;
     let gateway = reader.gateway()?;
     let version = reader.version()?.unwrap_or(WIRE_VERSION);
+    let epoch = reader.epoch()?;
     let seq = reader.seq()?;
     reader.check_schema()?;
     Ok(Batch {
         version,
         gateway,
+        epoch,
         seq,
         readings: reader.readings()?,
     })
 }
 
 /// A stream being read, a step at a time: its envelope ([`gateway`](Self::gateway),
-/// [`version`](Self::version), [`seq`](Self::seq)), then [`check_schema`](Self::check_schema),
+/// [`version`](Self::version), [`epoch`](Self::epoch), [`seq`](Self::seq)), then [`check_schema`](Self::check_schema),
 /// then its [`readings`](Self::readings).
 pub struct BatchReader<'a> {
     reader: StreamReader<Cursor<&'a [u8]>>,
@@ -119,13 +121,14 @@ impl<'a> BatchReader<'a> {
 
     /// The batch's sequence number (`jieneng.seq`).
     pub fn seq(&self) -> Result<u64, DecodeError> {
-        let seq = self.required(META_SEQ)?;
-        seq.trim().parse::<u64>().map_err(|_| {
-            malformed(format!(
-                "schema metadata {META_SEQ}: {:?} is not an unsigned 64-bit integer",
-                clip(&seq)
-            ))
-        })
+        parse_u64(META_SEQ, &self.required(META_SEQ)?)
+    }
+
+    /// The batch's numbering epoch (`jieneng.epoch`), `None` when the stream has none.
+    pub fn epoch(&self) -> Result<Option<u64>, DecodeError> {
+        self.metadata(META_EPOCH)
+            .map(|e| parse_u64(META_EPOCH, &e))
+            .transpose()
     }
 
     /// Every column is one of the contract's, once, of an accepted type; the required ones
@@ -144,6 +147,15 @@ impl<'a> BatchReader<'a> {
         }
         Ok(readings)
     }
+}
+
+fn parse_u64(key: &str, text: &str) -> Result<u64, DecodeError> {
+    text.trim().parse::<u64>().map_err(|_| {
+        malformed(format!(
+            "schema metadata {key}: {:?} is not an unsigned 64-bit integer",
+            clip(text)
+        ))
+    })
 }
 
 fn check_schema(schema: &Schema) -> Result<(), DecodeError> {

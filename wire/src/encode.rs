@@ -138,14 +138,15 @@ fn unreachable_dictionary(e: ArrowError) -> ArrayRef {
     >()))
 }
 
-/// The batch `(gateway, seq, readings)` of wire version `version` as an Arrow IPC stream.
+/// The batch `(gateway, epoch, seq, readings)` of wire version `version` as an Arrow IPC stream.
 pub fn encode(
     gateway: &GatewayId,
+    epoch: Option<u64>,
     seq: u64,
     version: u16,
     readings: &[Reading],
 ) -> Result<Vec<u8>, ArrowError> {
-    let mut stream = StreamEncoder::new(gateway, seq, version)?;
+    let mut stream = StreamEncoder::new(gateway, epoch, seq, version)?;
     stream.write(readings)?;
     stream.finish()
 }
@@ -170,8 +171,13 @@ impl std::fmt::Debug for StreamEncoder {
 }
 
 impl StreamEncoder {
-    pub fn new(gateway: &GatewayId, seq: u64, version: u16) -> Result<Self, ArrowError> {
-        let schema = Arc::new(schema(gateway, seq, version, &[]));
+    pub fn new(
+        gateway: &GatewayId,
+        epoch: Option<u64>,
+        seq: u64,
+        version: u16,
+    ) -> Result<Self, ArrowError> {
+        let schema = Arc::new(schema(gateway, epoch, seq, version, &[]));
         // 8-byte alignment (the format's minimum) rather than the default 64: the stream is
         // sent, not memory-mapped, and the padding of 13 columns and 8 dictionaries would be
         // kilobytes.
@@ -261,6 +267,7 @@ pub fn encode_reference(batch: &Batch, zstd: bool) -> Result<Vec<u8>, ArrowError
     // tests see both.
     let schema = Arc::new(schema(
         &batch.gateway,
+        batch.epoch,
         batch.seq,
         batch.version,
         &["meter", "factor"],

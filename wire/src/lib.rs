@@ -17,7 +17,11 @@
 //!
 //! **Schema metadata** (the batch): `jieneng.gateway` ([`META_GATEWAY`]) — the gateway id,
 //! which must be the token's; `jieneng.seq` ([`META_SEQ`]) — the batch's sequence number,
-//! decimal u64; `jieneng.version` ([`META_VERSION`]) — decimal, `1` ([`VERSION`]) when absent.
+//! decimal u64; `jieneng.epoch` ([`META_EPOCH`], optional) — the numbering epoch of the
+//! gateway's spool, decimal u64: within one epoch `seq` only increases, and a gateway that starts
+//! over (an empty spool) starts a new epoch; a stream without it is numbered per gateway across
+//! restarts (`reading_model::Batch::epoch`); `jieneng.version` ([`META_VERSION`]) — decimal, `1`
+//! ([`VERSION`]) when absent.
 //!
 //! **Columns** ([`COLUMNS`]; one row per reading; matched by name, in any order; an unknown
 //! column is refused, so a client cannot believe a field was stored that was not):
@@ -80,6 +84,8 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 pub const META_GATEWAY: &str = "jieneng.gateway";
 /// Schema metadata key of the batch's sequence number.
 pub const META_SEQ: &str = "jieneng.seq";
+/// Schema metadata key of the batch's numbering epoch (optional).
+pub const META_EPOCH: &str = "jieneng.epoch";
 /// Schema metadata key of the wire format version.
 pub const META_VERSION: &str = "jieneng.version";
 
@@ -132,9 +138,15 @@ pub const COLUMNS: [Column; 13] = [
     column("quality", Kind::Str, false, false),
 ];
 
-/// The schema the encoders write for batch `(gateway, seq)` of `version`: string columns are
-/// dictionaries of int32 keys, except those named in `plain`, which are `utf8`.
-fn schema(gateway: &GatewayId, seq: u64, version: u16, plain: &[&str]) -> Schema {
+/// The schema the encoders write for batch `(gateway, epoch, seq)` of `version`: string columns
+/// are dictionaries of int32 keys, except those named in `plain`, which are `utf8`.
+fn schema(
+    gateway: &GatewayId,
+    epoch: Option<u64>,
+    seq: u64,
+    version: u16,
+    plain: &[&str],
+) -> Schema {
     let fields = COLUMNS.iter().map(|c| {
         let data_type = match c.kind {
             Kind::Ts => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
@@ -146,11 +158,15 @@ fn schema(gateway: &GatewayId, seq: u64, version: u16, plain: &[&str]) -> Schema
         };
         Field::new(c.name, data_type, c.nullable)
     });
-    Schema::new(fields.collect::<Vec<_>>()).with_metadata(HashMap::from([
+    let mut metadata = HashMap::from([
         (META_GATEWAY.to_owned(), gateway.to_string()),
         (META_SEQ.to_owned(), seq.to_string()),
         (META_VERSION.to_owned(), version.to_string()),
-    ]))
+    ]);
+    if let Some(epoch) = epoch {
+        metadata.insert(META_EPOCH.to_owned(), epoch.to_string());
+    }
+    Schema::new(fields.collect::<Vec<_>>()).with_metadata(metadata)
 }
 
 #[cfg(test)]

@@ -38,12 +38,12 @@ fn reading(i: usize) -> Reading {
 fn round_trips_exactly() {
     let gw = GatewayId::parse("gw-1").unwrap();
     let readings: Vec<Reading> = (0..50).map(reading).collect();
-    let bytes = encode(&gw, 42, 1, &readings).unwrap();
+    let bytes = encode(&gw, None, 42, 1, &readings).unwrap();
     let batch = decode(&bytes).unwrap();
     assert_eq!(batch, Batch::new(gw.clone(), 42, readings));
     // An empty batch is a schema and the end-of-stream marker.
     assert_eq!(
-        decode(&encode(&gw, 1, 1, &[]).unwrap()).unwrap(),
+        decode(&encode(&gw, None, 1, 1, &[]).unwrap()).unwrap(),
         Batch::new(gw, 1, vec![])
     );
 }
@@ -59,7 +59,7 @@ fn dictionaries_past_the_scan_limit_keep_every_value() {
             ..reading(i)
         })
         .collect();
-    let batch = decode(&encode(&gw, 7, 1, &readings).unwrap()).unwrap();
+    let batch = decode(&encode(&gw, None, 7, 1, &readings).unwrap()).unwrap();
     assert_eq!(batch, Batch::new(gw, 7, readings));
 }
 
@@ -74,7 +74,7 @@ fn a_body_written_in_chunks_reads_back_as_one_batch() {
             ..reading(i)
         })
         .collect();
-    let mut stream = StreamEncoder::new(&gw, 9, 1).unwrap();
+    let mut stream = StreamEncoder::new(&gw, None, 9, 1).unwrap();
     for chunk in [&readings[..100], &readings[100..100], &readings[100..]] {
         stream.write(chunk).unwrap();
     }
@@ -86,11 +86,64 @@ fn a_body_written_in_chunks_reads_back_as_one_batch() {
 #[test]
 fn cut_or_damaged_streams_are_errors_not_panics() {
     let gw = GatewayId::parse("gw-1").unwrap();
-    let bytes = encode(&gw, 1, 1, &(0..20).map(reading).collect::<Vec<_>>()).unwrap();
+    let bytes = encode(&gw, None, 1, 1, &(0..20).map(reading).collect::<Vec<_>>()).unwrap();
     for cut in [0, 8, bytes.len() / 2] {
         let _ = decode(&bytes[..cut]);
     }
     assert!(decode(b"{\"gateway\":\"gw\"}").is_err());
+}
+
+#[test]
+fn the_epoch_travels_in_the_schema_metadata_and_may_be_absent() {
+    let gw = GatewayId::parse("gw-1").unwrap();
+    let readings: Vec<Reading> = (0..5).map(reading).collect();
+    let bytes = encode(&gw, Some(u64::MAX), 3, 1, &readings).unwrap();
+    let reader = arrow_ipc::reader::StreamReader::try_new(&bytes[..], None).unwrap();
+    assert_eq!(
+        reader
+            .schema()
+            .metadata()
+            .get(crate::META_EPOCH)
+            .map(String::as_str),
+        Some("18446744073709551615")
+    );
+    let batch = decode(&bytes).unwrap();
+    assert_eq!(
+        batch,
+        Batch::new(gw.clone(), 3, readings.clone()).with_epoch(Some(u64::MAX))
+    );
+    // A stream without the key (today's gateways) has no epoch; the reference encoder writes it.
+    let bytes = encode(&gw, None, 3, 1, &readings).unwrap();
+    let reader = arrow_ipc::reader::StreamReader::try_new(&bytes[..], None).unwrap();
+    assert!(!reader.schema().metadata().contains_key(crate::META_EPOCH));
+    assert_eq!(decode(&bytes).unwrap().epoch, None);
+    let with = Batch::new(gw, 3, readings).with_epoch(Some(7));
+    assert_eq!(
+        decode(&encode_reference(&with, true).unwrap()).unwrap(),
+        with
+    );
+}
+
+#[test]
+fn a_bad_epoch_is_malformed_and_named() {
+    let gw = GatewayId::parse("gw-1").unwrap();
+    let bytes = encode(&gw, Some(1), 3, 1, &[reading(0)]).unwrap();
+    let reader = arrow_ipc::reader::StreamReader::try_new(&bytes[..], None).unwrap();
+    let mut metadata = reader.schema().metadata().clone();
+    for bad in ["-1", "0x10", "", "18446744073709551616"] {
+        metadata.insert(crate::META_EPOCH.to_owned(), bad.to_owned());
+        let schema = std::sync::Arc::new(
+            reader
+                .schema()
+                .as_ref()
+                .clone()
+                .with_metadata(metadata.clone()),
+        );
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).unwrap();
+        w.finish().unwrap();
+        let e = decode(&w.into_inner().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("jieneng.epoch"), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -119,7 +172,10 @@ fn both_encoders_write_the_contracts_columns_in_order() {
         .iter()
         .map(|c| (c.name.to_owned(), c.nullable))
         .collect();
-    assert_eq!(fields(encode(&gw, 1, 1, &[reading(0)]).unwrap()), expected);
+    assert_eq!(
+        fields(encode(&gw, None, 1, 1, &[reading(0)]).unwrap()),
+        expected
+    );
     let batch = Batch::new(gw, 1, vec![reading(0)]);
     assert_eq!(fields(encode_reference(&batch, false).unwrap()), expected);
 }

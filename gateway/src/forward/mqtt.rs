@@ -7,8 +7,8 @@
 //! `jieneng/v1/<gateway>/acks` once the batch is fsynced (or refused), with the JSON
 //! `{"seq": N, "stored": n, "duplicate": bool}` or `{"seq": N | null, "reason": "…", "error":
 //! "…"}`, and only an answer naming the batch's seq lets the forwarder delete it. No answer
-//! within the forward timeout → the same batch is sent again, and ingest's (gateway, seq) dedupe
-//! makes the resend harmless. This is the same guarantee as HTTP's "2xx only after fsync".
+//! within the forward timeout → the same batch is sent again, and ingest's (gateway, epoch, seq)
+//! dedupe makes the resend harmless. This is the same guarantee as HTTP's "2xx only after fsync".
 //!
 //! The acks topic is subscribed (and the SUBACK seen) before anything is published on a
 //! connection, so an answer cannot slip past; while the connection is down nothing is
@@ -31,6 +31,9 @@ use super::{ForwardError, Outcome};
 #[derive(Debug, Deserialize)]
 pub struct Ack {
     pub seq: Option<u64>,
+    /// The epoch of the batch answered (ingest before epochs sends none).
+    #[serde(default)]
+    pub epoch: Option<u64>,
     #[serde(default)]
     pub duplicate: bool,
     /// Set when the batch was not stored: the reject reason, as in HTTP error bodies.
@@ -150,8 +153,14 @@ impl MqttLink {
         })
     }
 
-    /// Publishes batch `seq` and waits up to `timeout` for ingest's answer about it.
-    pub(super) async fn send(&self, seq: u64, body: Vec<u8>, timeout: Duration) -> Outcome {
+    /// Publishes batch `seq` of `epoch` and waits up to `timeout` for ingest's answer about it.
+    pub(super) async fn send(
+        &self,
+        seq: u64,
+        epoch: Option<u64>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Outcome {
         if !self.ready.load(Ordering::Acquire) {
             return Outcome::Retry("not connected to ingest's MQTT broker".into());
         }
@@ -175,14 +184,20 @@ impl MqttLink {
                     ));
                 }
             };
-            if ack.seq != Some(seq) {
+            // An answer naming another epoch is about this seq before a new epoch (a late answer
+            // to an earlier attempt); one naming none comes from an ingest before epochs, or is
+            // about a body whose epoch could not be read.
+            if ack.seq != Some(seq) || ack.epoch.is_some_and(|e| Some(e) != epoch) {
                 // An answer to an earlier attempt at another batch, or to a body ingest could
                 // not read the seq from: not about this batch.
-                debug!(seq, ack = ?ack, "ack for another batch ignored");
+                debug!(seq, ?epoch, ack = ?ack, "ack for another batch ignored");
                 continue;
             }
             return match ack.reason.as_deref() {
                 None => Outcome::Acknowledged,
+                Some("seq_regressed") => {
+                    Outcome::Regressed(format!("seq_regressed: {}", ack.error.unwrap_or_default()))
+                }
                 // Same split as the HTTP statuses: a bad batch stays bad, the rest may pass later.
                 Some(r @ ("malformed" | "invalid" | "too_large" | "unsupported_media_type")) => {
                     Outcome::Refused(format!("{r}: {}", ack.error.unwrap_or_default()))

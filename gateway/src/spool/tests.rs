@@ -32,7 +32,7 @@ fn batch_of(seq: u64, readings: usize) -> Batch {
 }
 
 fn encoded(b: &Batch) -> EncodedBatch {
-    EncodedBatch::new(&b.gateway, b.seq, b.version, &b.readings).unwrap()
+    EncodedBatch::new(&b.gateway, b.epoch, b.seq, b.version, &b.readings).unwrap()
 }
 
 fn batch(seq: u64) -> Batch {
@@ -95,14 +95,21 @@ fn append_read_ack_and_reopen() {
         })
         .unwrap();
     assert_eq!(spool.read(1).unwrap(), batch(1));
-    // The forwarder sends the spooled bytes as they are, with the reading count from the
-    // record header: a small batch as its wire JSON, a large one as an Arrow IPC stream.
-    let sent = spool.read_encoded(1).unwrap();
+    // The spooled bytes as they are, with the reading count from the record header: a small
+    // batch as its wire JSON, a large one as an Arrow IPC stream.
+    let stored = spool.read_stored(1).unwrap();
     assert_eq!(
-        (sent.seq, sent.encoding, sent.readings),
-        (1, Encoding::Json, 1)
+        (stored.seq, stored.epoch, stored.encoding, stored.readings),
+        (1, None, Encoding::Json, 1)
     );
-    assert_eq!(sent.payload, serde_json::to_vec(&batch(1)).unwrap());
+    assert_eq!(stored.payload, serde_json::to_vec(&batch(1)).unwrap());
+    // Batches come in the spool's epoch (these, made without one, are sent under it).
+    let epoch = spool.epoch();
+    let in_epoch = batch(1).with_epoch(Some(epoch));
+    assert_eq!(
+        spool.read_encoded(1).unwrap().payload,
+        serde_json::to_vec(&in_epoch).unwrap()
+    );
     drop(spool);
     // Batch 1 is newer than the state file: it is replayed and next_seq moves past it.
     let mut replayed = vec![];
@@ -138,9 +145,11 @@ fn append_read_ack_and_reopen() {
 fn large_batches_are_arrow_streams_sent_as_stored() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path(), SMALL);
-    let large = batch_of(3, 4 * ARROW_MIN_READINGS);
+    let large = batch_of(3, 4 * ARROW_MIN_READINGS).with_epoch(Some(spool.epoch()));
     spool.append(&large).unwrap();
     let sent = spool.read_encoded(3).unwrap();
+    assert_eq!(sent, spool.read_stored(3).unwrap());
+    assert_eq!(spool.stats().reencoded, 0);
     assert_eq!(
         (sent.seq, sent.encoding, sent.readings),
         (3, Encoding::Arrow, 4 * ARROW_MIN_READINGS as u32)
@@ -182,12 +191,16 @@ fn the_version_2_fixture_is_read_and_replayed() {
         (energy.value, energy.ts),
         (104.0, 1_767_225_600_000 + 8 * 60_000)
     );
-    let sent = spool.read_encoded(8).unwrap();
+    let sent = spool.read_stored(8).unwrap();
     assert_eq!((sent.encoding, sent.readings), (Encoding::Json, 2));
     let batch: Batch = serde_json::from_slice(&sent.payload).unwrap();
     assert_eq!(batch, spool.read(8).unwrap());
     assert_eq!(batch.readings[0].delta, Some(1.5));
-    // New batches go to a version 3 segment of their own.
+    // The spool got an epoch at open, and its old batch is sent in it.
+    let sent = spool.read_encoded(8).unwrap();
+    let in_epoch: Batch = serde_json::from_slice(&sent.payload).unwrap();
+    assert_eq!(in_epoch, batch.with_epoch(Some(spool.epoch())));
+    // New batches go to a version 4 segment of their own.
     spool.append(&batch_of(9, ARROW_MIN_READINGS)).unwrap();
     assert_eq!(files(dir.path(), "seg").len(), 2);
     spool.remove(8).unwrap();
@@ -613,4 +626,105 @@ proptest! {
             }
         }
     }
+}
+
+/// A version 3 record (no epoch bytes), as the gateway before epochs wrote it.
+fn v3_record(b: &Batch) -> Vec<u8> {
+    let e = encoded(b);
+    let g = b.gateway.as_str().as_bytes();
+    let mut body = vec![g.len() as u8];
+    body.extend_from_slice(g);
+    body.extend_from_slice(&b.seq.to_le_bytes());
+    body.push(1); // JSON
+    body.extend_from_slice(&e.readings.to_le_bytes());
+    body.extend_from_slice(&e.payload);
+    let mut out = RECORD_MARKER.to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn a_new_spool_gets_an_epoch_and_keeps_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), SMALL);
+    let epoch = spool.epoch();
+    assert!(epoch < 1 << 53, "{epoch}");
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("epoch.json")).unwrap()).unwrap();
+    assert_eq!(file["epoch"], epoch);
+    spool.append(&batch(0).with_epoch(Some(epoch))).unwrap();
+    drop(spool);
+    let spool = open(dir.path(), SMALL);
+    assert_eq!(spool.epoch(), epoch);
+    let stored = spool.read_stored(0).unwrap();
+    assert_eq!(stored.epoch, Some(epoch));
+    assert_eq!(spool.read(0).unwrap().epoch, Some(epoch));
+    // Another spool (a gateway reinstalled with an empty one) numbers in another epoch.
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(open(other.path(), SMALL).epoch(), epoch);
+}
+
+#[test]
+fn a_new_epoch_is_saved_and_pending_batches_are_sent_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), SMALL);
+    let old = spool.epoch();
+    for seq in 0..3 {
+        spool
+            .append(
+                &batch_of(seq, 2 * ARROW_MIN_READINGS * (seq as usize % 2) + 1)
+                    .with_epoch(Some(old)),
+            )
+            .unwrap();
+    }
+    let new = spool.new_epoch().unwrap();
+    assert_ne!(new, old);
+    for seq in 0..3 {
+        // On disk as written; sent as the same readings under the new epoch.
+        assert_eq!(spool.read_stored(seq).unwrap().epoch, Some(old));
+        let sent = spool.read_encoded(seq).unwrap();
+        assert_eq!(sent.epoch, Some(new));
+        let batch = match sent.encoding {
+            Encoding::Json => serde_json::from_slice::<Batch>(&sent.payload).unwrap(),
+            Encoding::Arrow => crate::wire::decode(&sent.payload).unwrap(),
+        };
+        assert_eq!(batch, spool.read(seq).unwrap().with_epoch(Some(new)));
+    }
+    assert_eq!(spool.stats().reencoded, 3);
+    drop(spool);
+    // The new epoch outlives a restart.
+    assert_eq!(open(dir.path(), SMALL).epoch(), new);
+}
+
+#[test]
+fn an_old_spool_without_an_epoch_gets_one_at_open_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A version 3 segment with batches 4 and 5 pending, and no epoch file.
+    let mut seg = MAGIC.to_vec();
+    seg.extend_from_slice(&3u16.to_le_bytes());
+    seg.extend_from_slice(&v3_record(&batch(4)));
+    seg.extend_from_slice(&v3_record(&batch_of(5, 3)));
+    fs::write(dir.path().join(format!("{:020}.seg", 0)), &seg).unwrap();
+    let spool = open(dir.path(), SMALL);
+    assert_eq!(spool.pending().unwrap(), vec![4, 5]);
+    let epoch = spool.epoch();
+    assert!(dir.path().join("epoch.json").exists());
+    assert_eq!(spool.read_stored(5).unwrap().epoch, None);
+    assert_eq!(spool.read(5).unwrap(), batch_of(5, 3));
+    let sent = spool.read_encoded(5).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Batch>(&sent.payload).unwrap(),
+        batch_of(5, 3).with_epoch(Some(epoch))
+    );
+    drop(spool);
+    let spool = open(dir.path(), SMALL);
+    assert_eq!(spool.epoch(), epoch);
+    // A damaged epoch file is replaced by a new epoch rather than stopping the gateway.
+    drop(spool);
+    fs::write(dir.path().join("epoch.json"), b"{\"epo").unwrap();
+    let spool = open(dir.path(), SMALL);
+    assert_ne!(spool.epoch(), epoch);
+    assert_eq!(spool.pending().unwrap(), vec![4, 5]);
 }

@@ -158,11 +158,13 @@ fn read(bytes: &[u8], token_gateway: &GatewayId) -> Result<Batch, DecodeError> {
     let gateway = reader.gateway()?;
     let version = reader.version()?.unwrap_or(WIRE_VERSION);
     check_envelope(token_gateway, &gateway, version)?;
+    let epoch = reader.epoch()?;
     let seq = reader.seq()?;
     reader.check_schema()?;
     Ok(Batch {
         version,
         gateway,
+        epoch,
         seq,
         readings: reader.readings()?,
     })

@@ -38,6 +38,9 @@ struct Envelope {
     #[serde(default)]
     version: Option<u16>,
     gateway: GatewayId,
+    #[allow(dead_code)] // parsed so that a bad epoch is reported as such
+    #[serde(default)]
+    epoch: Option<u64>,
     #[allow(dead_code)] // parsed so that a bad seq is reported as such
     seq: u64,
     readings: Vec<Value>,
@@ -151,6 +154,13 @@ mod tests {
     fn decodes_a_batch() {
         let b = decode(batch(&[row("110108A001")]).as_bytes(), &gw()).unwrap();
         assert_eq!((b.seq, b.readings.len()), (3, 1));
+        // No epoch (today's gateways, third-party clients): decoded as before.
+        assert_eq!(b.epoch, None);
+        let with = batch(&[row("110108A001")]).replace("\"seq\"", "\"epoch\":42,\"seq\"");
+        assert_eq!(decode(with.as_bytes(), &gw()).unwrap().epoch, Some(42));
+        let bad = batch(&[]).replace("\"seq\"", "\"epoch\":\"x\",\"seq\"");
+        let e = decode(bad.as_bytes(), &gw()).unwrap_err().to_string();
+        assert!(e.contains("epoch") || e.contains("invalid type"), "{e}");
     }
 
     #[test]

@@ -70,6 +70,23 @@ fn round_trip_plain_and_zstd() {
 // gateway, the size caps.
 
 #[test]
+fn the_epoch_is_read_from_the_schema_metadata_and_may_be_absent() {
+    let with = batch(3).with_epoch(Some(1 << 60));
+    assert_eq!(
+        decode(&encode(&with, true).unwrap(), &gw(), MAX).unwrap(),
+        with
+    );
+    // Today's gateways send no epoch: the batch decodes as before, without one.
+    let without = batch(3);
+    assert_eq!(
+        decode(&encode(&without, true).unwrap(), &gw(), MAX)
+            .unwrap()
+            .epoch,
+        None
+    );
+}
+
+#[test]
 fn envelope_and_schema_errors() {
     let good = batch(3);
     let other = Batch::new(GatewayId::parse("gw-2").unwrap(), 1, vec![reading(0)]);
