@@ -105,6 +105,20 @@ pub enum Scope {
     Region(Region),
 }
 
+impl std::fmt::Display for Scope {
+    /// `all`, the account codes joined by `,`, or `region:<prefix>` (for logs and the audit).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => f.write_str("all"),
+            Self::Accounts(s) => {
+                let codes: Vec<&str> = s.iter().map(AccountCode::as_str).collect();
+                f.write_str(&codes.join(","))
+            }
+            Self::Region(r) => write!(f, "region:{}", r.as_str()),
+        }
+    }
+}
+
 impl Scope {
     pub fn contains(&self, a: &AccountCode) -> bool {
         match self {

@@ -47,6 +47,7 @@ use http_contract::{JsonError, Rejects, bearer, token_hash};
 use query::{Account, LiveReadings};
 
 use self::access::{Action, ApiKeyConfig, Caller, Keys};
+use http_contract::audit::{AuditDetail, Who};
 use http_contract::credential::{Change, Presented, now_ms};
 
 /// The OpenAPI 3.1 description of the whole HTTP API (the batch API included), hand-written.
@@ -135,6 +136,18 @@ impl Api {
             keys: Keys::new(&config.api_key),
             rejects,
         })
+    }
+
+    /// The holder of the API key whose sha256 is `key_sha256`, for the audit trail.
+    pub fn who(&self, key_sha256: &str) -> Option<Who> {
+        match self.keys.present(key_sha256, now_ms()) {
+            Presented::Valid(c) => Some(Who::ApiKey {
+                name: c.name,
+                role: c.role.name().to_owned(),
+                scope: c.scope.to_string(),
+            }),
+            _ => None,
+        }
     }
 
     /// Puts `keys` in force in place of the running ones, for a reload of a server file that
@@ -337,6 +350,12 @@ impl Api {
     }
 }
 
+/// The answer, with the rows of its main table for the audit trail.
+fn counted(mut response: Response, rows: usize) -> Response {
+    response.extensions_mut().insert(AuditDetail::rows(rows));
+    response
+}
+
 fn csv_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
@@ -378,14 +397,16 @@ async fn consumption(
     let report = api
         .run(move |r| async move { r.consumption_report(&req).await })
         .await?;
-    Ok(if as_csv {
+    let rows = report.rows.len();
+    let response = if as_csv {
         csv_response(match table {
             "indicators" => csv::indicators(&report.indicators),
             _ => csv::items(&report.rows),
         })
     } else {
         axum::Json(report).into_response()
-    })
+    };
+    Ok(counted(response, rows))
 }
 
 #[derive(Debug, Deserialize)]
@@ -465,17 +486,21 @@ async fn carbon(
         if let Some(n) = next.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
             resp.headers_mut().insert("x-next-cursor", n);
         }
-        Ok(resp)
+        Ok(counted(resp, page.len()))
     } else {
-        Ok(axum::Json(json!({
-            "from": from,
-            "to": to,
-            "granularity": granularity.name(),
-            "total": total,
-            "rows": page,
-            "next_cursor": next,
-        }))
-        .into_response())
+        let rows = page.len();
+        Ok(counted(
+            axum::Json(json!({
+                "from": from,
+                "to": to,
+                "granularity": granularity.name(),
+                "total": total,
+                "rows": page,
+                "next_cursor": next,
+            }))
+            .into_response(),
+            rows,
+        ))
     }
 }
 
@@ -551,11 +576,13 @@ async fn savings(
     let report = api
         .run(move |r| async move { r.savings(&req).await })
         .await?;
-    Ok(if as_csv {
+    let rows = report.opportunities.len();
+    let response = if as_csv {
         csv_response(csv::savings(&report.opportunities))
     } else {
         axum::Json(report).into_response()
-    })
+    };
+    Ok(counted(response, rows))
 }
 
 async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, Refusal> {
@@ -583,7 +610,11 @@ async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Res
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "accounts": list })).into_response())
+    let rows = list.len();
+    Ok(counted(
+        axum::Json(json!({ "accounts": list })).into_response(),
+        rows,
+    ))
 }
 
 async fn openapi() -> Response {

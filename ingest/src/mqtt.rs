@@ -375,6 +375,7 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
     if !app.tokens.any_valid(now_ms(), |g| *g == gateway) {
         let error = format!("gateway {gateway} has no token in force (revoked or expired)");
         app.count_reject("unauthenticated", format!("MQTT {topic}: {error}"));
+        audit_mqtt(app, &gateway, Some("unauthenticated"), serde_json::Map::new);
         let answer = json!({ "seq": null, "reason": "unauthenticated", "error": error });
         if let Err(e) = client
             .publish(acks, QoS::AtLeastOnce, false, answer.to_string())
@@ -389,6 +390,11 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
         Ok(answer) => answer,
         Err((seq, reason, error)) => {
             app.count_reject(reason, format!("MQTT {topic}: {error}"));
+            audit_mqtt(app, &gateway, Some(reason), || {
+                let mut m = serde_json::Map::new();
+                m.insert("seq".into(), json!(seq));
+                m
+            });
             json!({ "seq": seq, "reason": reason, "error": error })
         }
     };
@@ -406,6 +412,33 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
 
 type Refusal = (Option<u64>, &'static str, String);
 
+/// One audit entry for a batch taken off the broker, in the format the HTTP batches have
+/// (`http_contract::audit`): the status is the one the HTTP API would have answered.
+fn audit_mqtt(
+    app: &App,
+    gateway: &GatewayId,
+    reason: Option<&'static str>,
+    detail: impl FnOnce() -> serde_json::Map<String, serde_json::Value>,
+) {
+    let Some(log) = &app.audit else { return };
+    let mut entry = serde_json::Map::new();
+    entry.insert("transport".into(), json!("mqtt"));
+    entry.insert(
+        "who".into(),
+        http_contract::audit::Who::Gateway(gateway.as_str().to_owned()).to_json(),
+    );
+    let status = match reason {
+        None => 200,
+        Some(r) => crate::http::status_of_reason(r),
+    };
+    entry.insert("status".into(), json!(status));
+    if let Some(r) = reason {
+        entry.insert("reason".into(), json!(r));
+    }
+    entry.extend(detail());
+    log.record("batch", entry);
+}
+
 /// Stores one batch: its epoch (when it was decoded and has one) and the answer.
 async fn store(
     app: &App,
@@ -420,7 +453,16 @@ async fn store(
     };
     let (seq, epoch) = (batch.seq, batch.epoch);
     debug!(%gateway, seq, ?epoch, topic, rows = batch.readings.len(), "MQTT batch");
-    let answer = match app.store.append(batch).await {
+    let detail = app
+        .audit
+        .as_ref()
+        .map(|_| crate::http::batch_detail(&batch));
+    let appended = app.store.append(batch).await;
+    if let (Some(d), Ok(a @ (Appended::Stored { .. } | Appended::Duplicate))) = (detail, &appended)
+    {
+        audit_mqtt(app, gateway, None, || crate::http::appended_detail(d, a));
+    }
+    let answer = match appended {
         Ok(Appended::Stored { rows }) => {
             Ok(json!({ "seq": seq, "stored": rows, "duplicate": false }))
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::Router;
 use http_contract::Rejects;
-use http_contract::credential::{Change, Credentials};
+use http_contract::audit::{Audit, Who, audit_requests};
+use http_contract::credential::{Change, Credentials, Presented, now_ms};
 use storage::LiveReadings;
 
 use tokio::sync::watch;
@@ -53,6 +54,18 @@ impl Server {
         rejects: Arc<Rejects>,
         more: impl FnOnce(Arc<dyn LiveReadings>) -> anyhow::Result<Router>,
     ) -> anyhow::Result<ServerHandle> {
+        Self::start_audited(config, rejects, None, more).await
+    }
+
+    /// [`Server::start_with`], writing every API request and every MQTT batch to `audit`'s
+    /// trail (`http_contract::audit`), its holders named by the gateway tokens or else by
+    /// `audit.resolve`.
+    pub async fn start_audited(
+        config: &IngestConfig,
+        rejects: Arc<Rejects>,
+        audit: Option<Audit>,
+        more: impl FnOnce(Arc<dyn LiveReadings>) -> anyhow::Result<Router>,
+    ) -> anyhow::Result<ServerHandle> {
         std::fs::create_dir_all(&config.data_dir)?;
         let (store, threads) =
             Store::open(&config.data_dir, config.flush_rows, config.storage.clone())?;
@@ -63,6 +76,7 @@ impl Server {
             rejects,
             tls_handshake_failures: Arc::default(),
             mqtt_batches: Default::default(),
+            audit: audit.as_ref().map(|a| a.log.clone()),
         });
         // Certificate problems surface now, before anything listens.
         let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
@@ -85,7 +99,22 @@ impl Server {
         } else {
             None
         };
-        let routes = router(app.clone(), config.max_body_bytes).merge(more(store.live())?);
+        let mut routes = router(app.clone(), config.max_body_bytes).merge(more(store.live())?);
+        if let Some(audit) = audit {
+            let tokens = app.tokens.clone();
+            let others = audit.resolve.clone();
+            let resolve: Arc<dyn Fn(&str) -> Who + Send + Sync> =
+                Arc::new(move |hash: &str| match tokens.present(hash, now_ms()) {
+                    Presented::Valid(gateway) => Who::Gateway(gateway.as_str().to_owned()),
+                    _ => others(hash).unwrap_or_else(|| Who::Unknown {
+                        key_sha256: hash.to_owned(),
+                    }),
+                });
+            let log = audit.log.clone();
+            routes = routes.layer(axum::middleware::from_fn(move |request, next| {
+                audit_requests(log.clone(), resolve.clone(), request, next)
+            }));
+        }
         let stopped = async move {
             let _ = http_rx.wait_for(|s| *s).await;
         };

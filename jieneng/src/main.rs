@@ -380,9 +380,15 @@ async fn serve_command(path: &std::path::Path) -> anyhow::Result<()> {
                         path.display()
                     );
                 }
-                Err(e) => tracing::error!(
-                    "reload refused, the running gateway tokens and API keys stay in force: {e:#}"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        "reload refused, the running gateway tokens and API keys stay in force: {e:#}"
+                    );
+                    let mut m = serde_json::Map::new();
+                    m.insert("file".into(), serde_json::json!(path.display().to_string()));
+                    m.insert("error".into(), serde_json::json!(format!("{e:#}")));
+                    serving.admin("reload_refused", m);
+                }
             },
         }
     }

@@ -6,8 +6,10 @@
 use std::sync::{Arc, OnceLock};
 
 use http_contract::Rejects;
+use http_contract::audit::{Audit, AuditLog};
 use http_contract::credential::Change;
 use ingest::{Server, ServerHandle};
+use serde_json::{Map, Value, json};
 
 use crate::config::ServeConfig;
 
@@ -22,9 +24,22 @@ pub async fn start_serving(config: &ServeConfig) -> anyhow::Result<Serving> {
     let rejects = Arc::new(Rejects::default());
     let api_config = config.api();
     let api_rejects = rejects.clone();
-    let made = Arc::new(OnceLock::new());
+    let made: Arc<OnceLock<Arc<api::Api>>> = Arc::new(OnceLock::new());
     let slot = made.clone();
-    let server = Server::start_with(&config.ingest(), rejects, move |live| {
+    let audit = if config.audit.enabled {
+        let file = config.audit.file(&config.data_dir);
+        let log = AuditLog::open(&file, config.audit.max_bytes, config.audit.keep)
+            .map_err(|e| anyhow::anyhow!("audit.path {}: {e}", file.display()))?;
+        let keys = made.clone();
+        Some(Audit {
+            log: Arc::new(log),
+            resolve: Arc::new(move |hash: &str| keys.get().and_then(|api| api.who(hash))),
+        })
+    } else {
+        None
+    };
+    let log = audit.as_ref().map(|a| a.log.clone());
+    let server = Server::start_audited(&config.ingest(), rejects, audit, move |live| {
         let api = Arc::new(api::Api::new(&api_config, Some(live), api_rejects)?);
         let _ = slot.set(api.clone());
         Ok(api::router(api).merge(api::assets::router()))
@@ -34,7 +49,9 @@ pub async fn start_serving(config: &ServeConfig) -> anyhow::Result<Serving> {
         .get()
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("the read API was not built"))?;
-    Ok(Serving { server, api })
+    let serving = Serving { server, api, log };
+    serving.admin("start", Map::new());
+    Ok(serving)
 }
 
 /// A running server: ingest with the read API merged in.
@@ -42,6 +59,7 @@ pub async fn start_serving(config: &ServeConfig) -> anyhow::Result<Serving> {
 pub struct Serving {
     pub server: ServerHandle,
     api: Arc<api::Api>,
+    log: Option<Arc<AuditLog>>,
 }
 
 /// What a reload put in force.
@@ -56,9 +74,22 @@ impl Serving {
     /// validated, so a broken file never gets here) in force in place of the running ones.
     /// Everything else in the file takes effect at the next start.
     pub fn reload(&self, config: &ServeConfig) -> Reloaded {
-        Reloaded {
+        let r = Reloaded {
             gateway_tokens: self.server.reload_gateways(&config.ingest().gateway),
             api_keys: self.api.reload_keys(&config.api_key),
+        };
+        let counts = |c: Change| json!({"added": c.added, "removed": c.removed, "changed": c.changed, "now": c.now});
+        let mut m = Map::new();
+        m.insert("gateway_tokens".into(), counts(r.gateway_tokens));
+        m.insert("api_keys".into(), counts(r.api_keys));
+        self.admin("reload", m);
+        r
+    }
+
+    /// Writes an administrative action (`reload_refused`, …) to the audit trail, if kept.
+    pub fn admin(&self, event: &str, entry: Map<String, Value>) {
+        if let Some(log) = &self.log {
+            log.record(event, entry);
         }
     }
 
@@ -67,6 +98,12 @@ impl Serving {
         // The read API holds the store's live rows: the store's threads end only once every
         // holder of a store clone is gone.
         drop(self.api);
-        Ok(self.server.stop().await?)
+        let report = self.server.stop().await?;
+        if let Some(log) = &self.log {
+            let mut m = Map::new();
+            m.insert("rows_flushed".into(), json!(report.rows));
+            log.record("stop", m);
+        }
+        Ok(report)
     }
 }
