@@ -338,7 +338,7 @@ fn is_weekend(d: NaiveDate) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn d(s: &str) -> NaiveDate {
