@@ -126,12 +126,7 @@ fn beijing_temperature(date: NaiveDate, n: &mut Noise) -> f64 {
 
 /// Daily usage of `school` over `days` from `start`, and the usage its behaviour before the
 /// retrofit would have given on the same days in the same weather (no noise).
-fn school_days(
-    start: &str,
-    days: usize,
-    school: School,
-    seed: u64,
-) -> (Vec<DailyUsage>, Vec<f64>) {
+fn school_days(start: &str, days: usize, school: School, seed: u64) -> (Vec<DailyUsage>, Vec<f64>) {
     let (cal, terms) = (Calendar::builtin().unwrap(), terms());
     let mut n = Noise(seed);
     d(start)
@@ -163,7 +158,10 @@ fn a_school_with_vacations_needs_its_term_calendar() {
     // reporting period's weather, minus what it did use.
     let actual: f64 = reporting.iter().map(|x| x.usage).sum();
     let truth = counterfactual.iter().sum::<f64>() - actual;
-    assert!(truth > 0.1 * actual, "the retrofit saves {truth} of {actual}");
+    assert!(
+        truth > 0.1 * actual,
+        "the retrofit saves {truth} of {actual}"
+    );
 
     let with_terms = BaselineConfig {
         terms: Some(terms()),
@@ -179,7 +177,11 @@ fn a_school_with_vacations_needs_its_term_calendar() {
     assert_eq!(vacation.days, 37 + 57, "2024's winter and summer vacations");
     assert_close("vacation intercept", vacation.intercept, 180.0, 18.0);
     assert_eq!(b.days_outside_terms, 0);
-    assert!(b.unverified_reasons().is_empty(), "{:?}", b.unverified_reasons());
+    assert!(
+        b.unverified_reasons().is_empty(),
+        "{:?}",
+        b.unverified_reasons()
+    );
     let a = b.avoided_energy(&reporting, &cal).unwrap();
     let error = (a.avoided - truth) / truth;
     println!(
@@ -187,7 +189,11 @@ fn a_school_with_vacations_needs_its_term_calendar() {
         a.avoided,
         error * 100.0
     );
-    assert!(error.abs() <= 0.03, "avoided {} vs truth {truth}", a.avoided);
+    assert!(
+        error.abs() <= 0.03,
+        "avoided {} vs truth {truth}",
+        a.avoided
+    );
     // September and October 2025 belong to the 2025-2026 school year of the calendar; none
     // of the reporting days is outside it.
     assert_eq!(a.days_outside_terms, 0);
@@ -227,7 +233,9 @@ fn days_outside_the_term_calendar_are_counted_and_unverified_terms_said() {
     assert!(reasons[0].contains("not verified"), "{reasons:?}");
     assert!(reasons[1].contains("122 baseline days"), "{reasons:?}");
     assert!(
-        b.calendar_notes(None).iter().any(|n| n.contains("UNVERIFIED")),
+        b.calendar_notes(None)
+            .iter()
+            .any(|n| n.contains("UNVERIFIED")),
         "{:?}",
         b.calendar_notes(None)
     );
