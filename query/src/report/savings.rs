@@ -138,7 +138,7 @@ pub struct TemperatureUsed {
 /// One day group's model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupModelRow {
-    /// `working`, `non_working` or `all`.
+    /// `working`, `non_working`, `vacation` (a school's) or `all`.
     pub group: &'static str,
     /// `intercept_only`, `heating`, `cooling` or `heating_cooling`.
     pub model: &'static str,
