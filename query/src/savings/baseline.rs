@@ -366,6 +366,9 @@ pub struct Baseline {
     pub uncovered_years: Vec<i32>,
     /// The term calendar of a school, whose vacations have their own model.
     pub terms: Option<TermCalendar>,
+    /// The vacation days of the baseline when too few for a model of their own: they are then
+    /// fitted and predicted with their day types, which the baseline reports as unverified.
+    pub too_few_vacation_days: Option<usize>,
     /// Baseline days outside every school year of `terms`: treated as term time, unknown.
     pub days_outside_terms: usize,
     pub heating_season: Option<HeatingSeason>,
@@ -457,21 +460,18 @@ impl Baseline {
         } else {
             Vec::new()
         };
-        let terms = config.terms.as_ref();
-        let mut groups: BTreeMap<DayGroup, Vec<DailyUsage>> = BTreeMap::new();
-        for d in data {
-            let g = config.grouping.group(d.date, calendar, terms);
-            groups.entry(g).or_default().push(*d);
-        }
-        let expected = config.grouping.groups(terms.is_some());
+        let min = config.min_days_per_group.max(4);
+        let (groups, too_few_vacation_days) = group_days(data, calendar, config, min);
+        let vacation_model = config.terms.is_some() && too_few_vacation_days.is_none();
+        let expected = config.grouping.groups(vacation_model);
         let mut models = Vec::new();
         for g in expected {
             let days = groups.get(g).map_or(&[][..], Vec::as_slice);
-            if days.len() < config.min_days_per_group.max(4) {
+            if days.len() < min {
                 return Err(BaselineError::TooFewDays {
                     group: *g,
                     days: days.len(),
-                    min: config.min_days_per_group.max(4),
+                    min,
                 });
             }
             models.push(fit_group(
@@ -508,7 +508,8 @@ impl Baseline {
             caltrack_sufficient: span >= 365 && coverage >= 0.9,
             uncovered_years: calendar.uncovered_years(data.iter().map(|d| d.date)),
             terms: config.terms.clone(),
-            days_outside_terms: outside_terms(terms, data),
+            too_few_vacation_days,
+            days_outside_terms: outside_terms(config.terms.as_ref(), data),
             heating_season: config.heating_season.clone(),
         };
         let params: usize = baseline.models.iter().map(GroupModel::parameters).sum();
@@ -517,7 +518,11 @@ impl Baseline {
     }
 
     fn model_for(&self, date: NaiveDate, calendar: &Calendar) -> Option<&GroupModel> {
-        let g = self.grouping.group(date, calendar, self.terms.as_ref());
+        let terms = self
+            .terms
+            .as_ref()
+            .filter(|_| self.too_few_vacation_days.is_none());
+        let g = self.grouping.group(date, calendar, terms);
         self.models.iter().find(|m| m.group == g)
     }
 
@@ -554,11 +559,14 @@ impl Baseline {
             ));
         }
         if let Some(t) = &self.terms {
-            notes.push(format!(
-                "school vacations from term calendar {} ({}) have their own model",
-                t.id,
-                if t.verified { "verified" } else { "UNVERIFIED" }
-            ));
+            match self.too_few_vacation_days {
+                None => notes.push(format!(
+                    "school vacations from term calendar {} ({}) have their own model",
+                    t.id,
+                    if t.verified { "verified" } else { "UNVERIFIED" }
+                )),
+                Some(n) => notes.push(too_few_vacation_days_reason(t, n)),
+            }
             let reporting = period.map_or(0, |p| p.days_outside_terms);
             for (days, what) in [
                 (self.days_outside_terms, "baseline"),
@@ -579,6 +587,9 @@ impl Baseline {
         let mut reasons = Vec::new();
         if let Some(t) = &self.terms {
             reasons.extend(t.unverified_reason());
+            if let Some(n) = self.too_few_vacation_days {
+                reasons.push(too_few_vacation_days_reason(t, n));
+            }
             if self.days_outside_terms > 0 {
                 reasons.push(outside_terms_reason(t, self.days_outside_terms, "baseline"));
             }
@@ -676,6 +687,43 @@ impl Baseline {
             days_outside_terms: outside_terms(self.terms.as_ref(), reporting),
         })
     }
+}
+
+/// The days of `data` by day group, and the number of vacation days when a school's term
+/// calendar gives fewer than `min`: then there is no vacation model and the vacation days join
+/// their day types (a baseline that says so rather than none at all).
+fn group_days(
+    data: &[DailyUsage],
+    calendar: &Calendar,
+    config: &BaselineConfig,
+    min: usize,
+) -> (BTreeMap<DayGroup, Vec<DailyUsage>>, Option<usize>) {
+    let by_group = |terms: Option<&TermCalendar>| {
+        let mut groups: BTreeMap<DayGroup, Vec<DailyUsage>> = BTreeMap::new();
+        for d in data {
+            let g = config.grouping.group(d.date, calendar, terms);
+            groups.entry(g).or_default().push(*d);
+        }
+        groups
+    };
+    let groups = by_group(config.terms.as_ref());
+    if config.terms.is_none() || config.grouping == DayGrouping::Pooled {
+        return (groups, None);
+    }
+    let vacation_days = groups.get(&DayGroup::Vacation).map_or(0, Vec::len);
+    if vacation_days < min {
+        (by_group(None), Some(vacation_days))
+    } else {
+        (groups, None)
+    }
+}
+
+fn too_few_vacation_days_reason(terms: &TermCalendar, days: usize) -> String {
+    format!(
+        "only {days} vacation days of term calendar {} in the baseline, too few for a model of \
+         their own: vacation days are predicted as term days",
+        terms.id
+    )
 }
 
 /// Days of `data` outside every school year of `terms` (0 without terms).

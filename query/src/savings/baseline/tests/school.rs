@@ -312,3 +312,33 @@ fn a_district_heated_office_gets_a_seasonal_heating_term() {
         "without the season {plain:?}, with {seasonal:?}"
     );
 }
+
+#[test]
+fn too_few_vacation_days_leave_a_flagged_baseline_without_a_vacation_model() {
+    let cal = Calendar::builtin().unwrap();
+    // September to December 2024: no vacation at all.
+    let (baseline, _) = school_days("2024-09-01", 122, BEFORE, 41);
+    let config = BaselineConfig {
+        terms: Some(terms()),
+        ..BaselineConfig::default()
+    };
+    let b = Baseline::fit(&baseline, &cal, &config).unwrap();
+    assert_eq!(b.too_few_vacation_days, Some(0));
+    assert!(b.models.iter().all(|m| m.group != DayGroup::Vacation));
+    assert!(
+        b.unverified_reasons()
+            .iter()
+            .any(|r| r.contains("only 0 vacation days")),
+        "{:?}",
+        b.unverified_reasons()
+    );
+    // A vacation day is predicted by its day type's model, as without the term calendar.
+    let plain = Baseline::fit(&baseline, &cal, &BaselineConfig::default()).unwrap();
+    let summer = d("2025-07-15");
+    assert_close(
+        "vacation day",
+        b.predict(summer, 28.0, &cal),
+        plain.predict(summer, 28.0, &cal),
+        1e-9,
+    );
+}
