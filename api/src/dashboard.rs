@@ -20,7 +20,6 @@ use query::live::{DayTotals, current_power, power_meters, round6, totals_of};
 use query::meters::meter_statuses;
 use query::report::scope::{Filter, matches_all};
 use query::report::status::LatestReading;
-use query::savings::calendar::Calendar;
 use reading_model::time::{Granularity, local_date, local_midnight_ms, rfc3339_ms as rfc3339};
 use serde::Deserialize;
 use serde_json::json;
@@ -224,8 +223,12 @@ pub(super) async fn alerts(
         .await?;
     let accounts = api.accounts_in(&scope.filters);
     let meters = meter_statuses(&accounts, &latest, scope.offline_after_ms, scope.now_ms);
-    let calendar =
-        Calendar::builtin().map_err(|e| api.internal(format!("holiday calendar: {e}")))?;
+    // The savings report's calendar and benchmark sets: the deployment's files included.
+    let reference = api
+        .reports
+        .reference()
+        .map_err(|e| api.internal(format!("reference data: {e}")))?;
+    let calendar = &reference.calendar;
     let (all, omitted) = alert::rank(vec![
         (
             "over_constraint",
@@ -234,6 +237,7 @@ pub(super) async fn alerts(
                 &monthly,
                 (year_ago, first_of_month),
                 &api.reports.factors,
+                &reference.benchmarks,
             ),
         ),
         (
@@ -243,7 +247,11 @@ pub(super) async fn alerts(
         ("data_gap", alert::gap_alerts(&accounts, &gaps)),
         (
             "anomaly",
-            alert::anomaly_alerts(&accounts, &daily, today, &calendar),
+            alert::anomaly_alerts(&accounts, &daily, today, calendar),
+        ),
+        (
+            "calendar_missing",
+            alert::calendar_alerts(&accounts, &daily, today, calendar),
         ),
     ]);
     Ok(axum::Json(json!({

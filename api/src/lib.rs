@@ -69,6 +69,8 @@ pub struct ApiConfig {
     /// API keys of people and systems ([`access`]), apart from gateway tokens.
     pub api_key: Vec<ApiKeyConfig>,
     pub savings: SavingsSettings,
+    /// The deployment's holiday, benchmark, school-term and heating-season files.
+    pub reference: query::savings::ReferenceFiles,
 }
 
 /// `[savings]`: inputs of the savings analysis.
@@ -131,6 +133,8 @@ impl Api {
                 .with_temperature_csv(&text)
                 .map_err(|e| anyhow::anyhow!("savings.temperature_csv {}: {e}", path.display()))?;
         }
+        let reference = query::savings::ReferenceData::load(&config.reference)?;
+        reports = reports.with_reference(reference);
         Ok(Self {
             reports,
             keys: Keys::new(&config.api_key),

@@ -31,6 +31,12 @@
 //! name_zh = "海淀区机关办公楼"
 //! institution_type = "state_organ"
 //!
+//! [reference]                # optional: the deployment's own data files, each in the format
+//! holidays = "holidays.toml" # of the built-in `query/data/*.toml` of its kind (relative to
+//! benchmarks = "bench.toml"  # this file): later holiday notices, benchmark sets with values,
+//! school_terms = "terms.toml"        # school vacations, heating seasons
+//! heating_seasons = "heating.toml"   # (`query::savings::reference`)
+//!
 //! [[api_key]]                # people and systems (`api::access`)
 //! name = "haidian-officer"
 //! key_sha256 = "…"
@@ -53,6 +59,7 @@ use ingest::config::{
 };
 use ingest::tls::TlsFiles;
 use query::Account;
+use query::savings::ReferenceFiles;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +107,9 @@ pub struct ServeConfig {
     /// Inputs of the savings analysis (`GET /api/v1/savings`).
     #[serde(default)]
     pub savings: SavingsSettings,
+    /// The deployment's reference data files (holidays, benchmarks, terms, heating seasons).
+    #[serde(default)]
+    pub reference: ReferenceFiles,
     /// The audit trail (`http_contract::audit`).
     #[serde(default)]
     pub audit: AuditSettings,
@@ -180,7 +190,9 @@ impl ServeConfig {
             {
                 *csv = base.join(&*csv);
             }
+            c.reference.resolve(base);
         }
+        check_reference(&file, &text, &c)?;
         Ok(c)
     }
 
@@ -218,8 +230,26 @@ impl ServeConfig {
             account: self.account.clone(),
             api_key: self.api_key.clone(),
             savings: self.savings.clone(),
+            reference: self.reference.clone(),
         }
     }
+}
+
+/// Loads the `[reference]` files once, so that a bad one stops the server at startup with its
+/// name, line and key (and the `[reference]` key naming it in this file) rather than at the
+/// first request.
+fn check_reference(file: &str, text: &str, c: &ServeConfig) -> Result<(), ConfigError> {
+    query::savings::ReferenceData::load(&c.reference).map_err(|e| {
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("[reference]"))
+            .map_or(0, |i| i + 1);
+        ConfigError::Invalid {
+            file: format!("{file}:{line}"),
+            message: format!("[reference]: {e}"),
+        }
+    })?;
+    Ok(())
 }
 
 /// Checks `[[account]]` and `[[api_key]]` entries; errors name the file, the entry's line and
@@ -357,5 +387,69 @@ mod tests {
             e.to_string().contains("s.toml") && e.to_string().contains("line 2"),
             "{e}"
         );
+    }
+
+    /// A later State Council notice in the deployment's own file (a fixture with made-up
+    /// dates, so `verified = false`).
+    const HOLIDAYS_2027: &str = "[[year]]\nyear = 2027\nsource = \"test fixture\"\nurl = \"\"\n\n[[year.holiday]]\nname = \"春节\"\nname_en = \"Spring Festival\"\nfrom = \"2027-02-06\"\nto = \"2027-02-12\"\nwork = [\"2027-02-14\"]\n";
+
+    fn server_file(dir: &Path, reference: &str) -> PathBuf {
+        let p = dir.join("server.toml");
+        std::fs::write(&p, format!("data_dir = \"d\"\n\n[reference]\n{reference}")).unwrap();
+        p
+    }
+
+    #[test]
+    fn reference_files_extend_the_built_in_data() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("holidays.toml"), HOLIDAYS_2027).unwrap();
+        let c =
+            ServeConfig::load(&server_file(dir.path(), "holidays = \"holidays.toml\"\n")).unwrap();
+        assert_eq!(
+            c.reference.holidays.as_deref(),
+            Some(dir.path().join("holidays.toml").as_path()),
+            "relative to the server file"
+        );
+        let data = query::savings::ReferenceData::load(&c.api().reference).unwrap();
+        let spring_festival = chrono::NaiveDate::from_ymd_opt(2027, 2, 8).unwrap();
+        assert!(data.calendar.covers(spring_festival));
+        assert_eq!(
+            data.calendar.day_type(spring_festival),
+            query::savings::DayType::Holiday
+        );
+        assert!(!data.calendar.source(2027).unwrap().verified);
+    }
+
+    #[test]
+    fn a_bad_reference_file_names_both_files_the_line_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // A weekday as a 调休 working day, on line 11 of the holiday file.
+        let bad = HOLIDAYS_2027.replace("2027-02-14", "2027-02-15");
+        std::fs::write(dir.path().join("holidays.toml"), bad).unwrap();
+        let server = server_file(dir.path(), "holidays = \"holidays.toml\"\n");
+        let e = ServeConfig::load(&server).unwrap_err().to_string();
+        assert!(e.contains("server.toml:3: [reference]"), "{e}");
+        assert!(e.contains("holidays.toml: holiday calendar, line 6"), "{e}");
+        assert!(e.contains("`work`") && e.contains("2027-02-15"), "{e}");
+        // A benchmark file with an unknown key: the parser names its line and the key.
+        std::fs::write(
+            dir.path().join("bench.toml"),
+            "[[set]]\nid = \"x\"\nname = \"x\"\nname_en = \"x\"\nsource = \"s\"\nunit = \"kWh/(m²·a)\"\nverifed = true\n",
+        )
+        .unwrap();
+        let server = server_file(dir.path(), "benchmarks = \"bench.toml\"\n");
+        let e = ServeConfig::load(&server).unwrap_err().to_string();
+        assert!(
+            e.contains("bench.toml") && e.contains("line 7") && e.contains("verifed"),
+            "{e}"
+        );
+        // A file that is not there.
+        let server = server_file(dir.path(), "school_terms = \"nope.toml\"\n");
+        let e = ServeConfig::load(&server).unwrap_err().to_string();
+        assert!(e.contains("nope.toml: cannot read"), "{e}");
+        // An unknown key of the section itself.
+        let server = server_file(dir.path(), "holiday = \"holidays.toml\"\n");
+        let e = ServeConfig::load(&server).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("holiday"), "{e}");
     }
 }

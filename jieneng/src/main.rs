@@ -108,7 +108,7 @@ struct SavingsArgs {
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
     /// The server config: its [[account]] entries (floor area, institution type for peers and
-    /// benchmarks) and its [savings] temperature_csv.
+    /// benchmarks), its [savings] temperature_csv and its [reference] files.
     #[arg(long)]
     config: Option<PathBuf>,
     /// First day of the reporting period (Beijing time); default: --to minus 365 days.
@@ -168,12 +168,12 @@ fn filters(
 async fn savings_command(a: SavingsArgs) -> anyhow::Result<()> {
     use query::report::savings::{SavingsRequest, TemperatureSource};
 
-    let (accounts, mut csv_path) = match &a.config {
+    let (accounts, mut csv_path, reference) = match &a.config {
         Some(p) => {
             let c = jieneng::config::ServeConfig::load(p)?;
-            (c.account, c.savings.temperature_csv)
+            (c.account, c.savings.temperature_csv, c.reference)
         }
-        None => (vec![], None),
+        None => (vec![], None, query::savings::ReferenceFiles::default()),
     };
     if a.temperature_csv.is_some() {
         csv_path.clone_from(&a.temperature_csv);
@@ -182,7 +182,9 @@ async fn savings_command(a: SavingsArgs) -> anyhow::Result<()> {
         query::Query::new(&a.data_dir),
         accounts,
         reading_model::FactorTables::builtin()?,
-    );
+    )
+    // The server's [reference] files, so the report equals GET /api/v1/savings.
+    .with_reference(query::savings::ReferenceData::load(&reference)?);
     if let Some(p) = &csv_path {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;

@@ -1,8 +1,13 @@
 //! The dashboard's alert rules (`GET /api/v1/alerts`), as pure functions over what the reports
 //! read: a meter offline ([`offline_alerts`]), a gap in a meter's data ([`gap_alerts`]), a day
-//! far from the baseline of its day type ([`anomaly_alerts`]) and a year's intensity against the
-//! GB/T 51161 constraint value, judged only where a verified value exists
-//! ([`constraint_alerts`]). [`rank`] orders and bounds what is returned.
+//! far from the baseline of its day type ([`anomaly_alerts`]), days the holiday calendar does not
+//! know ([`calendar_alerts`]) and a year's intensity against the GB/T 51161 constraint value,
+//! judged only where a verified value exists ([`constraint_alerts`]). [`rank`] orders and bounds
+//! what is returned.
+//!
+//! Day types and benchmark sets come from the same [`crate::savings::ReferenceData`] the savings
+//! report uses (built-in files extended by the deployment's), so a day is a working day, and a
+//! set has its values, in both.
 
 use std::collections::BTreeMap;
 
@@ -40,7 +45,8 @@ pub const MAX_ALERTS_PER_KIND: usize = 100;
 /// programs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
-    /// `meter_offline`, `data_gap`, `anomaly`, `over_constraint` or `benchmark_unverified`.
+    /// `meter_offline`, `data_gap`, `anomaly`, `calendar_missing`, `over_constraint` or
+    /// `benchmark_unverified`.
     pub kind: &'static str,
     /// `critical`, `warning` or `info`.
     pub severity: &'static str,
@@ -186,6 +192,20 @@ pub fn anomaly_alerts(
             let day = today - Duration::days(back);
             let Some(&x) = days.get(&day) else { continue };
             let working = calendar.day_type(day).is_working();
+            // Without the year's notice the day type knows only weekends; the alert says so
+            // (and `calendar_alerts` names the year).
+            let known = calendar.covers(day);
+            let (caveat_zh, caveat_en) = if known {
+                (String::new(), String::new())
+            } else {
+                (
+                    format!("（节假日安排未录入 {} 年，日类型仅按星期判断）", day.year()),
+                    format!(
+                        " (no holiday notice for {} in the calendar: day type by weekday only)",
+                        day.year()
+                    ),
+                )
+            };
             let same: Vec<f64> = (1..=BASELINE_DAYS)
                 .map(|k| day - Duration::days(k))
                 .filter(|d| calendar.day_type(*d).is_working() == working)
@@ -224,14 +244,14 @@ pub fn anomaly_alerts(
                 meter: None,
                 ts: rfc3339(local_midnight_ms(day)),
                 message_zh: format!(
-                    "{} {day} {}用量 {x:.1} {unit}，比基线 {mean:.1} {unit}（前 {BASELINE_DAYS} 天中 {} 个{type_zh}的均值）{dir_zh} {:.0}%",
+                    "{} {day} {}用量 {x:.1} {unit}，比基线 {mean:.1} {unit}（前 {BASELINE_DAYS} 天中 {} 个{type_zh}的均值）{dir_zh} {:.0}%{caveat_zh}",
                     a.name_zh,
                     cat.name_zh(),
                     same.len(),
                     (ratio - 1.0).abs() * 100.0
                 ),
                 message_en: format!(
-                    "{}: {} use on {day} was {x:.1} {unit}, {:.0}% {dir_en} the baseline {mean:.1} {unit} (mean of {} {type_en} in the {BASELINE_DAYS} days before)",
+                    "{}: {} use on {day} was {x:.1} {unit}, {:.0}% {dir_en} the baseline {mean:.1} {unit} (mean of {} {type_en} in the {BASELINE_DAYS} days before){caveat_en}",
                     display_en(a),
                     cat.name_en(),
                     (ratio - 1.0).abs() * 100.0,
@@ -246,6 +266,7 @@ pub fn anomaly_alerts(
                     "baseline_sd": round6(sd),
                     "baseline_days": same.len(),
                     "working_day": working,
+                    "calendar_covers": known,
                 }),
             });
         }
@@ -253,18 +274,69 @@ pub fn anomaly_alerts(
     out
 }
 
-/// Each account's last 12 complete months against the benchmark sets for its building class.
-/// An alert says "over the constraint value" only when the comparison rests on verified
-/// numbers; otherwise it says no verified value exists, with the reasons.
+/// One `calendar_missing` alert per account with daily totals on days (of the anomaly rule's
+/// window before `today`) whose year the holiday calendar has no notice for: there the
+/// anomaly rule's day types know only weekends, so a Spring Festival would count as working
+/// days. It names the years and what to add.
+pub fn calendar_alerts(
+    accounts: &[Account],
+    daily: &[CategoryTotal],
+    today: NaiveDate,
+    calendar: &Calendar,
+) -> Vec<Alert> {
+    let first = today - Duration::days(ALERT_DAYS + BASELINE_DAYS);
+    let mut years: BTreeMap<&str, std::collections::BTreeSet<i32>> = BTreeMap::new();
+    for r in daily {
+        if r.period >= first && r.period < today && !calendar.covers(r.period) {
+            years
+                .entry(r.account.as_str())
+                .or_default()
+                .insert(r.period.year());
+        }
+    }
+    years
+        .into_iter()
+        .filter_map(|(account, years)| {
+            let a = accounts.iter().find(|a| a.code.as_str() == account)?;
+            let list: Vec<i32> = years.into_iter().collect();
+            let names = list
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(Alert {
+                kind: "calendar_missing",
+                severity: "info",
+                account: a.code.to_string(),
+                name_zh: a.name_zh.clone(),
+                name_en: a.name_en.clone(),
+                meter: None,
+                ts: rfc3339(local_midnight_ms(today)),
+                message_zh: format!(
+                    "{}：节假日日历未录入 {names} 年的国务院节假日安排，这些日子的日类型仅按星期判断，异常判断可能有误；请在部署的节假日文件（[reference] holidays）中补充",
+                    a.name_zh
+                ),
+                message_en: format!(
+                    "{}: the holiday calendar has no State Council notice for {names}; day types there know only weekends, so anomalies may be misjudged. Add the notice to the deployment's holiday file ([reference] holidays)",
+                    display_en(a)
+                ),
+                details: json!({ "uncovered_years": list }),
+            })
+        })
+        .collect()
+}
+
+/// Each account's last 12 complete months against the benchmark sets (`sets`: the built-in
+/// ones with the deployment's) for its building class. An alert says "over the constraint
+/// value" only when the comparison rests on verified numbers; otherwise it says no verified
+/// value exists, with the reasons.
 pub fn constraint_alerts(
     accounts: &[Account],
     monthly: &[CategoryTotal],
     months: (NaiveDate, NaiveDate),
     factors: &FactorTables,
+    sets: &BenchmarkSets,
 ) -> Vec<Alert> {
-    let Ok(sets) = BenchmarkSets::builtin() else {
-        return vec![];
-    };
     let mut out = Vec::new();
     for a in accounts {
         let consumption = months_consumption(a, monthly);
@@ -509,6 +581,59 @@ pub(crate) mod tests {
         );
         // The same use on a working day is ordinary.
         assert!(anomaly_alerts(&accounts, &series(Some(day(11, 20))), today, &calendar).is_empty());
+    }
+
+    /// Daily electricity of the school over the 35 days before `today`: 100 on working days,
+    /// 30 on other days, by `calendar`.
+    fn school_days(today: NaiveDate, calendar: &Calendar) -> Vec<CategoryTotal> {
+        (1..=35)
+            .map(|k| today - Duration::days(k))
+            .map(|d| CategoryTotal {
+                account: AccountCode::parse("110108D002").unwrap(),
+                period: d,
+                category: Category::Electricity,
+                unit: "kWh".into(),
+                consumption: if calendar.day_type(d).is_working() {
+                    100.0
+                } else {
+                    30.0
+                } + f64::from(d.day() % 3),
+                kgce: 0.0,
+                kgco2e: 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn days_of_a_deployment_year_get_its_day_types_and_unknown_years_are_said() {
+        let mut extended = Calendar::builtin().unwrap();
+        extended
+            .extend_from_toml(crate::savings::calendar::tests::FIXTURE_2027)
+            .unwrap();
+        let builtin = Calendar::builtin().unwrap();
+        // The week after the fixture's Spring Festival (6–12 February 2027, Sunday 14th worked).
+        let today = NaiveDate::from_ymd_opt(2027, 2, 16).unwrap();
+        let accounts = [account("")];
+        // The school closed for the holiday, as the deployment's calendar says.
+        let daily = school_days(today, &extended);
+        assert!(anomaly_alerts(&accounts, &daily, today, &extended).is_empty());
+        assert!(calendar_alerts(&accounts, &daily, today, &extended).is_empty());
+        // With the built-in calendar alone the holiday's weekdays look like idle working days:
+        // anomalies, each saying the day type knows only weekends, and one alert naming 2027.
+        let alerts = anomaly_alerts(&accounts, &daily, today, &builtin);
+        assert!(!alerts.is_empty());
+        for a in &alerts {
+            assert_eq!(a.details["calendar_covers"], false, "{a:?}");
+            assert!(
+                a.message_en.contains("no holiday notice for 2027"),
+                "{}",
+                a.message_en
+            );
+        }
+        let missing = calendar_alerts(&accounts, &daily, today, &builtin);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(missing[0].kind, "calendar_missing");
+        assert_eq!(missing[0].details["uncovered_years"], json!([2027]));
     }
 
     fn alert(kind: &'static str, severity: &'static str, ts: &str) -> Alert {

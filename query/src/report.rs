@@ -90,6 +90,9 @@ pub enum QueryError {
     /// The built-in benchmark sets do not load: the build's data is broken (a 500).
     #[error("savings: benchmark sets: {0}")]
     Benchmarks(#[from] crate::savings::benchmark::BenchmarkError),
+    /// The built-in reference files do not load: the build's data is broken (a 500).
+    #[error("savings: {0}")]
+    Reference(#[from] crate::savings::reference::ReferenceError),
 }
 
 /// Consumption of one (account, category, item) over a period.

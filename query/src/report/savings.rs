@@ -138,13 +138,15 @@ pub struct TemperatureUsed {
 /// One day group's model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupModelRow {
-    /// `working`, `non_working` or `all`.
+    /// `working`, `non_working`, `vacation` (a school's) or `all`.
     pub group: &'static str,
     /// `intercept_only`, `heating`, `cooling` or `heating_cooling`.
     pub model: &'static str,
     pub intercept_kwh_per_day: f64,
     pub heating_balance_point_c: Option<f64>,
     pub heating_kwh_per_degree_day: Option<f64>,
+    /// The heating degree days count only inside the region's heating season.
+    pub heating_season_only: Option<bool>,
     pub cooling_balance_point_c: Option<f64>,
     pub cooling_kwh_per_degree_day: Option<f64>,
     pub adj_r_squared: f64,
@@ -299,6 +301,7 @@ fn group_model_row(m: &crate::savings::baseline::GroupModel) -> GroupModelRow {
         group: match m.group {
             DayGroup::Working => "working",
             DayGroup::NonWorking => "non_working",
+            DayGroup::Vacation => "vacation",
             DayGroup::All => "all",
         },
         model: match m.kind {
@@ -310,6 +313,7 @@ fn group_model_row(m: &crate::savings::baseline::GroupModel) -> GroupModelRow {
         intercept_kwh_per_day: round6(m.intercept),
         heating_balance_point_c: m.heating.map(|t| round6(t.balance_point_c)),
         heating_kwh_per_degree_day: m.heating.map(|t| round6(t.slope)),
+        heating_season_only: m.heating.map(|t| t.in_season_only),
         cooling_balance_point_c: m.cooling.map(|t| round6(t.balance_point_c)),
         cooling_kwh_per_degree_day: m.cooling.map(|t| round6(t.slope)),
         adj_r_squared: round6(m.adj_r_squared),
@@ -448,10 +452,12 @@ impl Reports {
     /// Runs the savings analyses for every account in scope with data (module doc).
     pub async fn savings(&self, req: &SavingsRequest) -> Result<SavingsReport, QueryError> {
         req.validate()?;
+        let reference = self.reference()?;
         let analysis = Analysis {
             req,
-            calendar: Calendar::builtin()?,
-            sets: BenchmarkSets::builtin()?,
+            calendar: reference.calendar.clone(),
+            sets: reference.benchmarks.clone(),
+            reference: reference.clone(),
             selection: FactorSelection::default(),
             year: (req.to - chrono::Duration::days(1)).year(),
         };
@@ -620,6 +626,8 @@ impl Reports {
         let config = BaselineConfig {
             fit_heating: weather_model,
             fit_cooling: weather_model,
+            terms: an.reference.terms.for_account(code).cloned(),
+            heating_season: an.reference.heating.for_account(code).cloned(),
             ..BaselineConfig::default()
         };
         if days.base.is_empty() {
@@ -637,6 +645,9 @@ impl Reports {
             }
         };
         let period = reporting_against_baseline(&b, &days.report, &an.calendar, f);
+        for note in b.calendar_notes(period.as_ref()) {
+            f.note("baseline", note);
+        }
         if let Some(p) = &period {
             self.baseline_drift(an, code, &b, p, f);
         }
@@ -933,6 +944,8 @@ struct Analysis<'r> {
     req: &'r SavingsRequest,
     calendar: Calendar,
     sets: BenchmarkSets,
+    /// School terms and heating seasons by account, with the calendar and sets above.
+    reference: std::sync::Arc<crate::savings::ReferenceData>,
     selection: FactorSelection,
     /// The data year: that of the reporting period's last day.
     year: i32,

@@ -19,6 +19,7 @@ use crate::report::{
     Query, QueryError, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
 };
+use crate::savings::reference::ReferenceData;
 use crate::savings::weather::{self, DailyTemperature, WeatherError};
 use reading_model::time::{Granularity, local_date_of_shifted_secs};
 use storage::rollup::{
@@ -57,6 +58,8 @@ pub struct Reports {
     pub temperature_csv: Option<Arc<[DailyTemperature]>>,
     /// Whether the consumption report reads rollups where they are current (default).
     use_rollups: bool,
+    /// The deployment's reference data; the built-in files when `None`.
+    reference: Option<Arc<ReferenceData>>,
 }
 
 impl Reports {
@@ -67,6 +70,22 @@ impl Reports {
             factors: Arc::new(factors),
             temperature_csv: None,
             use_rollups: true,
+            reference: None,
+        }
+    }
+
+    /// Uses `reference` (the built-in files extended by the deployment's) for the savings
+    /// report and the alert rules instead of the built-in files alone.
+    pub fn with_reference(mut self, reference: ReferenceData) -> Self {
+        self.reference = Some(Arc::new(reference));
+        self
+    }
+
+    /// The holiday calendar, benchmark sets, term calendars and heating seasons in force.
+    pub fn reference(&self) -> Result<Arc<ReferenceData>, QueryError> {
+        match &self.reference {
+            Some(r) => Ok(r.clone()),
+            None => Ok(Arc::new(ReferenceData::builtin()?)),
         }
     }
 

@@ -23,6 +23,22 @@
 //! than one model with a day-type intercept, which would force one slope on both. A hospital or
 //! data centre that runs every day can use [`DayGrouping::Pooled`].
 //!
+//! **School terms.** For a school, the term calendar ([`super::terms`], `BaselineConfig::terms`)
+//! adds a third day type: every day of a vacation (寒假, 暑假), working day or not, belongs to
+//! the **vacation** model, since the classrooms are empty whatever the weekday. A vacation
+//! counted as term time would fit a summer of empty classrooms with the cooling slope of a
+//! full school and predict a vacation as a term's week; the test
+//! `a_school_with_vacations_needs_its_term_calendar` measures how much that costs. Days outside
+//! every school year of the term calendar are counted (`days_outside_terms`) and reported: their
+//! vacation status is unknown and they are treated as term time.
+//!
+//! **Heating season.** In northern China district heating runs on the dates the city sets
+//! ([`super::heating`], `BaselineConfig::heating_season`), not whenever it is cold. With a
+//! season, every heating candidate is also tried with its degree days counted only inside the
+//! season (`DegreeDayTerm::in_season_only`), and the selection rule above chooses between them:
+//! a building whose heating follows the season gets the seasonal term, one with its own heating
+//! keeps the plain one.
+//!
 //! **Fit quality (ASHRAE Guideline 14-2014).** The guideline states CV(RMSE)/NMBE limits for
 //! monthly data (15 % / ±5 %) and hourly data (30 % / ±10 %); it states none for daily data. We do
 //! not invent a daily limit: the daily residuals are judged against the hourly limits (the finer
@@ -40,8 +56,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Datelike, NaiveDate};
 
-use super::calendar::{Calendar, DayType};
+use super::calendar::Calendar;
+use super::heating::HeatingSeason;
 use super::stats::ols;
+use super::terms::TermCalendar;
 
 /// One day of usage (in the category's canonical unit, e.g. kWh) with its mean outdoor temperature.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +113,8 @@ pub enum DayGrouping {
 pub enum DayGroup {
     Working,
     NonWorking,
+    /// A school's vacation days, whatever their day type.
+    Vacation,
     All,
 }
 
@@ -103,17 +123,33 @@ impl std::fmt::Display for DayGroup {
         f.write_str(match self {
             Self::Working => "working",
             Self::NonWorking => "non-working",
+            Self::Vacation => "vacation",
             Self::All => "all",
         })
     }
 }
 
 impl DayGrouping {
-    fn group(self, t: DayType) -> DayGroup {
-        match (self, t) {
-            (Self::Pooled, _) => DayGroup::All,
-            (Self::WorkingAndNonWorking, DayType::Working) => DayGroup::Working,
-            (Self::WorkingAndNonWorking, _) => DayGroup::NonWorking,
+    /// The group of `date`: a vacation of `terms` first, then the calendar's day type.
+    fn group(self, date: NaiveDate, calendar: &Calendar, terms: Option<&TermCalendar>) -> DayGroup {
+        match self {
+            Self::Pooled => DayGroup::All,
+            Self::WorkingAndNonWorking if terms.is_some_and(|t| t.vacation_of(date).is_some()) => {
+                DayGroup::Vacation
+            }
+            Self::WorkingAndNonWorking if calendar.day_type(date).is_working() => DayGroup::Working,
+            Self::WorkingAndNonWorking => DayGroup::NonWorking,
+        }
+    }
+
+    /// The groups a baseline must fit.
+    fn groups(self, terms: bool) -> &'static [DayGroup] {
+        match (self, terms) {
+            (Self::Pooled, _) => &[DayGroup::All],
+            (Self::WorkingAndNonWorking, false) => &[DayGroup::Working, DayGroup::NonWorking],
+            (Self::WorkingAndNonWorking, true) => {
+                &[DayGroup::Working, DayGroup::NonWorking, DayGroup::Vacation]
+            }
         }
     }
 }
@@ -177,6 +213,10 @@ pub struct BaselineConfig {
     pub max_p_value: f64,
     /// Fewest days a day group needs to be fitted.
     pub min_days_per_group: usize,
+    /// A school's term calendar: its vacations become a day group of their own.
+    pub terms: Option<TermCalendar>,
+    /// The region's heating season: heating terms are also tried counted only inside it.
+    pub heating_season: Option<HeatingSeason>,
 }
 
 impl Default for BaselineConfig {
@@ -191,6 +231,8 @@ impl Default for BaselineConfig {
             min_total_degree_days_c: 20.0 * 5.0 / 9.0,
             max_p_value: 0.1,
             min_days_per_group: 30,
+            terms: None,
+            heating_season: None,
         }
     }
 }
@@ -210,6 +252,8 @@ pub struct DegreeDayTerm {
     pub balance_point_c: f64,
     pub slope: f64,
     pub p_value: f64,
+    /// Degree days count only inside the heating season (district heating).
+    pub in_season_only: bool,
 }
 
 /// The model of one day group.
@@ -231,9 +275,15 @@ pub struct GroupModel {
 }
 
 impl GroupModel {
-    pub fn predict(&self, temperature_c: f64) -> f64 {
+    /// Usage of a day at `temperature_c`; `in_heating_season` says whether district heating
+    /// runs that day (it matters only to a seasonal heating term).
+    pub fn predict(&self, temperature_c: f64, in_heating_season: bool) -> f64 {
         let h = self.heating.map_or(0.0, |t| {
-            t.slope * (t.balance_point_c - temperature_c).max(0.0)
+            if t.in_season_only && !in_heating_season {
+                0.0
+            } else {
+                t.slope * (t.balance_point_c - temperature_c).max(0.0)
+            }
         });
         let c = self.cooling.map_or(0.0, |t| {
             t.slope * (temperature_c - t.balance_point_c).max(0.0)
@@ -314,6 +364,14 @@ pub struct Baseline {
     /// Years in the baseline that the holiday calendar does not cover (day types there know only
     /// weekends).
     pub uncovered_years: Vec<i32>,
+    /// The term calendar of a school, whose vacations have their own model.
+    pub terms: Option<TermCalendar>,
+    /// The vacation days of the baseline when too few for a model of their own: they are then
+    /// fitted and predicted with their day types, which the baseline reports as unverified.
+    pub too_few_vacation_days: Option<usize>,
+    /// Baseline days outside every school year of `terms`: treated as term time, unknown.
+    pub days_outside_terms: usize,
+    pub heating_season: Option<HeatingSeason>,
 }
 
 /// Baseline prediction against actual usage over a reporting period.
@@ -330,6 +388,8 @@ pub struct AvoidedEnergy {
     /// prediction there is an extrapolation.
     pub extrapolated_days: usize,
     pub uncovered_years: Vec<i32>,
+    /// Reporting days outside every school year of the baseline's term calendar.
+    pub days_outside_terms: usize,
 }
 
 impl AvoidedEnergy {
@@ -400,23 +460,18 @@ impl Baseline {
         } else {
             Vec::new()
         };
-        let mut groups: BTreeMap<DayGroup, Vec<DailyUsage>> = BTreeMap::new();
-        for d in data {
-            let g = config.grouping.group(calendar.day_type(d.date));
-            groups.entry(g).or_default().push(*d);
-        }
-        let expected: &[DayGroup] = match config.grouping {
-            DayGrouping::Pooled => &[DayGroup::All],
-            DayGrouping::WorkingAndNonWorking => &[DayGroup::Working, DayGroup::NonWorking],
-        };
+        let min = config.min_days_per_group.max(4);
+        let (groups, too_few_vacation_days) = group_days(data, calendar, config, min);
+        let vacation_model = config.terms.is_some() && too_few_vacation_days.is_none();
+        let expected = config.grouping.groups(vacation_model);
         let mut models = Vec::new();
         for g in expected {
             let days = groups.get(g).map_or(&[][..], Vec::as_slice);
-            if days.len() < config.min_days_per_group.max(4) {
+            if days.len() < min {
                 return Err(BaselineError::TooFewDays {
                     group: *g,
                     days: days.len(),
-                    min: config.min_days_per_group.max(4),
+                    min,
                 });
             }
             models.push(fit_group(
@@ -452,6 +507,10 @@ impl Baseline {
             coverage,
             caltrack_sufficient: span >= 365 && coverage >= 0.9,
             uncovered_years: calendar.uncovered_years(data.iter().map(|d| d.date)),
+            terms: config.terms.clone(),
+            too_few_vacation_days,
+            days_outside_terms: outside_terms(config.terms.as_ref(), data),
+            heating_season: config.heating_season.clone(),
         };
         let params: usize = baseline.models.iter().map(GroupModel::parameters).sum();
         baseline.fit = baseline.quality(data, calendar, params);
@@ -459,14 +518,90 @@ impl Baseline {
     }
 
     fn model_for(&self, date: NaiveDate, calendar: &Calendar) -> Option<&GroupModel> {
-        let g = self.grouping.group(calendar.day_type(date));
+        let terms = self
+            .terms
+            .as_ref()
+            .filter(|_| self.too_few_vacation_days.is_none());
+        let g = self.grouping.group(date, calendar, terms);
         self.models.iter().find(|m| m.group == g)
+    }
+
+    fn in_heating_season(&self, date: NaiveDate) -> bool {
+        self.heating_season
+            .as_ref()
+            .is_some_and(|s| s.contains(date))
     }
 
     /// Predicted usage of one day.
     pub fn predict(&self, date: NaiveDate, temperature_c: f64, calendar: &Calendar) -> f64 {
-        self.model_for(date, calendar)
-            .map_or(0.0, |m| m.predict(temperature_c))
+        self.model_for(date, calendar).map_or(0.0, |m| {
+            m.predict(temperature_c, self.in_heating_season(date))
+        })
+    }
+
+    /// What the report must say about the calendars behind the day groups: years without a
+    /// holiday notice, the term calendar used and days outside it, in the baseline and in the
+    /// reporting period `period`.
+    pub fn calendar_notes(&self, period: Option<&AvoidedEnergy>) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut uncovered = self.uncovered_years.clone();
+        uncovered.extend(
+            period
+                .map(|p| p.uncovered_years.clone())
+                .unwrap_or_default(),
+        );
+        uncovered.sort_unstable();
+        uncovered.dedup();
+        if !uncovered.is_empty() {
+            notes.push(format!(
+                "the holiday calendar has no State Council notice for {uncovered:?}: day types there \
+                 know only weekends (add the notice to the deployment's [reference] holidays file)"
+            ));
+        }
+        if let Some(t) = &self.terms {
+            match self.too_few_vacation_days {
+                None => notes.push(format!(
+                    "school vacations from term calendar {} ({}) have their own model",
+                    t.id,
+                    if t.verified { "verified" } else { "UNVERIFIED" }
+                )),
+                Some(n) => notes.push(too_few_vacation_days_reason(t, n)),
+            }
+            let reporting = period.map_or(0, |p| p.days_outside_terms);
+            for (days, what) in [
+                (self.days_outside_terms, "baseline"),
+                (reporting, "reporting"),
+            ] {
+                if days > 0 {
+                    notes.push(outside_terms_reason(t, days, what));
+                }
+            }
+        }
+        notes
+    }
+
+    /// Why figures resting on this baseline are not verified, apart from the holiday calendar's
+    /// years (`uncovered_years`): an unverified term calendar, baseline days outside it, an
+    /// unverified heating season the chosen models use.
+    pub fn unverified_reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Some(t) = &self.terms {
+            reasons.extend(t.unverified_reason());
+            if let Some(n) = self.too_few_vacation_days {
+                reasons.push(too_few_vacation_days_reason(t, n));
+            }
+            if self.days_outside_terms > 0 {
+                reasons.push(outside_terms_reason(t, self.days_outside_terms, "baseline"));
+            }
+        }
+        let seasonal = self
+            .models
+            .iter()
+            .any(|m| m.heating.is_some_and(|h| h.in_season_only));
+        if seasonal && let Some(s) = &self.heating_season {
+            reasons.extend(s.unverified_reason());
+        }
+        reasons
     }
 
     fn quality(&self, data: &[DailyUsage], calendar: &Calendar, params: usize) -> FitQuality {
@@ -528,7 +663,7 @@ impl Baseline {
         let mut extrapolated_days = 0;
         for d in reporting {
             if let Some(m) = self.model_for(d.date, calendar) {
-                baseline_usage += m.predict(d.temperature_c);
+                baseline_usage += m.predict(d.temperature_c, self.in_heating_season(d.date));
                 let (lo, hi) = m.temperature_range_c;
                 if d.temperature_c < lo || d.temperature_c > hi {
                     extrapolated_days += 1;
@@ -549,8 +684,59 @@ impl Baseline {
             },
             extrapolated_days,
             uncovered_years: calendar.uncovered_years(reporting.iter().map(|d| d.date)),
+            days_outside_terms: outside_terms(self.terms.as_ref(), reporting),
         })
     }
+}
+
+/// The days of `data` by day group, and the number of vacation days when a school's term
+/// calendar gives fewer than `min`: then there is no vacation model and the vacation days join
+/// their day types (a baseline that says so rather than none at all).
+fn group_days(
+    data: &[DailyUsage],
+    calendar: &Calendar,
+    config: &BaselineConfig,
+    min: usize,
+) -> (BTreeMap<DayGroup, Vec<DailyUsage>>, Option<usize>) {
+    let by_group = |terms: Option<&TermCalendar>| {
+        let mut groups: BTreeMap<DayGroup, Vec<DailyUsage>> = BTreeMap::new();
+        for d in data {
+            let g = config.grouping.group(d.date, calendar, terms);
+            groups.entry(g).or_default().push(*d);
+        }
+        groups
+    };
+    let groups = by_group(config.terms.as_ref());
+    if config.terms.is_none() || config.grouping == DayGrouping::Pooled {
+        return (groups, None);
+    }
+    let vacation_days = groups.get(&DayGroup::Vacation).map_or(0, Vec::len);
+    if vacation_days < min {
+        (by_group(None), Some(vacation_days))
+    } else {
+        (groups, None)
+    }
+}
+
+fn too_few_vacation_days_reason(terms: &TermCalendar, days: usize) -> String {
+    format!(
+        "only {days} vacation days of term calendar {} in the baseline, too few for a model of \
+         their own: vacation days are predicted as term days",
+        terms.id
+    )
+}
+
+/// Days of `data` outside every school year of `terms` (0 without terms).
+fn outside_terms(terms: Option<&TermCalendar>, data: &[DailyUsage]) -> usize {
+    terms.map_or(0, |t| data.iter().filter(|d| !t.covers(d.date)).count())
+}
+
+/// The reason that `days` days of the `period` lie outside the school years of `terms`.
+pub fn outside_terms_reason(terms: &TermCalendar, days: usize, period: &str) -> String {
+    format!(
+        "{days} {period} days lie outside the school years of term calendar {}: treated as term time, their vacations unknown",
+        terms.id
+    )
 }
 
 fn days_in_month(y: i32, m: u32) -> u32 {
@@ -590,12 +776,16 @@ struct DegreeDays {
     balance_point_c: f64,
     values: Vec<f64>,
     sufficient: bool,
+    in_season_only: bool,
 }
 
+/// Degree days at each balance point; with `season` (a day → inside the heating season), only
+/// inside the season.
 fn degree_days(
     temps: &[f64],
     points: &[f64],
     heating: bool,
+    season: Option<&[bool]>,
     config: &BaselineConfig,
 ) -> Vec<DegreeDays> {
     points
@@ -603,12 +793,21 @@ fn degree_days(
         .map(|&bp| {
             let values: Vec<f64> = temps
                 .iter()
-                .map(|t| if heating { bp - t } else { t - bp }.max(0.0))
+                .enumerate()
+                .map(|(i, t)| {
+                    let on = season.is_none_or(|s| s.get(i).copied().unwrap_or(false));
+                    if on {
+                        if heating { bp - t } else { t - bp }.max(0.0)
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let nonzero = values.iter().filter(|v| **v > 0.0).count();
             let total: f64 = values.iter().sum();
             DegreeDays {
                 balance_point_c: bp,
+                in_season_only: season.is_some(),
                 sufficient: nonzero >= config.min_nonzero_degree_days
                     && total >= config.min_total_degree_days_c,
                 values,
@@ -643,12 +842,23 @@ fn fit_group(
         temperature_range_c: range,
         qualified_candidates: 1,
     };
-    let hdd = degree_days(&temps, heating_points, true, config);
-    let cdd = degree_days(&temps, cooling_points, false, config);
+    let mut hdd = degree_days(&temps, heating_points, true, None, config);
+    if let Some(s) = &config.heating_season {
+        let season: Vec<bool> = days.iter().map(|d| s.contains(d.date)).collect();
+        hdd.extend(degree_days(
+            &temps,
+            heating_points,
+            true,
+            Some(&season),
+            config,
+        ));
+    }
+    let cdd = degree_days(&temps, cooling_points, false, None, config);
     let term = |dd: &DegreeDays, slope: f64, p: f64| DegreeDayTerm {
         balance_point_c: dd.balance_point_c,
         slope,
         p_value: p,
+        in_season_only: dd.in_season_only,
     };
     let ok = |coef: &[f64], pv: &[f64]| {
         coef.iter().all(|c| *c >= 0.0)

@@ -157,7 +157,7 @@ pub struct BenchmarkSet {
 #[serde(deny_unknown_fields)]
 struct BenchmarkFile {
     #[serde(default)]
-    set: Vec<BenchmarkSet>,
+    set: Vec<toml::Spanned<BenchmarkSet>>,
 }
 
 /// Bad benchmark data or input; names the set, type or account.
@@ -165,8 +165,12 @@ struct BenchmarkFile {
 pub enum BenchmarkError {
     #[error("benchmark file: {0}")]
     Parse(String),
-    #[error("benchmark set {set}: {reason}")]
-    Invalid { set: String, reason: String },
+    #[error("benchmark file, line {line}, set {set}: {reason}")]
+    Invalid {
+        line: usize,
+        set: String,
+        reason: String,
+    },
     #[error("no benchmark set {0:?}")]
     UnknownSet(String),
     #[error("benchmark set {set} has no building type {type_id:?}")]
@@ -209,21 +213,39 @@ impl BenchmarkSets {
         Self::from_toml(BUILTIN)
     }
 
+    /// Parses and checks a file in the format of `data/benchmarks.toml`; a set defined twice
+    /// in one file is refused.
     pub fn from_toml(text: &str) -> Result<Self, BenchmarkError> {
-        let file: BenchmarkFile =
-            toml::from_str(text).map_err(|e| BenchmarkError::Parse(e.to_string()))?;
+        let file: BenchmarkFile = toml::from_str(text)
+            .map_err(|e| BenchmarkError::Parse(super::calendar::flat(&e.to_string())))?;
         let mut sets = BTreeMap::new();
         for s in file.set {
-            check_set(&s)?;
+            let line = super::calendar::line_of(text, s.span().start);
+            let s = s.into_inner();
+            check_set(&s).map_err(|reason| BenchmarkError::Invalid {
+                line,
+                set: s.id.clone(),
+                reason,
+            })?;
             if sets.contains_key(&s.id) {
                 return Err(BenchmarkError::Invalid {
+                    line,
                     set: s.id,
-                    reason: "defined twice".into(),
+                    reason: "defined twice in the file".into(),
                 });
             }
             sets.insert(s.id.clone(), s);
         }
         Ok(Self { sets })
+    }
+
+    /// Adds the sets of a deployment's file (same format), replacing the sets with the same
+    /// id: the shipped sets carry no values, so a deployment enters them, with their
+    /// `verified` flag, under the shipped id. All or nothing.
+    pub fn extend_from_toml(&mut self, text: &str) -> Result<(), BenchmarkError> {
+        let more = Self::from_toml(text)?;
+        self.sets.extend(more.sets);
+        Ok(())
     }
 
     /// Adds the sets of `other`, replacing sets with the same id.
@@ -241,27 +263,26 @@ impl BenchmarkSets {
     }
 }
 
-fn check_set(s: &BenchmarkSet) -> Result<(), BenchmarkError> {
-    let invalid = |reason: String| BenchmarkError::Invalid {
-        set: s.id.clone(),
-        reason,
-    };
+/// `Ok` when the set is consistent; otherwise why not, naming the key.
+fn check_set(s: &BenchmarkSet) -> Result<(), String> {
+    let invalid = |reason: String| reason;
     match (&s.unit, &s.electricity) {
         (IntensityUnit::KgcePerM2Year, None) => {
             return Err(invalid(
-                "a kgce set must say how electricity is converted ([set.electricity] basis)".into(),
+                "`electricity`: a kgce set must say how electricity is converted ([set.electricity] basis)".into(),
             ));
         }
         (IntensityUnit::KwhPerM2Year, Some(_)) => {
             return Err(invalid(
-                "a kWh set counts electricity directly; remove [set.electricity]".into(),
+                "`electricity`: a kWh set counts electricity directly; remove [set.electricity]"
+                    .into(),
             ));
         }
         (_, Some(ElectricityBasis::Equivalent { kgce_per_kwh, .. }))
             if !(kgce_per_kwh.is_finite() && *kgce_per_kwh > 0.0) =>
         {
             return Err(invalid(format!(
-                "kgce_per_kwh {kgce_per_kwh} must be positive"
+                "`electricity.kgce_per_kwh` {kgce_per_kwh} must be positive"
             )));
         }
         _ => {}
@@ -269,12 +290,12 @@ fn check_set(s: &BenchmarkSet) -> Result<(), BenchmarkError> {
     if let Some(c) = &s.correction
         && !(c.standard_hours > 0.0 && c.standard_area_per_person_m2 > 0.0)
     {
-        return Err(invalid("correction T0 and S0 must be positive".into()));
+        return Err(invalid("`correction`: standard_hours (T0) and standard_area_per_person_m2 (S0) must be positive".into()));
     }
     for t in &s.types {
         if BuildingClass::from_letter(t.building_class).is_none() {
             return Err(invalid(format!(
-                "type {}: building class {:?} is not a letter A–H",
+                "`type.building_class` of type {}: {:?} is not a letter A–H",
                 t.id, t.building_class
             )));
         }
@@ -283,7 +304,7 @@ fn check_set(s: &BenchmarkSet) -> Result<(), BenchmarkError> {
     for v in &s.values {
         if !s.types.iter().any(|t| t.id == v.type_id) {
             return Err(invalid(format!(
-                "value row names unknown type {:?}",
+                "`value.type`: {:?} is not a `[[set.type]]` of the set",
                 v.type_id
             )));
         }
@@ -294,7 +315,7 @@ fn check_set(s: &BenchmarkSet) -> Result<(), BenchmarkError> {
             .any(|x| !(x.is_finite() && *x > 0.0))
         {
             return Err(invalid(format!(
-                "type {}: level values must be positive",
+                "`value` of type {}: level values must be positive",
                 v.type_id
             )));
         }
@@ -302,7 +323,7 @@ fn check_set(s: &BenchmarkSet) -> Result<(), BenchmarkError> {
         let present: Vec<f64> = levels.iter().flatten().copied().collect();
         if present.windows(2).any(|w| w[0] > w[1]) {
             return Err(invalid(format!(
-                "type {}: levels must satisfy guide ≤ baseline ≤ constraint",
+                "`value` of type {}: levels must satisfy guide ≤ baseline ≤ constraint",
                 v.type_id
             )));
         }
@@ -314,7 +335,7 @@ fn check_set(s: &BenchmarkSet) -> Result<(), BenchmarkError> {
         for z in zones {
             if !seen.insert((v.type_id.as_str(), z)) {
                 return Err(invalid(format!(
-                    "type {} has two rows for zone {z:?}",
+                    "`value.climate_zones`: type {} has two rows for zone {z:?}",
                     v.type_id
                 )));
             }

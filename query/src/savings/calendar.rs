@@ -2,7 +2,12 @@
 //! (调休) as data (`data/holidays.toml`, one State Council notice per year), and the day type of
 //! any date. A 调休 weekend day is a working day; a weekday inside a holiday is a holiday.
 //!
-//! Years without a notice in the data fall back to Monday–Friday working days; callers can ask
+//! The built-in file holds the notices jieneng ships; a deployment adds later years (a new
+//! notice each December) in its own file of the same format ([`Calendar::extend_from_toml`],
+//! named by `[reference] holidays` in the server file). A deployment file may only add years:
+//! a year already known is refused, so a typo cannot silently replace a checked notice.
+//!
+//! Years without a notice in the data fall back to Monday–Friday working days; callers must ask
 //! [`Calendar::covers`] and report such days, since a Spring Festival counted as working days
 //! would distort any baseline.
 
@@ -11,25 +16,42 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Datelike, NaiveDate, Weekday};
 use serde::Deserialize;
 
-/// Why a holiday file was rejected; names the year and date at fault.
+/// Why a holiday file was rejected; names the line, the key, the year and the date at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CalendarError {
+    /// Not TOML, or a key that is unknown, missing or of the wrong type (the message names the
+    /// line, the column and the key).
     #[error("holiday calendar: {0}")]
     Parse(String),
-    #[error("holiday calendar, year {year}, {holiday}: {reason}")]
+    #[error("holiday calendar, line {line}, year {year}, {holiday}, `{key}`: {reason}")]
     Invalid {
+        line: usize,
+        key: &'static str,
         year: i32,
         holiday: String,
         reason: String,
     },
-    #[error("holiday calendar: year {0} appears twice")]
-    DuplicateYear(i32),
-    #[error("holiday calendar: {date} is listed twice ({first} and {second})")]
+    #[error(
+        "holiday calendar, line {line}, `year`: year {year} is already in the calendar (built in or given before); a file may only add years"
+    )]
+    DuplicateYear { line: usize, year: i32 },
+    #[error("holiday calendar, line {line}: {date} is listed twice ({first} and {second})")]
     DuplicateDate {
+        line: usize,
         date: NaiveDate,
         first: String,
         second: String,
     },
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    let at = offset.min(text.len());
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// How a day counts for energy analysis.
@@ -69,7 +91,7 @@ impl DayType {
 #[serde(deny_unknown_fields)]
 struct HolidayFile {
     #[serde(default)]
-    year: Vec<YearFile>,
+    year: Vec<toml::Spanned<YearFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,7 +105,7 @@ struct YearFile {
     #[serde(default)]
     verified: bool,
     #[serde(default)]
-    holiday: Vec<HolidayEntry>,
+    holiday: Vec<toml::Spanned<HolidayEntry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,22 +164,33 @@ impl Calendar {
 
     /// Parses and checks a holiday file in the format of `data/holidays.toml`.
     pub fn from_toml(text: &str) -> Result<Self, CalendarError> {
-        let file: HolidayFile =
-            toml::from_str(text).map_err(|e| CalendarError::Parse(e.to_string()))?;
         let mut cal = Calendar {
             years: BTreeMap::new(),
             holidays: Vec::new(),
             off: BTreeMap::new(),
             work: BTreeMap::new(),
         };
+        cal.extend_from_toml(text)?;
+        Ok(cal)
+    }
+
+    /// Adds the years of a holiday file (a deployment's later notices). All or nothing: on an
+    /// error the calendar is unchanged. A year the calendar already has is refused.
+    pub fn extend_from_toml(&mut self, text: &str) -> Result<(), CalendarError> {
+        let file: HolidayFile =
+            toml::from_str(text).map_err(|e| CalendarError::Parse(flat(&e.to_string())))?;
+        let mut next = self.clone();
         for y in file.year {
-            if cal.years.contains_key(&y.year) {
-                return Err(CalendarError::DuplicateYear(y.year));
+            let line = line_of(text, y.span().start);
+            let y = y.into_inner();
+            if next.years.contains_key(&y.year) {
+                return Err(CalendarError::DuplicateYear { line, year: y.year });
             }
             for h in y.holiday {
-                cal.add(y.year, h)?;
+                let line = line_of(text, h.span().start);
+                next.add(y.year, line, h.into_inner())?;
             }
-            cal.years.insert(
+            next.years.insert(
                 y.year,
                 YearSource {
                     year: y.year,
@@ -168,34 +201,43 @@ impl Calendar {
                 },
             );
         }
-        Ok(cal)
+        *self = next;
+        Ok(())
     }
 
-    fn add(&mut self, year: i32, h: HolidayEntry) -> Result<(), CalendarError> {
-        let invalid = |reason: String| CalendarError::Invalid {
+    fn add(&mut self, year: i32, line: usize, h: HolidayEntry) -> Result<(), CalendarError> {
+        let invalid = |key: &'static str, reason: String| CalendarError::Invalid {
+            line,
+            key,
             year,
             holiday: h.name.clone(),
             reason,
         };
         let days = (h.to - h.from).num_days() + 1;
         if days < 1 {
-            return Err(invalid(format!(
-                "`to` {} is before `from` {}",
-                h.to, h.from
-            )));
+            return Err(invalid(
+                "to",
+                format!("`to` {} is before `from` {}", h.to, h.from),
+            ));
         }
         if days > MAX_HOLIDAY_DAYS {
-            return Err(invalid(format!(
-                "{days} days off from {} to {} is longer than any notice has given",
-                h.from, h.to
-            )));
+            return Err(invalid(
+                "to",
+                format!(
+                    "{days} days off from {} to {} is longer than any notice has given",
+                    h.from, h.to
+                ),
+            ));
         }
         // Notices only move weekend days into the week; a weekday here is a typo.
         if let Some(d) = h.work.iter().find(|d| !is_weekend(**d)) {
-            return Err(invalid(format!(
-                "adjusted working day {d} is a {:?}, not a weekend day",
-                d.weekday()
-            )));
+            return Err(invalid(
+                "work",
+                format!(
+                    "adjusted working day {d} is a {:?}, not a weekend day",
+                    d.weekday()
+                ),
+            ));
         }
         let index = self.holidays.len();
         let name = |i: usize, holidays: &[Holiday]| {
@@ -203,25 +245,25 @@ impl Calendar {
                 .get(i)
                 .map_or_else(|| h.name.clone(), |o| format!("{} {}", o.year, o.name_zh))
         };
-        for d in h.from.iter_days().take(days as usize) {
+        let listed = h
+            .from
+            .iter_days()
+            .take(days as usize)
+            .chain(h.work.iter().copied());
+        for (k, d) in listed.enumerate() {
             if let Some(&other) = self.off.get(&d).or_else(|| self.work.get(&d)) {
                 return Err(CalendarError::DuplicateDate {
+                    line,
                     date: d,
                     first: name(other, &self.holidays),
                     second: format!("{year} {}", h.name),
                 });
             }
-            self.off.insert(d, index);
-        }
-        for &d in &h.work {
-            if let Some(&other) = self.off.get(&d).or_else(|| self.work.get(&d)) {
-                return Err(CalendarError::DuplicateDate {
-                    date: d,
-                    first: name(other, &self.holidays),
-                    second: format!("{year} {}", h.name),
-                });
+            if k < days as usize {
+                self.off.insert(d, index);
+            } else {
+                self.work.insert(d, index);
             }
-            self.work.insert(d, index);
         }
         self.holidays.push(Holiday {
             year,
@@ -286,12 +328,17 @@ impl Calendar {
     }
 }
 
+/// A TOML error message on one line, for logs and config errors.
+pub(crate) fn flat(message: &str) -> String {
+    message.trim_end().replace('\n', " | ")
+}
+
 fn is_weekend(d: NaiveDate) -> bool {
     matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn d(s: &str) -> NaiveDate {
@@ -416,7 +463,10 @@ mod tests {
         let twice = "[[year]]\nyear = 2030\nsource = \"s\"\nurl = \"u\"\n[[year]]\nyear = 2030\nsource = \"s\"\nurl = \"u\"";
         assert_eq!(
             Calendar::from_toml(twice).unwrap_err(),
-            CalendarError::DuplicateYear(2030)
+            CalendarError::DuplicateYear {
+                line: 5,
+                year: 2030
+            }
         );
     }
 
@@ -425,5 +475,92 @@ mod tests {
         let c =
             Calendar::from_toml("[[year]]\nyear = 2031\nsource = \"memory\"\nurl = \"\"").unwrap();
         assert!(!c.source(2031).unwrap().verified);
+    }
+
+    /// A deployment file for 2027 in the format of `data/holidays.toml`. A test fixture, not
+    /// the State Council's notice: its dates are made up, so it says `verified = false`.
+    pub(crate) const FIXTURE_2027: &str = "\
+[[year]]
+year = 2027
+source = \"test fixture, not the notice\"
+url = \"\"
+verified = false
+
+[[year.holiday]]
+name = \"春节\"
+name_en = \"Spring Festival\"
+from = \"2027-02-06\"
+to = \"2027-02-12\"
+work = [\"2027-02-14\"]
+";
+
+    #[test]
+    fn a_deployment_file_adds_later_years() {
+        let mut c = cal();
+        assert!(!c.covers(d("2027-02-08")));
+        // Without the notice a Spring Festival Monday is a working day: what callers must report.
+        assert_eq!(c.day_type(d("2027-02-08")), DayType::Working);
+        c.extend_from_toml(FIXTURE_2027).unwrap();
+        assert!(c.covers(d("2027-02-08")));
+        assert_eq!(c.day_type(d("2027-02-08")), DayType::Holiday);
+        assert_eq!(c.day_type(d("2027-02-14")), DayType::Working); // a Sunday, 调休
+        assert!(!c.source(2027).unwrap().verified);
+        assert!(c.source(2026).unwrap().verified, "built-in years stay");
+        assert!(c.uncovered_years([d("2027-06-01")]).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_file_cannot_replace_a_year_and_leaves_the_calendar_unchanged() {
+        let mut c = cal();
+        let again = FIXTURE_2027.replace("2027", "2026");
+        let e = c.extend_from_toml(&again).unwrap_err();
+        assert_eq!(
+            e,
+            CalendarError::DuplicateYear {
+                line: 1,
+                year: 2026
+            },
+            "{e}"
+        );
+        // A bad holiday after a good year: nothing of the file is taken.
+        let bad = format!(
+            "{FIXTURE_2027}\n[[year]]\nyear = 2028\nsource = \"s\"\nurl = \"\"\n\n[[year.holiday]]\nname = \"x\"\nname_en = \"x\"\nfrom = \"2028-01-03\"\nto = \"2028-01-03\"\nwork = [\"2028-01-04\"]\n"
+        );
+        let e = c.extend_from_toml(&bad).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                CalendarError::Invalid {
+                    line: 19,
+                    key: "work",
+                    year: 2028,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("line 19"), "{e}");
+        assert!(
+            !c.covers(d("2027-02-08")),
+            "the good year was not taken either"
+        );
+        // A date of a later notice that an earlier one already lists (National Day 2026).
+        let clash = FIXTURE_2027
+            .replace("2027-02-06", "2026-10-01")
+            .replace("2027-02-12", "2026-10-02");
+        let e = c.extend_from_toml(&clash).unwrap_err();
+        assert!(
+            matches!(&e, CalendarError::DuplicateDate { line: 7, date, .. } if *date == d("2026-10-01")),
+            "{e}"
+        );
+        let e = c
+            .extend_from_toml(
+                "[[year]]\nyear = 2027\nsource = \"s\"\nurl = \"u\"\nverifed = true\n",
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&e, CalendarError::Parse(m) if m.contains("line 5") && m.contains("verifed")),
+            "{e}"
+        );
     }
 }

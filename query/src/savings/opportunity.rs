@@ -328,6 +328,20 @@ pub fn baseline_drift(
             calendar_reasons(&baseline.uncovered_years)
                 .into_iter()
                 .chain(calendar_reasons(&period.uncovered_years))
+                .chain(baseline.unverified_reasons())
+                .chain(
+                    baseline
+                        .terms
+                        .as_ref()
+                        .filter(|_| period.days_outside_terms > 0)
+                        .map(|t| {
+                            super::baseline::outside_terms_reason(
+                                t,
+                                period.days_outside_terms,
+                                "reporting",
+                            )
+                        }),
+                )
                 .collect(),
         ),
     };

@@ -418,3 +418,5 @@ fn metrics_follow_guideline_14_formulae() {
     assert_close("nmbe", m.nmbe, -1.0 / (2.0 * 12.0), 1e-12);
     assert!(m.within(&ASHRAE14_MONTHLY) == (m.cv_rmse <= 0.15 && m.nmbe.abs() <= 0.05));
 }
+
+mod school;
