@@ -15,7 +15,9 @@
 //! A request that names an account outside the scope is refused (403); a region is intersected
 //! with the scope, so no row outside it is ever returned.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use http_contract::credential::{Change, Credential, Credentials, Expiry, Presented};
 
 use query::report::scope::{Filter, Region};
 use reading_model::AccountCode;
@@ -63,6 +65,10 @@ pub struct ApiKeyConfig {
     pub accounts: Vec<AccountCode>,
     #[serde(default)]
     pub region: Option<Region>,
+    /// When the key stops working (a TOML offset date-time); keys are added, rotated and
+    /// revoked by editing the file and reloading (SIGHUP), without a restart.
+    #[serde(default)]
+    pub expires: Option<Expiry>,
 }
 
 impl ApiKeyConfig {
@@ -99,6 +105,20 @@ pub enum Scope {
     Region(Region),
 }
 
+impl std::fmt::Display for Scope {
+    /// `all`, the account codes joined by `,`, or `region:<prefix>` (for logs and the audit).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => f.write_str("all"),
+            Self::Accounts(s) => {
+                let codes: Vec<&str> = s.iter().map(AccountCode::as_str).collect();
+                f.write_str(&codes.join(","))
+            }
+            Self::Region(r) => write!(f, "region:{}", r.as_str()),
+        }
+    }
+}
+
 impl Scope {
     pub fn contains(&self, a: &AccountCode) -> bool {
         match self {
@@ -119,7 +139,7 @@ impl Scope {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
@@ -138,35 +158,42 @@ impl Caller {
     }
 }
 
-/// sha256(key) → caller.
-#[derive(Debug, Clone, Default)]
-pub struct Keys(HashMap<String, Caller>);
+/// sha256(key) → caller, replaced whole on a reload.
+#[derive(Debug, Default)]
+pub struct Keys(Credentials<Caller>);
 
 impl Keys {
     pub fn new(keys: &[ApiKeyConfig]) -> Self {
-        Self(
-            keys.iter()
-                .map(|k| {
-                    let scope = match (&k.region, k.accounts.is_empty()) {
-                        (Some(r), _) => Scope::Region(r.clone()),
-                        (None, false) => Scope::Accounts(k.accounts.iter().cloned().collect()),
-                        (None, true) => Scope::All,
-                    };
-                    (
-                        k.key_sha256.clone(),
-                        Caller {
-                            name: k.name.clone(),
-                            role: k.role,
-                            scope,
-                        },
-                    )
-                })
-                .collect(),
-        )
+        Self(Credentials::new(Self::entries(keys)))
     }
 
-    pub fn get(&self, key_sha256: &str) -> Option<&Caller> {
-        self.0.get(key_sha256)
+    pub fn present(&self, key_sha256: &str, now_ms: i64) -> Presented<Caller> {
+        self.0.present(key_sha256, now_ms)
+    }
+
+    pub fn replace(&self, keys: &[ApiKeyConfig]) -> Change {
+        self.0.replace(Self::entries(keys))
+    }
+
+    fn entries(keys: &[ApiKeyConfig]) -> impl Iterator<Item = (String, Credential<Caller>)> + '_ {
+        keys.iter().map(|k| {
+            let scope = match (&k.region, k.accounts.is_empty()) {
+                (Some(r), _) => Scope::Region(r.clone()),
+                (None, false) => Scope::Accounts(k.accounts.iter().cloned().collect()),
+                (None, true) => Scope::All,
+            };
+            (
+                k.key_sha256.clone(),
+                Credential {
+                    grants: Caller {
+                        name: k.name.clone(),
+                        role: k.role,
+                        scope,
+                    },
+                    expires_ms: k.expires.map(|e| e.0),
+                },
+            )
+        })
     }
 }
 
@@ -184,6 +211,7 @@ mod tests {
                 .map(|a| AccountCode::parse(a).unwrap())
                 .collect(),
             region: region.map(|r| Region::parse(r).unwrap()),
+            expires: None,
         }
     }
 

@@ -47,6 +47,8 @@ use http_contract::{JsonError, Rejects, bearer, token_hash};
 use query::{Account, LiveReadings};
 
 use self::access::{Action, ApiKeyConfig, Caller, Keys};
+use http_contract::audit::{AuditDetail, Who};
+use http_contract::credential::{Change, Presented, now_ms};
 
 /// The OpenAPI 3.1 description of the whole HTTP API (the batch API included), hand-written.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -140,9 +142,28 @@ impl Api {
         })
     }
 
+    /// The holder of the API key whose sha256 is `key_sha256`, for the audit trail.
+    pub fn who(&self, key_sha256: &str) -> Option<Who> {
+        match self.keys.present(key_sha256, now_ms()) {
+            Presented::Valid(c) => Some(Who::ApiKey {
+                name: c.name,
+                role: c.role.name().to_owned(),
+                scope: c.scope.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Puts `keys` in force in place of the running ones, for a reload of a server file that
+    /// has been validated.
+    pub fn reload_keys(&self, keys: &[ApiKeyConfig]) -> Change {
+        self.keys.replace(keys)
+    }
+
     fn refuse(&self, status: StatusCode, reason: &'static str, message: String) -> Refusal {
         let counter = match reason {
             "unauthenticated" => "api_unauthenticated",
+            "expired" => "api_expired",
             "forbidden" => "api_forbidden",
             "bad_request" => "api_bad_request",
             "not_acceptable" => "api_not_acceptable",
@@ -170,13 +191,26 @@ impl Api {
                 "missing Authorization: Bearer <API key>".into(),
             )
         })?;
-        let caller = self.keys.get(&token_hash(key)).cloned().ok_or_else(|| {
-            self.refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "unknown API key (gateway tokens are not API keys)".into(),
-            )
-        })?;
+        let caller = match self.keys.present(&token_hash(key), now_ms()) {
+            Presented::Valid(caller) => caller,
+            Presented::Expired { expired_ms } => {
+                return Err(self.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "expired",
+                    format!(
+                        "API key expired at {}",
+                        reading_model::time::rfc3339_ms(expired_ms)
+                    ),
+                ));
+            }
+            Presented::Unknown => {
+                return Err(self.refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "unknown API key (gateway tokens are not API keys)".into(),
+                ));
+            }
+        };
         if !caller.may(action) {
             return Err(self.refuse(
                 StatusCode::FORBIDDEN,
@@ -223,11 +257,7 @@ impl Api {
     }
 
     fn dates(&self, from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), Refusal> {
-        let parse = |k: &str, v: &str| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .map_err(|e| self.bad(format!("{k}={v:?}: expected YYYY-MM-DD ({e})")))
-        };
-        let (f, t) = (parse("from", from)?, parse("to", to)?);
+        let (f, t) = (self.date("from", from)?, self.date("to", to)?);
         if f >= t || (t - f).num_days() > MAX_DAYS {
             return Err(self.bad(format!(
                 "from={f} to={t}: to must be after from and at most {MAX_DAYS} days later"
@@ -236,9 +266,15 @@ impl Api {
         Ok((f, t))
     }
 
+    /// A date parameter. Dates are bounded to what the engine's timestamps (nanoseconds in
+    /// arrow kernels) and any plausible meter can hold: year 7 is a typo, not a 500.
     fn date(&self, key: &str, value: &str) -> Result<NaiveDate, Refusal> {
-        NaiveDate::parse_from_str(value, "%Y-%m-%d")
-            .map_err(|e| self.bad(format!("{key}={value:?}: expected YYYY-MM-DD ({e})")))
+        let d = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map_err(|e| self.bad(format!("{key}={value:?}: expected YYYY-MM-DD ({e})")))?;
+        if !(1970..=2199).contains(&chrono::Datelike::year(&d)) {
+            return Err(self.bad(format!("{key}={d}: dates from 1970 to 2199 only")));
+        }
+        Ok(d)
     }
 
     fn granularity(&self, g: Option<&str>) -> Result<Granularity, Refusal> {
@@ -318,6 +354,12 @@ impl Api {
     }
 }
 
+/// The answer, with the rows of its main table for the audit trail.
+fn counted(mut response: Response, rows: usize) -> Response {
+    response.extensions_mut().insert(AuditDetail::rows(rows));
+    response
+}
+
 fn csv_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
@@ -359,14 +401,16 @@ async fn consumption(
     let report = api
         .run(move |r| async move { r.consumption_report(&req).await })
         .await?;
-    Ok(if as_csv {
+    let rows = report.rows.len();
+    let response = if as_csv {
         csv_response(match table {
             "indicators" => csv::indicators(&report.indicators),
             _ => csv::items(&report.rows),
         })
     } else {
         axum::Json(report).into_response()
-    })
+    };
+    Ok(counted(response, rows))
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,17 +490,21 @@ async fn carbon(
         if let Some(n) = next.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
             resp.headers_mut().insert("x-next-cursor", n);
         }
-        Ok(resp)
+        Ok(counted(resp, page.len()))
     } else {
-        Ok(axum::Json(json!({
-            "from": from,
-            "to": to,
-            "granularity": granularity.name(),
-            "total": total,
-            "rows": page,
-            "next_cursor": next,
-        }))
-        .into_response())
+        let rows = page.len();
+        Ok(counted(
+            axum::Json(json!({
+                "from": from,
+                "to": to,
+                "granularity": granularity.name(),
+                "total": total,
+                "rows": page,
+                "next_cursor": next,
+            }))
+            .into_response(),
+            rows,
+        ))
     }
 }
 
@@ -532,11 +580,13 @@ async fn savings(
     let report = api
         .run(move |r| async move { r.savings(&req).await })
         .await?;
-    Ok(if as_csv {
+    let rows = report.opportunities.len();
+    let response = if as_csv {
         csv_response(csv::savings(&report.opportunities))
     } else {
         axum::Json(report).into_response()
-    })
+    };
+    Ok(counted(response, rows))
 }
 
 async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, Refusal> {
@@ -564,7 +614,11 @@ async fn accounts(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Res
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "accounts": list })).into_response())
+    let rows = list.len();
+    Ok(counted(
+        axum::Json(json!({ "accounts": list })).into_response(),
+        rows,
+    ))
 }
 
 async fn openapi() -> Response {

@@ -8,6 +8,11 @@
 //!   `jieneng_rejects_total{reason="…"}`, one family for both APIs.
 //! - [`bearer`] and [`token_hash`]: secrets (gateway tokens, API keys) arrive as
 //!   `Authorization: Bearer <secret>` and are stored and compared only as their sha256.
+//! - [`audit`]: the audit trail (JSON lines) and the middleware that writes it.
+//! - [`credential`]: the set of secrets in force, with expiry, replaced whole on a reload.
+
+pub mod audit;
+pub mod credential;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,7 +63,11 @@ impl JsonError {
 
 impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        response
+            .extensions_mut()
+            .insert(audit::Refused(self.reason));
+        response
     }
 }
 

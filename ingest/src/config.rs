@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use http_contract::credential::{Credential, Expiry};
 use reading_model::GatewayId;
 use serde::Deserialize;
 
@@ -20,6 +21,28 @@ pub struct GatewayAuth {
     pub id: GatewayId,
     /// SHA-256 of the token, lowercase hex: the server never stores a token itself.
     pub token_sha256: String,
+    /// When the token stops working (a TOML offset date-time). A gateway may have several
+    /// `[[gateway]]` entries with different tokens, so a token is rotated by adding the new one,
+    /// moving the gateway to it, and removing the old one, each with a reload (SIGHUP).
+    #[serde(default)]
+    pub expires: Option<Expiry>,
+}
+
+impl GatewayAuth {
+    /// The gateway tokens in force for `gateways`, as the batch API and the broker check them.
+    pub fn credentials(
+        gateways: &[GatewayAuth],
+    ) -> impl Iterator<Item = (String, Credential<GatewayId>)> + '_ {
+        gateways.iter().map(|g| {
+            (
+                g.token_sha256.clone(),
+                Credential {
+                    grants: g.id.clone(),
+                    expires_ms: g.expires.map(|e| e.0),
+                },
+            )
+        })
+    }
 }
 
 /// The write path's part of the server config: where it listens, where the data goes, how it
@@ -66,6 +89,7 @@ impl IngestConfig {
         self.gateway.push(GatewayAuth {
             id,
             token_sha256: http_contract::token_hash(token),
+            expires: None,
         });
         self
     }
@@ -110,6 +134,17 @@ impl IngestConfig {
                 return Err(format!(
                     "gateway[{i}].token_sha256 ({}): expected 64 lowercase hex digits",
                     g.id
+                ));
+            }
+            // One token names one gateway; the same token twice would make the first entry's
+            // expiry meaningless.
+            if let Some(j) = self.gateway[..i]
+                .iter()
+                .position(|o| o.token_sha256 == g.token_sha256)
+            {
+                return Err(format!(
+                    "gateway[{i}].token_sha256 ({}): the same token as gateway[{j}] ({})",
+                    g.id, self.gateway[j].id
                 ));
             }
         }

@@ -8,7 +8,6 @@
 //! one stored: start a new epoch and resend), 413 `too_large`, 415 `unsupported_media_type`,
 //! 422 `invalid`, 503 `storage` (retry). Every reject is counted by reason in `/metrics`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +19,8 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_contract::audit::{AuditDetail, AuditLog};
+use http_contract::credential::{Credentials, Presented, now_ms};
 use http_contract::{JsonError, Rejects, bearer, token_hash};
 use reading_model::GatewayId;
 use serde_json::json;
@@ -31,14 +32,49 @@ use crate::store::{Appended, Store, StoreMetrics};
 #[derive(Debug)]
 pub struct App {
     pub store: Store,
-    /// sha256(token) → gateway.
-    pub tokens: HashMap<String, GatewayId>,
+    /// sha256(token) → gateway, replaced whole on a reload. Shared with the broker's login
+    /// check, which must not hold the store (rumqttd keeps it until the process ends).
+    pub tokens: Arc<Credentials<GatewayId>>,
+    /// Bumped by a reload that removes or changes a token: the MQTT relay closes every
+    /// connection, since it cannot tell which token each logged in with, and gateways log in
+    /// again with what is in force (their unacknowledged batches stay spooled and are resent).
+    pub revocations: tokio::sync::watch::Sender<u64>,
     /// Refusals by reason; shared with the read API's router when the binary merges them.
     pub rejects: Arc<Rejects>,
     /// TLS handshakes that failed (shared with the TLS listener).
     pub tls_handshake_failures: Arc<AtomicU64>,
     /// Batches taken off the embedded MQTT broker.
     pub mqtt_batches: AtomicU64,
+    /// The audit trail, when the server keeps one (HTTP requests are written by the audit
+    /// middleware; MQTT batches by the relay's subscriber).
+    pub audit: Option<Arc<AuditLog>>,
+}
+
+/// What an audit entry says of a batch: gateway, seq, the distinct accounts and rows.
+pub(crate) fn batch_detail(
+    batch: &reading_model::Batch,
+) -> serde_json::Map<String, serde_json::Value> {
+    let accounts: std::collections::BTreeSet<&str> =
+        batch.readings.iter().map(|r| r.account.as_str()).collect();
+    let mut m = serde_json::Map::new();
+    m.insert("gateway".into(), json!(batch.gateway.as_str()));
+    m.insert("seq".into(), json!(batch.seq));
+    m.insert("accounts".into(), json!(accounts));
+    m
+}
+
+/// The entry's outcome fields once the store has answered.
+pub(crate) fn appended_detail(
+    mut m: serde_json::Map<String, serde_json::Value>,
+    appended: &Appended,
+) -> serde_json::Map<String, serde_json::Value> {
+    let (rows, duplicate) = match appended {
+        Appended::Stored { rows } => (*rows, false),
+        Appended::Duplicate | Appended::Regressed { .. } => (0, true),
+    };
+    m.insert("rows".into(), json!(rows));
+    m.insert("duplicate".into(), json!(duplicate));
+    m
 }
 
 /// A refused batch: the JSON error every jieneng API answers with.
@@ -103,13 +139,26 @@ async fn post_batch(
             "missing Authorization: Bearer <gateway token>".into(),
         )
     })?;
-    let gateway = app.tokens.get(&token_hash(token)).cloned().ok_or_else(|| {
-        app.reject(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "unknown gateway token".into(),
-        )
-    })?;
+    let gateway = match app.tokens.present(&token_hash(token), now_ms()) {
+        Presented::Valid(gateway) => gateway,
+        Presented::Expired { expired_ms } => {
+            return Err(app.reject(
+                StatusCode::UNAUTHORIZED,
+                "expired",
+                format!(
+                    "gateway token expired at {}",
+                    reading_model::time::rfc3339_ms(expired_ms)
+                ),
+            ));
+        }
+        Presented::Unknown => {
+            return Err(app.reject(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "unknown gateway token".into(),
+            ));
+        }
+    };
     let header_text = |name: header::HeaderName| {
         headers
             .get(&name)
@@ -153,17 +202,31 @@ async fn post_batch(
     })?;
     let batch = decoded.map_err(|e| app.decode_error(e))?;
     let (seq, epoch) = (batch.seq, batch.epoch);
+    let detail = app.audit.as_ref().map(|_| batch_detail(&batch));
+    let audited = |mut r: Response, appended: &Appended| {
+        if let Some(d) = detail.clone() {
+            r.extensions_mut()
+                .insert(AuditDetail(appended_detail(d, appended)));
+        }
+        r
+    };
     match app.store.append(batch).await {
-        Ok(Appended::Stored { rows }) => Ok((
-            StatusCode::OK,
-            axum::Json(json!({ "seq": seq, "stored": rows, "duplicate": false })),
-        )
-            .into_response()),
-        Ok(Appended::Duplicate) => Ok((
-            StatusCode::OK,
-            axum::Json(json!({ "seq": seq, "stored": 0, "duplicate": true })),
-        )
-            .into_response()),
+        Ok(a @ Appended::Stored { rows }) => Ok(audited(
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "seq": seq, "stored": rows, "duplicate": false })),
+            )
+                .into_response(),
+            &a,
+        )),
+        Ok(a @ Appended::Duplicate) => Ok(audited(
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "seq": seq, "stored": 0, "duplicate": true })),
+            )
+                .into_response(),
+            &a,
+        )),
         Ok(Appended::Regressed { high_water }) => Err(app.reject(
             StatusCode::CONFLICT,
             SEQ_REGRESSED,
@@ -188,6 +251,22 @@ pub(crate) fn regressed_message(seq: u64, epoch: Option<u64>, high_water: u64) -
          backup?); not stored: start a new epoch and send it again",
         epoch.map_or_else(|| "none".to_owned(), |e| e.to_string())
     )
+}
+
+/// The HTTP status that goes with a refusal reason (for the audit entries of MQTT batches,
+/// which have no status of their own).
+pub(crate) fn status_of_reason(reason: &str) -> u16 {
+    match reason {
+        "malformed" => 400,
+        "unauthenticated" | "expired" => 401,
+        "wrong_gateway" => 403,
+        "too_large" => 413,
+        "unsupported_media_type" => 415,
+        "invalid" => 422,
+        SEQ_REGRESSED => 409,
+        "storage" => 503,
+        _ => 500,
+    }
 }
 
 /// The one place where a decoding error becomes a status and a reject reason.
@@ -421,4 +500,20 @@ fn server_metrics(out: &mut String, app: &App) {
         "counter",
         format_args!("{}", app.tls_handshake_failures.load(Ordering::Relaxed)),
     );
+    if let Some(audit) = &app.audit {
+        metric(
+            out,
+            "jieneng_audit_entries_total",
+            "Audit trail entries written since the server started.",
+            "counter",
+            format_args!("{}", audit.entries()),
+        );
+        metric(
+            out,
+            "jieneng_audit_failures_total",
+            "Audit trail entries that could not be written (the request they describe went on).",
+            "counter",
+            format_args!("{}", audit.failures()),
+        );
+    }
 }

@@ -56,6 +56,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
+use http_contract::credential::{Presented, now_ms};
 use http_contract::token_hash;
 
 use crate::config::MqttSettings;
@@ -140,11 +141,7 @@ pub async fn start(
     })?;
 
     let password = random_password()?;
-    let gateways: HashMap<String, String> = app
-        .tokens
-        .iter()
-        .map(|(hash, gw)| (gw.as_str().to_owned(), hash.clone()))
-        .collect();
+    let tokens = app.tokens.clone();
     let ingest_password = password.clone();
     let mut connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 10_000,
@@ -158,10 +155,13 @@ pub async fn start(
         let ok = if user == INGEST_USER {
             same(pass.as_bytes(), ingest_password.as_bytes())
         } else {
+            // The token set is read at each login, so a reload (SIGHUP) or an expiry takes
+            // effect for the next connection.
             client_id == user
-                && gateways
-                    .get(&user)
-                    .is_some_and(|h| same(h.as_bytes(), token_hash(&pass).as_bytes()))
+                && matches!(
+                    tokens.present(&token_hash(&pass), now_ms()),
+                    Presented::Valid(gw) if gw.as_str() == user
+                )
         };
         if !ok {
             debug!(client_id, user, "MQTT login refused");
@@ -208,6 +208,7 @@ pub async fn start(
     // The subscriber's first CONNACK says rumqttd is up. (A bare TCP probe closed before CONNECT
     // would make rumqttd log an ERROR at every start.)
     let (ready, connected) = tokio::sync::oneshot::channel();
+    let revocations = app.revocations.subscribe();
     let subscriber = tokio::spawn(subscribe(inner, password, app, max_body, stopped, ready));
     match tokio::time::timeout(Duration::from_secs(5), connected).await {
         Ok(Ok(())) => {}
@@ -218,7 +219,7 @@ pub async fn start(
             )));
         }
     }
-    let front = tokio::spawn(relay(front, inner, tls.map(TlsAcceptor::from)));
+    let front = tokio::spawn(relay(front, inner, tls.map(TlsAcceptor::from), revocations));
     info!(%addr, "MQTT broker listening");
     Ok(MqttHandle {
         addr,
@@ -228,8 +229,14 @@ pub async fn start(
 }
 
 /// Accepts gateway connections (ending TLS if configured) and relays them to rumqttd. Aborting
-/// this task drops the connection set, which closes every relayed connection.
-async fn relay(front: TcpListener, inner: SocketAddr, tls: Option<TlsAcceptor>) {
+/// this task drops the connection set, which closes every relayed connection; so does a reload
+/// that revokes a token (`revocations` changes).
+async fn relay(
+    front: TcpListener,
+    inner: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    revocations: watch::Receiver<u64>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -243,8 +250,10 @@ async fn relay(front: TcpListener, inner: SocketAddr, tls: Option<TlsAcceptor>) 
                     }
                 };
                 let tls = tls.clone();
+                let mut revoked = revocations.clone();
+                revoked.mark_unchanged();
                 connections.spawn(async move {
-                    let result = match tls {
+                    let relayed = async { match tls {
                         Some(acceptor) => {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                                 Ok(Ok(stream)) => pipe(stream, inner).await,
@@ -253,6 +262,13 @@ async fn relay(front: TcpListener, inner: SocketAddr, tls: Option<TlsAcceptor>) 
                             }
                         }
                         None => pipe(tcp, inner).await,
+                    } };
+                    let result = tokio::select! {
+                        r = relayed => r,
+                        _ = revoked.changed() => {
+                            info!(%peer, "MQTT connection closed: a reload revoked a gateway token");
+                            Ok(())
+                        }
                     };
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "MQTT connection ended");
@@ -354,11 +370,31 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
         return;
     };
     let acks = format!("jieneng/v1/{gateway}/acks");
+    // A connection outlives the token it logged in with: a gateway whose every token has been
+    // revoked (reload) or has expired since is refused here, batch by batch.
+    if !app.tokens.any_valid(now_ms(), |g| *g == gateway) {
+        let error = format!("gateway {gateway} has no token in force (revoked or expired)");
+        app.count_reject("unauthenticated", format!("MQTT {topic}: {error}"));
+        audit_mqtt(app, &gateway, Some("unauthenticated"), serde_json::Map::new);
+        let answer = json!({ "seq": null, "reason": "unauthenticated", "error": error });
+        if let Err(e) = client
+            .publish(acks, QoS::AtLeastOnce, false, answer.to_string())
+            .await
+        {
+            warn!(%gateway, error = %e, "cannot publish refusal");
+        }
+        return;
+    }
     let (epoch, answer) = store(app, &gateway, topic, payload, max_body).await;
     let mut answer = match answer {
         Ok(answer) => answer,
         Err((seq, reason, error)) => {
             app.count_reject(reason, format!("MQTT {topic}: {error}"));
+            audit_mqtt(app, &gateway, Some(reason), || {
+                let mut m = serde_json::Map::new();
+                m.insert("seq".into(), json!(seq));
+                m
+            });
             json!({ "seq": seq, "reason": reason, "error": error })
         }
     };
@@ -376,6 +412,33 @@ async fn handle(app: &App, client: &AsyncClient, topic: &str, payload: Bytes, ma
 
 type Refusal = (Option<u64>, &'static str, String);
 
+/// One audit entry for a batch taken off the broker, in the format the HTTP batches have
+/// (`http_contract::audit`): the status is the one the HTTP API would have answered.
+fn audit_mqtt(
+    app: &App,
+    gateway: &GatewayId,
+    reason: Option<&'static str>,
+    detail: impl FnOnce() -> serde_json::Map<String, serde_json::Value>,
+) {
+    let Some(log) = &app.audit else { return };
+    let mut entry = serde_json::Map::new();
+    entry.insert("transport".into(), json!("mqtt"));
+    entry.insert(
+        "who".into(),
+        http_contract::audit::Who::Gateway(gateway.as_str().to_owned()).to_json(),
+    );
+    let status = match reason {
+        None => 200,
+        Some(r) => crate::http::status_of_reason(r),
+    };
+    entry.insert("status".into(), json!(status));
+    if let Some(r) = reason {
+        entry.insert("reason".into(), json!(r));
+    }
+    entry.extend(detail());
+    log.record("batch", entry);
+}
+
 /// Stores one batch: its epoch (when it was decoded and has one) and the answer.
 async fn store(
     app: &App,
@@ -390,7 +453,16 @@ async fn store(
     };
     let (seq, epoch) = (batch.seq, batch.epoch);
     debug!(%gateway, seq, ?epoch, topic, rows = batch.readings.len(), "MQTT batch");
-    let answer = match app.store.append(batch).await {
+    let detail = app
+        .audit
+        .as_ref()
+        .map(|_| crate::http::batch_detail(&batch));
+    let appended = app.store.append(batch).await;
+    if let (Some(d), Ok(a @ (Appended::Stored { .. } | Appended::Duplicate))) = (detail, &appended)
+    {
+        audit_mqtt(app, gateway, None, || crate::http::appended_detail(d, a));
+    }
+    let answer = match appended {
         Ok(Appended::Stored { rows }) => {
             Ok(json!({ "seq": seq, "stored": rows, "duplicate": false }))
         }

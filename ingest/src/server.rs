@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use axum::Router;
 use http_contract::Rejects;
+use http_contract::audit::{Audit, Who, audit_requests};
+use http_contract::credential::{Change, Credentials, Presented, now_ms};
 use storage::LiveReadings;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::config::IngestConfig;
+use crate::config::{GatewayAuth, IngestConfig};
 use crate::http::{App, router};
 use crate::mqtt::{self, MqttHandle};
 use crate::store::{FlushReport, Store, StoreError, StoreThreads};
@@ -31,6 +33,7 @@ pub struct ServerHandle {
     pub mqtt_addr: Option<SocketAddr>,
     mqtt: Option<MqttHandle>,
     pub store: Store,
+    app: Arc<App>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
     timer: JoinHandle<()>,
@@ -51,19 +54,29 @@ impl Server {
         rejects: Arc<Rejects>,
         more: impl FnOnce(Arc<dyn LiveReadings>) -> anyhow::Result<Router>,
     ) -> anyhow::Result<ServerHandle> {
+        Self::start_audited(config, rejects, None, more).await
+    }
+
+    /// [`Server::start_with`], writing every API request and every MQTT batch to `audit`'s
+    /// trail (`http_contract::audit`), its holders named by the gateway tokens or else by
+    /// `audit.resolve`.
+    pub async fn start_audited(
+        config: &IngestConfig,
+        rejects: Arc<Rejects>,
+        audit: Option<Audit>,
+        more: impl FnOnce(Arc<dyn LiveReadings>) -> anyhow::Result<Router>,
+    ) -> anyhow::Result<ServerHandle> {
         std::fs::create_dir_all(&config.data_dir)?;
         let (store, threads) =
             Store::open(&config.data_dir, config.flush_rows, config.storage.clone())?;
         let app = Arc::new(App {
             store: store.clone(),
-            tokens: config
-                .gateway
-                .iter()
-                .map(|g| (g.token_sha256.clone(), g.id.clone()))
-                .collect(),
+            tokens: Arc::new(Credentials::new(GatewayAuth::credentials(&config.gateway))),
+            revocations: watch::channel(0).0,
             rejects,
             tls_handshake_failures: Arc::default(),
             mqtt_batches: Default::default(),
+            audit: audit.as_ref().map(|a| a.log.clone()),
         });
         // Certificate problems surface now, before anything listens.
         let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
@@ -86,7 +99,22 @@ impl Server {
         } else {
             None
         };
-        let routes = router(app.clone(), config.max_body_bytes).merge(more(store.live())?);
+        let mut routes = router(app.clone(), config.max_body_bytes).merge(more(store.live())?);
+        if let Some(audit) = audit {
+            let tokens = app.tokens.clone();
+            let others = audit.resolve.clone();
+            let resolve: Arc<dyn Fn(&str) -> Who + Send + Sync> =
+                Arc::new(move |hash: &str| match tokens.present(hash, now_ms()) {
+                    Presented::Valid(gateway) => Who::Gateway(gateway.as_str().to_owned()),
+                    _ => others(hash).unwrap_or_else(|| Who::Unknown {
+                        key_sha256: hash.to_owned(),
+                    }),
+                });
+            let log = audit.log.clone();
+            routes = routes.layer(axum::middleware::from_fn(move |request, next| {
+                audit_requests(log.clone(), resolve.clone(), request, next)
+            }));
+        }
         let stopped = async move {
             let _ = http_rx.wait_for(|s| *s).await;
         };
@@ -128,6 +156,7 @@ impl Server {
             mqtt_addr: mqtt.as_ref().map(|m| m.addr),
             mqtt,
             store,
+            app,
             shutdown,
             http,
             timer,
@@ -137,6 +166,16 @@ impl Server {
 }
 
 impl ServerHandle {
+    /// Puts `gateways`' tokens in force in place of the running ones (HTTP and MQTT logins at
+    /// once), for a reload of a server file that has been validated.
+    pub fn reload_gateways(&self, gateways: &[GatewayAuth]) -> Change {
+        let change = self.app.tokens.replace(GatewayAuth::credentials(gateways));
+        if change.removed > 0 || change.changed > 0 {
+            self.app.revocations.send_modify(|n| *n += 1);
+        }
+        change
+    }
+
     /// Stops accepting requests, flushes every acknowledged row to Parquet, stops the threads.
     pub async fn stop(self) -> Result<FlushReport, StoreError> {
         let _ = self.shutdown.send(true);
@@ -146,8 +185,11 @@ impl ServerHandle {
             http,
             timer,
             mqtt,
+            app,
             ..
         } = self;
+        // The handle's own reference to the handlers' state (for reloads) holds a store clone.
+        drop(app);
         let _ = http.await;
         if let Some(m) = mqtt {
             m.stop().await;

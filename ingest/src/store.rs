@@ -510,11 +510,9 @@ impl Writer {
                 for (_, reply) in accepted {
                     let _ = reply.send(Err(StoreError::Wal(e.clone_io())));
                 }
-                // The failed write may have left a partial record: continue in a new
-                // segment so later records are not hidden behind it at replay.
-                if let Err(e) = self.wal.rotate() {
-                    error!(error = %e, "cannot open a new WAL segment");
-                }
+                // `Wal::append` leaves no partial record behind a failed write (or moves to a
+                // new segment before the next one), so later records are never hidden behind
+                // a torn one at replay.
             }
         }
     }

@@ -41,7 +41,11 @@
 //!
 //! Replay reads segments in order and stops a segment at the first record that is short or
 //! fails its CRC: that is a torn write from a crash, which was never acknowledged, so the
-//! segment is cut there (truncated) and the server starts. A segment is deleted once the rows
+//! segment is cut there (truncated) and the server starts. So a write that fails while the
+//! server runs (a full disk, an I/O error) must not leave its partial record in the segment
+//! for the next record to follow: every record after it would be cut at the next replay.
+//! [`Wal::append`] cuts the segment back to its last whole record on any error, and where even
+//! that fails, the next append starts a new segment first. A segment is deleted once the rows
 //! of all its records are published as Parquet (see `store`).
 
 use std::collections::HashMap;
@@ -92,6 +96,8 @@ pub struct Wal {
     segment: u64,
     file: File,
     bytes: u64,
+    /// A failed append could not be cut back: the segment may end in a partial record.
+    torn: bool,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -442,13 +448,26 @@ impl Wal {
 
     fn create_segment(dir: &Path, id: u64) -> Result<Self, WalError> {
         let path = segment_path(dir, id);
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
+        let mut file = match OpenOptions::new().create_new(true).append(true).open(&path) {
+            // An earlier attempt that failed before its first record (a full disk while
+            // writing the magic) left the file: it holds no record, so it is reused. Without
+            // this, every later rotation would fail and no flush could ever close a segment.
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    && fs::metadata(&path).is_ok_and(|m| m.len() <= MAGIC_LEN as u64) =>
+            {
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(0).map_err(io_err(&path))?;
+                f
+            }
+            other => other.map_err(io_err(&path))?,
+        };
+        file.write_all(MAGIC)
+            .and_then(|()| file.sync_all())
             .map_err(io_err(&path))?;
-        file.write_all(MAGIC).map_err(io_err(&path))?;
-        file.sync_all().map_err(io_err(&path))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(dir))?;
@@ -457,14 +476,34 @@ impl Wal {
             segment: id,
             file,
             bytes: MAGIC_LEN as u64,
+            torn: false,
         })
     }
 
-    /// Appends encoded records and fsyncs: when this returns, they are durable.
+    /// Appends encoded records and fsyncs: when this returns, they are durable. On an error
+    /// nothing of `records` stays in the segment (or, if it cannot be cut back, the next append
+    /// goes to a new segment), so a later append is never hidden behind a torn record.
     pub fn append(&mut self, records: &[u8]) -> Result<(), WalError> {
+        if self.torn {
+            self.rotate()?;
+        }
         let path = segment_path(&self.dir, self.segment);
-        self.file.write_all(records).map_err(io_err(&path))?;
-        self.file.sync_data().map_err(io_err(&path))?;
+        let written = self
+            .file
+            .write_all(records)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Cutting back frees blocks, so it works on a full disk; the fsync after it makes
+            // the cut durable before anything else is appended.
+            let cut = self
+                .file
+                .set_len(self.bytes)
+                .and_then(|()| self.file.sync_data());
+            if cut.is_err() {
+                self.torn = true;
+            }
+            return Err(io_err(&path)(e));
+        }
         self.bytes += records.len() as u64;
         Ok(())
     }

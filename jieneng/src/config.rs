@@ -110,6 +110,59 @@ pub struct ServeConfig {
     /// The deployment's reference data files (holidays, benchmarks, terms, heating seasons).
     #[serde(default)]
     pub reference: ReferenceFiles,
+    /// The audit trail (`http_contract::audit`).
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: where the audit trail goes and how it rotates. On by default, in
+/// `<data_dir>/audit/audit.jsonl` (outside `readings/`, so no Parquet glob meets it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Relative to the server file; default `<data_dir>/audit/audit.jsonl`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A file past this size is rotated (`audit.jsonl.1`, …).
+    #[serde(default = "default_audit_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    #[serde(default = "default_audit_keep")]
+    pub keep: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: None,
+            max_bytes: default_audit_bytes(),
+            keep: default_audit_keep(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_audit_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_audit_keep() -> usize {
+    10
+}
+
+impl AuditSettings {
+    /// The trail's file for a server whose data lives in `data_dir`.
+    pub fn file(&self, data_dir: &Path) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit").join("audit.jsonl"))
+    }
 }
 
 impl ServeConfig {
@@ -126,6 +179,11 @@ impl ServeConfig {
             }
             if let Some(tls) = c.tls.as_mut() {
                 tls.resolve(base);
+            }
+            if let Some(p) = c.audit.path.as_mut()
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
             }
             if let Some(csv) = c.savings.temperature_csv.as_mut()
                 && csv.is_relative()

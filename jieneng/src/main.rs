@@ -352,6 +352,54 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `serve`: until Ctrl-C or SIGTERM (systemd's stop), each of which flushes every acknowledged
+/// row to Parquet before the process exits; SIGHUP reloads the gateway tokens and API keys from
+/// the same file, once it validates (otherwise the running ones stay and the error is logged).
+async fn serve_command(path: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = jieneng::config::ServeConfig::load(path)?;
+    let serving = jieneng::serve::start_serving(&config).await?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("waiting for Ctrl-C")?; break; }
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => match jieneng::config::ServeConfig::load(path) {
+                Ok(new) => {
+                    let r = serving.reload(&new);
+                    tracing::info!(
+                        gateway_tokens = r.gateway_tokens.now,
+                        tokens_added = r.gateway_tokens.added,
+                        tokens_removed = r.gateway_tokens.removed,
+                        tokens_changed = r.gateway_tokens.changed,
+                        api_keys = r.api_keys.now,
+                        keys_added = r.api_keys.added,
+                        keys_removed = r.api_keys.removed,
+                        keys_changed = r.api_keys.changed,
+                        "reloaded {}: gateway tokens and API keys in force (other settings \
+                         take effect at the next start)",
+                        path.display()
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "reload refused, the running gateway tokens and API keys stay in force: {e:#}"
+                    );
+                    let mut m = serde_json::Map::new();
+                    m.insert("file".into(), serde_json::json!(path.display().to_string()));
+                    m.insert("error".into(), serde_json::json!(format!("{e:#}")));
+                    serving.admin("reload_refused", m);
+                }
+            },
+        }
+    }
+    tracing::info!("stopping: flushing acknowledged rows to Parquet");
+    let r = serving.stop().await?;
+    tracing::info!(rows = r.rows, files = r.files, "stopped");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -368,16 +416,7 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     match cli.command {
-        Command::Serve { config } => {
-            let config = jieneng::config::ServeConfig::load(&config)?;
-            let server = jieneng::serve::start(&config).await?;
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for Ctrl-C")?;
-            tracing::info!("stopping: flushing acknowledged rows to Parquet");
-            let r = server.stop().await?;
-            tracing::info!(rows = r.rows, files = r.files, "stopped");
-        }
+        Command::Serve { config } => serve_command(&config).await?,
         Command::Demo {
             data_dir,
             report_every,

@@ -218,11 +218,15 @@ async fn access_matrix() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    // Every request made through `get`, for the audit trail's check at the end.
+    let asked = std::sync::Mutex::new(Vec::<(String, String, u16)>::new());
     let get = |u: String, secret: &str| {
-        let req = client.get(u).bearer_auth(secret);
+        let req = client.get(&u).bearer_auth(secret);
+        let (secret, asked) = (secret.to_owned(), &asked);
         async move {
             let r = req.send().await.unwrap();
             let s = r.status().as_u16();
+            asked.lock().unwrap().push((secret, u, s));
             (s, r.text().await.unwrap())
         }
     };
@@ -386,6 +390,77 @@ async fn access_matrix() {
         "{metrics}"
     );
     server.stop().await.unwrap();
+    audit_trail_matches(dir.path(), &base, &asked.into_inner().unwrap());
+}
+
+/// The audit trail of the matrix run: the batch with its gateway, accounts and rows; every
+/// request made through `get`, in order, with the key's name, role and scope, its status, a
+/// reason when refused and rows when answered; and no secret anywhere in the file.
+fn audit_trail_matches(data_dir: &std::path::Path, base: &str, asked: &[(String, String, u16)]) {
+    let text = std::fs::read_to_string(data_dir.join("audit/audit.jsonl")).unwrap();
+    for k in KEYS {
+        assert!(!text.contains(k.secret), "a key in the audit trail");
+    }
+    assert!(!text.contains(GATEWAY_TOKEN), "a token in the audit trail");
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries[0]["event"], "start");
+    let batch = entries.iter().find(|e| e["event"] == "batch").unwrap();
+    assert_eq!(batch["status"], 200, "{batch}");
+    assert_eq!(batch["who"]["gateway"], "gw-1", "{batch}");
+    assert_eq!(batch["rows"], ALL.len(), "{batch}");
+    let mut accounts = ALL.to_vec();
+    accounts.sort_unstable();
+    assert_eq!(batch["accounts"], serde_json::json!(accounts), "{batch}");
+    // The API key that tried to post a batch is named, and refused.
+    assert!(
+        entries.iter().any(|e| e["event"] == "batch"
+            && e["status"] == 401
+            && e["who"]["name"] == "key-0"
+            && e["reason"] == "unauthenticated"),
+        "no refused batch entry for key-0"
+    );
+    let reads: Vec<&serde_json::Value> = entries.iter().filter(|e| e["event"] == "read").collect();
+    let mut at = 0;
+    for (secret, url, status) in asked {
+        let rest = url.strip_prefix(base).unwrap();
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let key = KEYS.iter().position(|k| k.secret == secret);
+        let kind = match key {
+            Some(_) => "api_key",
+            None if secret == GATEWAY_TOKEN => "gateway",
+            None => "unknown",
+        };
+        let found = reads[at..]
+            .iter()
+            .position(|e| {
+                e["path"] == path
+                    && e["query"] == query
+                    && e["status"] == *status
+                    && e["who"]["kind"] == kind
+            })
+            .unwrap_or_else(|| panic!("no audit entry for {secret}'s {url} ({status})"));
+        let e = reads[at + found];
+        at += found + 1;
+        if let Some(i) = key {
+            assert_eq!(e["who"]["name"], format!("key-{i}"), "{e}");
+            assert_eq!(e["who"]["role"], KEYS[i].role, "{e}");
+            assert!(e["who"]["scope"].is_string(), "{e}");
+        } else if kind == "unknown" {
+            assert_eq!(e["who"]["key_sha256_prefix"].as_str().unwrap().len(), 12);
+        }
+        if *status >= 400 {
+            assert!(e["reason"].is_string(), "{e}");
+        } else if !path.ends_with("/live")
+            && !path.ends_with("/meters")
+            && !path.ends_with("/alerts")
+        {
+            assert!(e["rows"].is_u64(), "{e}");
+        }
+    }
+    assert!(asked.len() > 400, "only {} requests checked", asked.len());
 }
 
 #[tokio::test]

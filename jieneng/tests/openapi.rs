@@ -54,3 +54,36 @@ fn every_route_is_documented_in_openapi() {
         assert!(!node.is_null(), "$ref #/{target} does not resolve");
     }
 }
+
+/// The batch schema's enums are the codes the decoder accepts, so a client generated from the
+/// document sends nothing the server refuses for a name and misses no name it accepts.
+#[test]
+fn the_batch_schema_lists_every_quantity_unit_and_quality() {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+    let reading = &doc["components"]["schemas"]["Reading"]["properties"];
+    let listed = |field: &str| -> Vec<String> {
+        reading[field]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("Reading.{field} has no enum"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let quantities: Vec<String> = reading_model::Quantity::all()
+        .map(|q| q.name().to_owned())
+        .collect();
+    let units: Vec<String> = reading_model::Unit::all()
+        .map(|u| u.symbol().to_owned())
+        .collect();
+    let qualities: Vec<String> = reading_model::Quality::all()
+        .map(|q| q.name().to_owned())
+        .collect();
+    assert_eq!(listed("quantity"), quantities);
+    assert_eq!(listed("unit"), units);
+    assert_eq!(listed("quality"), qualities);
+    let categories: Vec<String> = (1..=13).map(|c| format!("{c:02}")).collect();
+    assert_eq!(listed("category"), categories);
+    for c in &categories {
+        assert!(reading_model::Category::parse(c).is_ok(), "category {c}");
+    }
+}

@@ -39,6 +39,10 @@ const NAMES: &[(Quality, &str)] = &[
 ];
 
 impl Quality {
+    pub fn all() -> impl Iterator<Item = Quality> {
+        NAMES.iter().map(|(q, _)| *q)
+    }
+
     pub fn name(self) -> &'static str {
         NAMES
             .iter()

@@ -126,6 +126,10 @@ const ALIASES: &[(&str, Unit)] = &[
 ];
 
 impl Unit {
+    pub fn all() -> impl Iterator<Item = Unit> {
+        NAMES.iter().map(|(u, _)| *u)
+    }
+
     pub fn symbol(self) -> &'static str {
         NAMES
             .iter()

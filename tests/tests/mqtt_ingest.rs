@@ -271,3 +271,102 @@ async fn mqtt_batches_are_stored_exactly_once_across_a_restart() -> anyhow::Resu
     assert_eq!(per_meter, vec![40; 5], "{stored}");
     Ok(())
 }
+
+/// Acks on `gw-raw`'s topic after publishing `payload` there once subscribed.
+async fn publish_and_ack(
+    client: &AsyncClient,
+    events: &mut rumqttc::EventLoop,
+    payload: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    client
+        .subscribe("jieneng/v1/gw-raw/acks", QoS::AtLeastOnce)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut payload = Some(payload);
+    loop {
+        anyhow::ensure!(Instant::now() < deadline, "no ack");
+        match tokio::time::timeout(Duration::from_secs(10), events.poll()).await?? {
+            Event::Incoming(Packet::SubAck(_)) => {
+                if let Some(p) = payload.take() {
+                    client
+                        .publish("jieneng/v1/gw-raw/batches", QoS::AtLeastOnce, false, p)
+                        .await?;
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => return Ok(serde_json::from_slice(&p.payload)?),
+            _ => {}
+        }
+    }
+}
+
+/// A reload that moves a gateway to a new token closes the connection made with the old one
+/// and refuses the old one at login; only the batch sent with the new token is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_at_login_and_on_a_connection_made_before() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let config = serve_config(&data, "127.0.0.1:0".parse()?)?;
+    let server = Server::start(&config).await?;
+    let port = server
+        .mqtt_addr
+        .ok_or_else(|| anyhow::anyhow!("no broker"))?
+        .port();
+    let (client, mut events, first) = raw_client(port, "gw-raw", "gw-raw", RAW_TOKEN).await;
+    assert!(
+        matches!(first, Ok(Event::Incoming(Packet::ConnAck(_)))),
+        "{first:?}"
+    );
+
+    // The reload: gw-raw moves to a new token, the old one is gone.
+    const NEW: &str = "mqtt-test-raw-client-token-2";
+    let rotated = serve_config(&data, "127.0.0.1:0".parse()?)?;
+    let mut gateways: Vec<_> = rotated
+        .gateway
+        .into_iter()
+        .filter(|g| g.id.as_str() != "gw-raw")
+        .collect();
+    gateways.push(ingest::config::GatewayAuth {
+        id: GatewayId::parse("gw-raw")?,
+        token_sha256: http_contract::token_hash(NEW),
+        expires: None,
+    });
+    let change = server.reload_gateways(&gateways);
+    assert_eq!((change.added, change.removed, change.now), (1, 1, 2));
+
+    // The connection made with the old token is closed by the reload, and cannot log in again.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if events.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the old token's connection stayed open");
+    drop(client);
+    let (_, _, first) = raw_client(port, "gw-raw", "gw-raw", RAW_TOKEN).await;
+    assert!(
+        !matches!(first, Ok(Event::Incoming(Packet::ConnAck(_)))),
+        "the revoked token logged in: {first:?}"
+    );
+
+    let (client, mut events, first) = raw_client(port, "gw-raw", "gw-raw", NEW).await;
+    assert!(
+        matches!(first, Ok(Event::Incoming(Packet::ConnAck(_)))),
+        "{first:?}"
+    );
+    let ack = publish_and_ack(
+        &client,
+        &mut events,
+        serde_json::to_vec(&batch("gw-raw", 2)?)?,
+    )
+    .await?;
+    assert_eq!(ack["stored"], ROWS, "{ack}");
+    let flushed = server.stop().await?;
+    assert_eq!(
+        flushed.rows, ROWS,
+        "only the batch sent with the new token is stored"
+    );
+    Ok(())
+}

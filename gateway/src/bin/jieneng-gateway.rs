@@ -110,7 +110,7 @@ async fn run(command: Command, loaded: Option<GatewayConfig>) -> anyhow::Result<
     }
 }
 
-/// `run`: the site's gateway (and its embedded broker) until Ctrl-C.
+/// `run`: the site's gateway (and its embedded broker) until Ctrl-C or SIGTERM.
 async fn run_site(config: &Path, loaded: Option<GatewayConfig>) -> anyhow::Result<()> {
     let config = match loaded {
         Some(c) => c,
@@ -123,9 +123,14 @@ async fn run_site(config: &Path, loaded: Option<GatewayConfig>) -> anyhow::Resul
     }
     let gw = Gateway::build(config)?;
     let handle = gw.start(Duration::from_secs(10))?;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    // SIGTERM (systemd's default stop, `docker stop`, `kill`) stops in order like Ctrl-C, so the
+    // open batch is spooled rather than lost with the process.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
     tracing::info!("stopping: spooling and forwarding what is pending");
     handle.stop().await;
     Ok(())
