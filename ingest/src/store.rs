@@ -109,6 +109,9 @@ pub struct StoreMetrics {
     pub compaction_failures: AtomicU64,
     /// Files merged away by compactions.
     pub compaction_files: AtomicU64,
+    /// Compacted-away files that could not be moved out of the readings tree, so that a tool
+    /// globbing it sees their rows twice until they are removed after the grace period.
+    pub superseded_unmoved: AtomicU64,
     pub compaction_micros: AtomicU64,
     pub compaction_last_micros: AtomicU64,
     /// Dates whose rollups were recomputed.
