@@ -452,3 +452,85 @@ async fn duckdb_pyarrow_and_polars_read_the_api_figures_with_plain_sums() -> any
     );
     Ok(())
 }
+
+/// jieneng's own figures from `data_dir`: per (account, item) the sums of the query layer.
+async fn query_figures(
+    data_dir: &std::path::Path,
+    t0: i64,
+) -> anyhow::Result<BTreeMap<(String, String), [f64; 3]>> {
+    let rows = query::Query::new(data_dir)
+        .consumption(t0 - 86_400_000, t0 + 10 * 86_400_000)
+        .await?;
+    let round = |x: f64| (x * 1e6).round() / 1e6;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.account, r.item), [round(r.consumption), round(r.kgce), round(r.kgco2e)]))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_layout_3_are_read_alike_and_compaction_rewrites_them_for_plain_readers(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let today = chrono::Utc::now().date_naive();
+    let t0 = (today - chrono::Days::new(3))
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc()
+        .timestamp_millis();
+    let gateway = GatewayId::parse("gw-plain")?;
+    let mut site = Site::new();
+    // Day 1 in two layout-3 files (an upgraded server's data), day 2 in one layout-4 file
+    // (a flush after the upgrade), with the register carried on.
+    let stored = |readings: Vec<Reading>| {
+        let mut rows: Vec<storage::StoredReading> = readings
+            .into_iter()
+            .map(|reading| storage::StoredReading { gateway: gateway.clone(), reading })
+            .collect();
+        storage::sort_and_dedupe(&mut rows);
+        rows
+    };
+    let mut write = |from: i64, to: i64, generation: u64, layout_3: bool| -> anyhow::Result<usize> {
+        let rows = stored(site.quarters(t0, from, to)?);
+        let date = storage::partition_date(rows[0].reading.ts);
+        let part = storage::partition_dir(&data_dir, &date);
+        std::fs::create_dir_all(&part)?;
+        let batch = storage::to_record_batch(&rows, generation as i64)?;
+        let file = std::fs::File::create(part.join(storage::file_name(generation, generation)))?;
+        if layout_3 {
+            storage::layout3::write_row_groups(file, &batch, 1 << 20)?;
+        } else {
+            storage::write_batch(file, &batch)?;
+        }
+        Ok(rows.len())
+    };
+    let mut rows = write(0, 47, 1, true)?;
+    rows += write(47, 95, 2, true)?;
+    rows += write(95, 191, 3, false)?;
+    let before = query_figures(&data_dir, t0).await?;
+    assert_eq!(before.len(), METERS.len(), "{before:?}");
+
+    // A server's first start compacts every partition holding an older layout.
+    let (server, s) = start(&data_dir, 3600.0).await?;
+    s.wait_for("jieneng_compactions_total", 1.0).await?;
+    server.stop().await?;
+    for date in storage::partitions(&data_dir.join(storage::READINGS))? {
+        let (live, superseded) = storage::partition_files(&storage::partition_dir(&data_dir, &date))?;
+        assert!(superseded.is_empty());
+        for f in live {
+            assert_eq!(storage::file_layout(&f.path)?, 4, "{}", f.path.display());
+        }
+    }
+    assert_eq!(query_figures(&data_dir, t0).await?, before, "jieneng's figures after the rewrite");
+    let out = read_plain(&data_dir, false).await?;
+    let api = Figures {
+        sums: before,
+        latest: engine_figures(&out["duckdb"]).latest,
+    };
+    check("rewritten", &out, &["duckdb", "pyarrow", "polars"], &api, rows as u64);
+    for engine in ["pyarrow", "polars"] {
+        assert_eq!(engine_figures(&out[engine]).latest, api.latest, "{engine}");
+    }
+    Ok(())
+}
