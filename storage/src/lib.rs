@@ -208,6 +208,10 @@ pub fn stored_schema() -> SchemaRef {
 /// Integers up to 2^53 convert to f64 and back exactly.
 const EXACT: f64 = 9_007_199_254_740_992.0;
 
+// Every reading `Reading::check` lets through has integers that convert back exactly.
+const _: () = assert!(reading_model::MAX_ABS_QUANTITY * 1e3 < EXACT);
+const _: () = assert!(reading_model::MAX_ABS_KG * 1e7 < EXACT);
+
 /// `v` as an integer count of `10^-places`, rounded half away from zero; `None` where that
 /// integer would not convert back to a double exactly (|v| too large, or not finite).
 pub fn to_decimal(v: f64, places: i8) -> Option<i64> {
@@ -885,9 +889,12 @@ pub(crate) mod tests {
         let err = to_stored(&to_record_batch(&rows, 1).unwrap()).unwrap_err();
         assert!(err.to_string().contains("row 2: kgce"), "{err}");
         // Ingest refuses both before: the bounds are the reading's own check.
-        assert!(1e12 <= reading_model::MAX_ABS_QUANTITY && 1e8 <= reading_model::MAX_ABS_KG);
-        assert!((reading_model::MAX_ABS_QUANTITY * 1e3) < EXACT);
-        assert!((reading_model::MAX_ABS_KG * 1e7) < EXACT);
+        let mut r = rows[0].reading.clone();
+        r.value = 2e13;
+        assert_eq!(r.check(0).unwrap_err().field, "value");
+        r.value = 1.0;
+        r.kgce = Some(1e9);
+        assert_eq!(r.check(0).unwrap_err().field, "kgce");
     }
 
     #[test]

@@ -464,13 +464,18 @@ async fn query_figures(
     let round = |x: f64| (x * 1e6).round() / 1e6;
     Ok(rows
         .into_iter()
-        .map(|r| ((r.account, r.item), [round(r.consumption), round(r.kgce), round(r.kgco2e)]))
+        .map(|r| {
+            (
+                (r.account, r.item),
+                [round(r.consumption), round(r.kgce), round(r.kgco2e)],
+            )
+        })
         .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn files_of_layout_3_are_read_alike_and_compaction_rewrites_them_for_plain_readers(
-) -> anyhow::Result<()> {
+async fn files_of_layout_3_are_read_alike_and_compaction_rewrites_them_for_plain_readers()
+-> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
     let today = chrono::Utc::now().date_naive();
@@ -486,25 +491,30 @@ async fn files_of_layout_3_are_read_alike_and_compaction_rewrites_them_for_plain
     let stored = |readings: Vec<Reading>| {
         let mut rows: Vec<storage::StoredReading> = readings
             .into_iter()
-            .map(|reading| storage::StoredReading { gateway: gateway.clone(), reading })
+            .map(|reading| storage::StoredReading {
+                gateway: gateway.clone(),
+                reading,
+            })
             .collect();
         storage::sort_and_dedupe(&mut rows);
         rows
     };
-    let mut write = |from: i64, to: i64, generation: u64, layout_3: bool| -> anyhow::Result<usize> {
-        let rows = stored(site.quarters(t0, from, to)?);
-        let date = storage::partition_date(rows[0].reading.ts);
-        let part = storage::partition_dir(&data_dir, &date);
-        std::fs::create_dir_all(&part)?;
-        let batch = storage::to_record_batch(&rows, generation as i64)?;
-        let file = std::fs::File::create(part.join(storage::file_name(generation, generation)))?;
-        if layout_3 {
-            storage::layout3::write_row_groups(file, &batch, 1 << 20)?;
-        } else {
-            storage::write_batch(file, &batch)?;
-        }
-        Ok(rows.len())
-    };
+    let mut write =
+        |from: i64, to: i64, generation: u64, layout_3: bool| -> anyhow::Result<usize> {
+            let rows = stored(site.quarters(t0, from, to)?);
+            let date = storage::partition_date(rows[0].reading.ts);
+            let part = storage::partition_dir(&data_dir, &date);
+            std::fs::create_dir_all(&part)?;
+            let batch = storage::to_record_batch(&rows, generation as i64)?;
+            let file =
+                std::fs::File::create(part.join(storage::file_name(generation, generation)))?;
+            if layout_3 {
+                storage::layout3::write_row_groups(file, &batch, 1 << 20)?;
+            } else {
+                storage::write_batch(file, &batch)?;
+            }
+            Ok(rows.len())
+        };
     let mut rows = write(0, 47, 1, true)?;
     rows += write(47, 95, 2, true)?;
     rows += write(95, 191, 3, false)?;
@@ -516,19 +526,30 @@ async fn files_of_layout_3_are_read_alike_and_compaction_rewrites_them_for_plain
     s.wait_for("jieneng_compactions_total", 1.0).await?;
     server.stop().await?;
     for date in storage::partitions(&data_dir.join(storage::READINGS))? {
-        let (live, superseded) = storage::partition_files(&storage::partition_dir(&data_dir, &date))?;
+        let (live, superseded) =
+            storage::partition_files(&storage::partition_dir(&data_dir, &date))?;
         assert!(superseded.is_empty());
         for f in live {
             assert_eq!(storage::file_layout(&f.path)?, 4, "{}", f.path.display());
         }
     }
-    assert_eq!(query_figures(&data_dir, t0).await?, before, "jieneng's figures after the rewrite");
+    assert_eq!(
+        query_figures(&data_dir, t0).await?,
+        before,
+        "jieneng's figures after the rewrite"
+    );
     let out = read_plain(&data_dir, false).await?;
     let api = Figures {
         sums: before,
         latest: engine_figures(&out["duckdb"]).latest,
     };
-    check("rewritten", &out, &["duckdb", "pyarrow", "polars"], &api, rows as u64);
+    check(
+        "rewritten",
+        &out,
+        &["duckdb", "pyarrow", "polars"],
+        &api,
+        rows as u64,
+    );
     for engine in ["pyarrow", "polars"] {
         assert_eq!(engine_figures(&out[engine]).latest, api.latest, "{engine}");
     }

@@ -156,13 +156,13 @@ mod tests {
         let location = Path::from_filesystem_path(from.join(&name)).unwrap();
         let store = FollowSuperseded::new();
         assert_eq!(
-            store.get_ranges(&location, &[0..4]).await.unwrap(),
-            [Bytes::from_static(b"rows")]
+            store.get_ranges(&location, &[0..4, 5..7]).await.unwrap(),
+            [Bytes::from_static(b"rows"), Bytes::from_static(b"of")]
         );
         std::fs::rename(from.join(&name), to.join(&name)).unwrap();
         assert_eq!(
-            store.get_ranges(&location, &[5..7]).await.unwrap(),
-            [Bytes::from_static(b"of")]
+            store.get_ranges(&location, &[5..7, 8..18]).await.unwrap(),
+            [Bytes::from_static(b"of"), Bytes::from_static(b"generation")]
         );
         let head = store.head(&location).await.unwrap();
         assert_eq!(head.location, location, "the name it was listed by");
@@ -170,7 +170,10 @@ mod tests {
         assert_eq!(whole, Bytes::from_static(b"rows of generation 1"));
         // Gone from both places (after the grace period): not found, not another file.
         std::fs::remove_file(to.join(&name)).unwrap();
-        let err = store.get_ranges(&location, &[0..4]).await.unwrap_err();
+        let err = store
+            .get_ranges(&location, &[0..4, 5..7])
+            .await
+            .unwrap_err();
         assert!(not_found(&err), "{err}");
     }
 }
