@@ -41,9 +41,12 @@ pub struct Reading {
     pub quality: Quality,
 }
 
-/// The largest |value| and |delta| a reading may carry, in its canonical unit: storage keeps
-/// them to 0.001 unit as integers below 2^53 (a register of a billion MWh still fits).
+/// The largest |value| a reading may carry, in its canonical unit: storage keeps it to 0.001
+/// unit as an integer below 2^53 (a register of a billion MWh still fits).
 pub const MAX_ABS_QUANTITY: f64 = 1e12;
+/// The largest |delta| of one reading: storage keeps it to 1e-6 unit as an integer below 2^53
+/// (a GWh in one interval still fits).
+pub const MAX_ABS_DELTA: f64 = 1e9;
 /// The largest |kgce| and |kgco2e| of one reading: storage keeps them to 1e-7 kg as integers
 /// below 2^53 (100 kt of coal in one interval is far past any meter).
 pub const MAX_ABS_KG: f64 = 1e8;
@@ -90,7 +93,7 @@ impl Reading {
         }
         for (field, v, max) in [
             ("value", Some(self.value), MAX_ABS_QUANTITY),
-            ("delta", self.delta, MAX_ABS_QUANTITY),
+            ("delta", self.delta, MAX_ABS_DELTA),
             ("kgce", self.kgce, MAX_ABS_KG),
             ("kgco2e", self.kgco2e, MAX_ABS_KG),
         ] {

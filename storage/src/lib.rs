@@ -40,25 +40,33 @@
 //!   factor's id), `quality`, `gateway`: strings, dictionary-encoded;
 //! - `value`: the reading in `unit`, DECIMAL(18, 3) ([`VALUE_DECIMALS`]), never null: for a
 //!   cumulative quantity the register;
-//! - `delta`: consumption since the previous good reading, DECIMAL(18, 3), null for
-//!   non-cumulative quantities and for the first reading of a register;
+//! - `delta`: consumption since the previous good reading, DECIMAL(18, 6) ([`DELTA_DECIMALS`]),
+//!   null for non-cumulative quantities and for the first reading of a register;
 //! - `kgce`, `kgco2e`: the standard coal and CO2 of `delta` as the gateway computed them (with
 //!   the factor in `factor`), DECIMAL(18, 7) ([`KG_DECIMALS`]), null where the gateway sent none;
 //! - `gen`: the generation (see above).
 //!
-//! **Precision.** Readings arrive as doubles. The store keeps `value` and `delta` to 0.001 of
-//! their unit (1 Wh, 1 L, 1 g, 0.001 °C) and kgce and kgCO2e to 0.1 mg, rounding half away from
-//! zero when a reading enters it ([`ReadingsBatchBuilder`], which builds both the flushed rows
+//! **Precision.** Readings arrive as doubles. The store keeps `value` to 0.001 of its unit (1 Wh,
+//! 1 L, 1 g, 0.001 °C), `delta` to 1e-6 of it, and kgce and kgCO2e to 0.1 mg, rounding half away
+//! from zero when a reading enters it ([`ReadingsBatchBuilder`], which builds both the flushed rows
 //! and the rows of memory a query reads, so a reading has one value before and after its flush).
-//! These are finer than any meter the gateway reads (0.01 kWh) and than any kgce a gateway
-//! computes from such a delta and a four-place factor, which the seven places hold exactly. A
+//! `delta` has more places than `value` because deltas are summed: a register rounded to 0.001
+//! errs by at most 0.0005 once, but deltas rounded so would drift from the register's rise by up
+//! to that per reading (a firmware counting 0.0625 kWh steps); six places hold every delta of a
+//! register of up to six. The seven places of kgce hold exactly any kgce a gateway computes from a
+//! delta of up to three places and a four-place factor (the built-in tables); a finer product is
+//! rounded to 0.1 mg. Places cost nothing in `delta`, `kgce` and `kgco2e`, which are
+//! dictionary-encoded; in `value`, delta-encoded, each decimal place costs about 3.3 bits. A
 //! double read back is `integer / 10^places`, the nearest double to the decimal, as
 //! DuckDB, pyarrow and Polars convert it. Magnitudes are bounded by
-//! [`reading_model::MAX_ABS_QUANTITY`] and [`reading_model::MAX_ABS_KG`], checked at ingest, so
+//! [`reading_model::MAX_ABS_QUANTITY`], [`reading_model::MAX_ABS_DELTA`] and
+//! [`reading_model::MAX_ABS_KG`], checked at ingest, so
 //! every stored integer is below 2^53 and converts to a double exactly. -0.0 is stored as 0.
 //!
 //! One decimal type per column in every file, whatever the quantity: a glob or dataset over many
-//! files needs one schema. The integers compress as well as the steps of layout 3 did: `value` is
+//! files needs one schema. The integers are encoded so that a row costs about what its delta
+//! carries (6.2 bytes per 15-minute reading, against layout 3's 1.6 that no outside reader could
+//! sum, see `docs/BENCHMARKS.md`): `value` is
 //! DELTA_BINARY_PACKED (a register's steps are its deltas), `delta`, `kgce` and `kgco2e` are
 //! dictionary-encoded (a series repeats its few hundred distinct deltas, and kgce is delta times
 //! one factor, so their dictionaries are as small as delta's), and the file is sorted by series.
@@ -155,14 +163,16 @@ pub const COLUMNS_KEY: &str = "jieneng.readings.columns";
 pub const COLUMNS_DOC: &str = "ts: end of the interval delta covers (UTC); \
 account, meter, category (GB/T 分类 code), item (分项 code), quantity, unit: what was read; \
 value: the reading in unit, for cumulative quantities the register, to 0.001 unit; \
-delta: consumption since the previous good reading, to 0.001 unit, null if none; \
+delta: consumption since the previous good reading, to 1e-6 unit, null if none; \
 kgce: standard coal equivalent of delta in kg as the gateway computed it, to 1e-7 kg; \
 kgco2e: CO2 of delta in kg with the carbon factor named in factor, to 1e-7 kg; \
 quality, gateway: as sent; gen: flush generation, the highest gen of a key is the current row, \
 and within one partition directory every key is once after compaction.";
 
-/// Decimal places of `value` and `delta` in the files: 0.001 of the unit.
+/// Decimal places of `value` in the files: 0.001 of the unit.
 pub const VALUE_DECIMALS: i8 = 3;
+/// Decimal places of `delta` in the files: 1e-6 of the unit.
+pub const DELTA_DECIMALS: i8 = 6;
 /// Decimal places of `kgce` and `kgco2e` in the files: 0.1 mg.
 pub const KG_DECIMALS: i8 = 7;
 /// The decimal precision of every stored number: the integers fit in a Parquet INT64.
@@ -177,11 +187,12 @@ pub fn superseded_dir(data_dir: &Path, date: &str) -> PathBuf {
     data_dir.join(SUPERSEDED).join(format!("date={date}"))
 }
 
-/// The decimal places a stored column keeps: [`VALUE_DECIMALS`] for `value` and `delta`,
-/// [`KG_DECIMALS`] for `kgce` and `kgco2e`, `None` for the others.
+/// The decimal places a stored column keeps: [`VALUE_DECIMALS`] for `value`, [`DELTA_DECIMALS`]
+/// for `delta`, [`KG_DECIMALS`] for `kgce` and `kgco2e`, `None` for the others.
 pub fn decimals_of(column: &str) -> Option<i8> {
     match column {
-        "value" | "delta" => Some(VALUE_DECIMALS),
+        "value" => Some(VALUE_DECIMALS),
+        "delta" => Some(DELTA_DECIMALS),
         "kgce" | "kgco2e" => Some(KG_DECIMALS),
         _ => None,
     }
@@ -210,6 +221,7 @@ const EXACT: f64 = 9_007_199_254_740_992.0;
 
 // Every reading `Reading::check` lets through has integers that convert back exactly.
 const _: () = assert!(reading_model::MAX_ABS_QUANTITY * 1e3 < EXACT);
+const _: () = assert!(reading_model::MAX_ABS_DELTA * 1e6 < EXACT);
 const _: () = assert!(reading_model::MAX_ABS_KG * 1e7 < EXACT);
 
 /// `v` as an integer count of `10^-places`, rounded half away from zero; `None` where that
@@ -419,7 +431,7 @@ impl ReadingsBatchBuilder {
         // row a reader sees is built, flushed or still in memory.
         self.value.append_value(quantize(r.value, VALUE_DECIMALS));
         self.delta
-            .append_option(r.delta.map(|v| quantize(v, VALUE_DECIMALS)));
+            .append_option(r.delta.map(|v| quantize(v, DELTA_DECIMALS)));
         self.kgce
             .append_option(r.kgce.map(|v| quantize(v, KG_DECIMALS)));
         self.kgco2e
@@ -875,6 +887,16 @@ pub(crate) mod tests {
             .map(|&d| (d * 100.0_f64).round() as i64 * 1229 * 10)
             .collect();
         assert_eq!(stored, exact);
+    }
+
+    #[test]
+    fn deltas_keep_the_places_of_a_register_step_so_they_add_up_to_its_rise() {
+        // A firmware counting 1/16 kWh: a delta to three places would drift 0.0005 a reading.
+        let step = 0.0625;
+        let stored: i64 = (0..9)
+            .map(|_| to_decimal(quantize(step, DELTA_DECIMALS), DELTA_DECIMALS).unwrap())
+            .sum();
+        assert_eq!(from_decimal(stored, DELTA_DECIMALS), 9.0 * step);
     }
 
     #[test]
