@@ -414,6 +414,13 @@ const STORE_METRICS_AFTER: &[StoreMetric] = &[
         |m| &m.compaction_failures,
     ),
     (
+        "jieneng_superseded_unmoved_total",
+        "Compacted-away files left in the readings tree (a glob sees their rows twice until the grace period ends).",
+        "counter",
+        Shown::Count,
+        |m| &m.superseded_unmoved,
+    ),
+    (
         "jieneng_compaction_files_total",
         "Files merged away by compaction.",
         "counter",

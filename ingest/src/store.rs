@@ -114,6 +114,9 @@ pub struct StoreMetrics {
     pub compaction_failures: AtomicU64,
     /// Files merged away by compactions.
     pub compaction_files: AtomicU64,
+    /// Compacted-away files that could not be moved out of the readings tree, so that a tool
+    /// globbing it sees their rows twice until they are removed after the grace period.
+    pub superseded_unmoved: AtomicU64,
     pub compaction_micros: AtomicU64,
     pub compaction_last_micros: AtomicU64,
     /// Dates whose rollups were recomputed.
@@ -1020,6 +1023,109 @@ mod tests {
             partition(dir.path(), &date)
                 .0
                 .contains(&storage::file_name(4, 4))
+        );
+        drop(store);
+        threads.join();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_moves_the_replaced_files_out_of_the_tree_and_a_crash_mid_move_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600_000;
+        let date = partition_date(t0);
+        let config = StorageConfig {
+            compact_grace: 3600.0,
+            ..StorageConfig::default()
+        };
+        let (store, threads) = Store::open(dir.path(), 1_000_000, config.clone()).unwrap();
+        for seq in 1..=3 {
+            store
+                .append(gw_batch(
+                    seq,
+                    vec![reading("m1", t0 + seq as i64 * 60_000, seq as f64, 1.0)],
+                ))
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        store.maintain(true).await.unwrap();
+        drop(store);
+        threads.join();
+        // Stopped with `force`, so the grace is over: nothing left anywhere but the new file.
+        assert_eq!(
+            partition(dir.path(), &date).0,
+            vec![storage::file_name(1, 3)]
+        );
+        let away = storage::superseded_dir(dir.path(), &date);
+        assert!(!away.exists() || fs::read_dir(&away).unwrap().next().is_none());
+
+        // During the grace period the replaced files are outside readings/, where a glob looks.
+        let due = StorageConfig {
+            compact_after: 0.0,
+            ..config.clone()
+        };
+        let (store, threads) = Store::open(dir.path(), 1_000_000, due).unwrap();
+        store
+            .append(gw_batch(4, vec![reading("m1", t0 + 240_000, 4.0, 1.0)]))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        store.maintain(false).await.unwrap();
+        let (names, rows) = partition(dir.path(), &date);
+        assert_eq!((names, rows), (vec![storage::file_name(1, 4)], 4));
+        let mut moved: Vec<String> = fs::read_dir(&away)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        moved.sort();
+        assert_eq!(moved, [storage::file_name(1, 3), storage::file_name(4, 4)]);
+        drop(store);
+        threads.join();
+
+        // A crash mid-move of a later compaction: the new file published, one replaced file
+        // moved, one still in the partition; and a moved file of a high generation elsewhere.
+        let part = partition_dir(dir.path(), &date);
+        let (live, _) = storage::partition_files(&part).unwrap();
+        let rows = storage::read_files(&live).unwrap();
+        publish_file(&part, &storage::file_name(1, 5), |w| {
+            storage::write_batch(w, &rows)
+        })
+        .unwrap();
+        fs::copy(
+            part.join(storage::file_name(1, 4)),
+            part.join(storage::file_name(5, 5)),
+        )
+        .unwrap();
+        let other = storage::superseded_dir(dir.path(), "2026-01-09");
+        fs::create_dir_all(&other).unwrap();
+        fs::write(other.join(storage::file_name(9, 9)), b"PAR1 replaced").unwrap();
+        let q = query::Query::new(dir.path());
+        assert_eq!(
+            consumption(&q, t0, t0 + 3_600_000).await,
+            vec![("01000".to_owned(), 4.0, 4)],
+            "our reader reads one copy at every point"
+        );
+        let (store, threads) = Store::open(dir.path(), 1_000_000, config).unwrap();
+        assert_eq!(
+            partition(dir.path(), &date),
+            (vec![storage::file_name(1, 5)], 4)
+        );
+        assert!(
+            !dir.path()
+                .join(storage::SUPERSEDED)
+                .join("date=2026-01-09")
+                .exists()
+        );
+        // Generations keep counting past every file seen, moved ones too.
+        store
+            .append(gw_batch(5, vec![reading("m1", t0 + 300_000, 5.0, 1.0)]))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        assert!(
+            partition(dir.path(), &date)
+                .0
+                .contains(&storage::file_name(10, 10))
         );
         drop(store);
         threads.join();

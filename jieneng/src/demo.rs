@@ -42,7 +42,7 @@ const METERS: &[DemoMeter] = &[
             base: 35.0,
             peak: 160.0,
         },
-        start: 182_340.0,
+        start: 2_182_340.0,
     },
     DemoMeter {
         account: "110108A001",
@@ -55,7 +55,7 @@ const METERS: &[DemoMeter] = &[
             base: 2.0,
             peak: 38.0,
         },
-        start: 41_220.0,
+        start: 341_220.0,
     },
     DemoMeter {
         account: "110108A001",
@@ -68,7 +68,7 @@ const METERS: &[DemoMeter] = &[
             base: 4.0,
             per_degree: 5.5,
         },
-        start: 66_015.0,
+        start: 566_015.0,
     },
     DemoMeter {
         account: "110108A001",
@@ -81,7 +81,7 @@ const METERS: &[DemoMeter] = &[
             base: 0.8,
             peak: 11.0,
         },
-        start: 9_870.0,
+        start: 109_870.0,
     },
     DemoMeter {
         account: "110108A001",
@@ -94,7 +94,7 @@ const METERS: &[DemoMeter] = &[
             base: 14.0,
             peak: 3.0,
         },
-        start: 35_600.0,
+        start: 335_600.0,
     },
     DemoMeter {
         account: "110108A001",
@@ -117,7 +117,7 @@ const METERS: &[DemoMeter] = &[
             base: 6.0,
             peak: 55.0,
         },
-        start: 73_410.0,
+        start: 573_410.0,
     },
     DemoMeter {
         account: "110108D002",
@@ -130,7 +130,7 @@ const METERS: &[DemoMeter] = &[
             base: 0.04,
             peak: 1.6,
         },
-        start: 8_123.5,
+        start: 18_123.5,
     },
     DemoMeter {
         account: "110102E003",
@@ -143,7 +143,7 @@ const METERS: &[DemoMeter] = &[
             base: 60.0,
             peak: 90.0,
         },
-        start: 250_110.0,
+        start: 2_250_110.0,
     },
 ];
 
@@ -305,6 +305,21 @@ async fn start_server(data_dir: &Path) -> anyhow::Result<(ServerHandle, PathBuf)
     std::fs::write(&for_serve, server_toml(data_dir, "127.0.0.1:8080", false))
         .with_context(|| format!("writing {}", for_serve.display()))?;
     Ok((jieneng::serve::start(&serve).await?, for_serve))
+}
+
+/// The demo meters as the history sees them on a first run: counters ending at their start.
+#[cfg(test)]
+pub(crate) fn past_meters_at_start() -> Vec<history::PastMeter> {
+    METERS
+        .iter()
+        .map(|m| history::PastMeter {
+            account: m.account,
+            meter: m.meter,
+            item: m.item,
+            load: m.load,
+            end_total: m.start,
+        })
+        .collect()
 }
 
 /// The past, once: 25 months of hourly history that the live counters carry on from; how many

@@ -50,7 +50,7 @@ pub const SILENT_METER: PastMeter = PastMeter {
         base: 0.3,
         peak: 2.2,
     },
-    end_total: 15_402.0,
+    end_total: 25_402.0,
 };
 const SILENT_FOR_HOURS: i64 = 50;
 /// The school's main meter lost six hours three days ago.
@@ -180,6 +180,17 @@ pub fn generate(meters: &[PastMeter], now: i64) -> anyhow::Result<Vec<Reading>> 
         } else {
             m.end_total - total_use
         };
+        // A register counts up from where it was installed: a history that would have to start
+        // below zero to end at the live counter is a wrong demo meter, not a past to store.
+        anyhow::ensure!(
+            value >= 0.0,
+            "demo meter {}/{}: its counter starts at {} but the {} months of history use {total_use:.0}; \
+             the live counter must start above that",
+            m.account,
+            m.meter,
+            m.end_total,
+            25
+        );
         let reading = |ts: i64, value: f64, delta: Option<f64>, quality: Quality| {
             let year = local_date(ts - 1).year();
             let coal = (!weather)
@@ -242,6 +253,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_demo_meters_history_has_plausible_registers_that_its_deltas_add_up_to() {
+        let now = Utc::now().timestamp_millis();
+        let all = generate(&crate::demo::past_meters_at_start(), now).unwrap();
+        let mut series: std::collections::BTreeMap<(&str, &str), Vec<&Reading>> =
+            std::collections::BTreeMap::new();
+        for r in all.iter().filter(|r| r.quantity.is_cumulative()) {
+            series
+                .entry((r.account.as_str(), r.meter.as_str()))
+                .or_default()
+                .push(r);
+        }
+        assert!(series.len() >= 8, "{}", series.len());
+        for ((account, meter), rows) in series {
+            assert!(
+                rows.iter().all(|r| r.value >= 0.0),
+                "{account}/{meter}: a negative register, first {}",
+                rows[0].value
+            );
+            for pair in rows.windows(2) {
+                let (before, r) = (pair[0], pair[1]);
+                assert!(r.value >= before.value, "{account}/{meter} at {}", r.ts);
+                let step = r.value - before.value;
+                let delta = r.delta.unwrap_or(f64::NAN);
+                assert!(
+                    (step - delta).abs() < 1e-6 * r.value.max(1.0),
+                    "{account}/{meter} at {}: register rose {step}, delta {delta}",
+                    r.ts
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_live_counter_below_the_history_is_an_error_not_a_negative_register() {
+        let m = PastMeter {
+            account: "110108D002",
+            meter: "main",
+            item: "01000",
+            load: Load::Occupancy {
+                base: 6.0,
+                peak: 55.0,
+            },
+            end_total: 1_000.0,
+        };
+        let err = generate(&[m], Utc::now().timestamp_millis()).unwrap_err();
+        assert!(err.to_string().contains("110108D002/main"), "{err}");
+    }
+
+    #[test]
     fn counters_end_where_the_live_meters_start_and_the_events_are_there() {
         let m = PastMeter {
             account: "110108D002",
@@ -251,7 +311,7 @@ mod tests {
                 base: 6.0,
                 peak: 55.0,
             },
-            end_total: 73_410.0,
+            end_total: 573_410.0,
         };
         let now = Utc
             .with_ymd_and_hms(2026, 11, 27, 12, 34, 56)
@@ -262,7 +322,7 @@ mod tests {
         let school: Vec<_> = all.iter().filter(|r| r.meter.as_str() == "main").collect();
         let last = school.last().unwrap();
         assert_eq!(last.ts, now - now.rem_euclid(HOUR_MS));
-        assert!((last.value - 73_410.0).abs() < 1e-6, "{}", last.value);
+        assert!((last.value - 573_410.0).abs() < 1e-6, "{}", last.value);
         // Deltas add up to the counter's rise.
         let rise: f64 = school.iter().filter_map(|r| r.delta).sum();
         assert!((school[0].value + rise - last.value).abs() < 1e-6);

@@ -37,10 +37,11 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use reading_model::Quantity;
 
-use crate::table::StoredReadings;
+use crate::table::{StoredReadings, layout_4_table};
+use storage::layout3::{KGCE_PER_UNIT, KGCO2E_PER_UNIT};
 use storage::{
-    KGCE_PER_UNIT, KGCO2E_PER_UNIT, LiveReadings, READINGS, partition_files, partitions,
-    readings_schema, sort_and_dedupe, stored_schema, to_record_batch,
+    DataFile, LiveReadings, READINGS, file_layout, partition_files, partitions, readings_schema,
+    sort_and_dedupe, to_record_batch,
 };
 
 /// The settings of every session over the readings.
@@ -115,7 +116,12 @@ pub struct ConsumptionRow {
 pub struct Query {
     data_dir: PathBuf,
     live: Option<Arc<dyn LiveReadings>>,
+    /// Each file's stored layout by (path, modification time, size), read from its footer once:
+    /// a compaction that rewrites a file in place changes its time.
+    layouts: Arc<std::sync::Mutex<LayoutCache>>,
 }
+
+type LayoutCache = std::collections::HashMap<PathBuf, (std::time::SystemTime, u64, u32)>;
 
 pub(crate) use reading_model::time::rfc3339_ms as rfc3339;
 
@@ -166,7 +172,28 @@ impl Query {
         Self {
             data_dir: data_dir.into(),
             live: None,
+            layouts: Arc::default(),
         }
+    }
+
+    /// The stored layout of `file` ([`storage::file_layout`]), from the cache where current.
+    fn layout(&self, file: &DataFile) -> Result<u32, QueryError> {
+        let stamp = (file.modified, file.bytes);
+        let cached = self
+            .layouts
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&file.path).copied());
+        if let Some((modified, bytes, layout)) = cached
+            && (modified, bytes) == stamp
+        {
+            return Ok(layout);
+        }
+        let layout = file_layout(&file.path)?;
+        if let Ok(mut cache) = self.layouts.lock() {
+            cache.insert(file.path.clone(), (stamp.0, stamp.1, layout));
+        }
+        Ok(layout)
     }
 
     /// Also reads the acknowledged rows not yet in Parquet.
@@ -209,11 +236,12 @@ impl Query {
         // a partition of one live file and no live rows holds each key once and is read as it
         // is. Only the others go through the dedupe, whose cost per row (an ordered
         // first-value over every column) made a raw report over 115 k readings take ~10 s.
+        // Files of layouts before 4 go through the table that rebuilds their values.
         let live_dates: BTreeSet<String> = live
             .iter()
             .map(|r| storage::partition_date(r.reading.ts))
             .collect();
-        let (mut clean, mut mixed) = (Vec::new(), Vec::new());
+        let (mut clean, mut mixed, mut old) = (Vec::new(), Vec::new(), Vec::new());
         for date in partitions(&table_dir).map_err(|e| storage(e, table_dir.clone()))? {
             if !keep(&date) {
                 continue;
@@ -221,37 +249,50 @@ impl Query {
             let dir = table_dir.join(format!("date={date}"));
             let (files, _superseded) =
                 partition_files(&dir).map_err(|e| storage(e, dir.clone()))?;
-            let to = if files.len() == 1 && !live_dates.contains(&date) {
-                &mut clean
-            } else {
-                &mut mixed
-            };
+            let alone = files.len() == 1 && !live_dates.contains(&date);
             for f in files {
+                let to = match self.layout(&f)? {
+                    ..=3 => &mut old,
+                    _ if alone => &mut clean,
+                    _ => &mut mixed,
+                };
                 to.push(ListingTableUrl::parse(f.path.to_string_lossy())?);
             }
         }
-        if clean.is_empty() && mixed.is_empty() && live.is_empty() {
+        if clean.is_empty() && mixed.is_empty() && old.is_empty() && live.is_empty() {
             return Ok(None);
         }
         let ctx = SessionContext::new_with_config(session_config());
+        ctx.register_object_store(
+            datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
+            crate::table::superseded::FollowSuperseded::new(),
+        );
         for (name, urls) in [("readings_clean", clean), ("readings_stored", mixed)] {
             let table: Arc<dyn datafusion::catalog::TableProvider> = if urls.is_empty() {
-                Arc::new(MemTable::try_new(stored_schema(), vec![vec![]])?)
+                Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?)
             } else {
-                Arc::new(StoredReadings::try_new(urls)?)
+                Arc::new(layout_4_table(urls)?)
             };
             ctx.register_table(name, table)?;
         }
+        let table: Arc<dyn datafusion::catalog::TableProvider> = if old.is_empty() {
+            Arc::new(MemTable::try_new(
+                storage::layout3::stored_schema(),
+                vec![vec![]],
+            )?)
+        } else {
+            Arc::new(StoredReadings::try_new(old)?)
+        };
+        ctx.register_table("readings_old", table)?;
         let live = to_record_batch(&live, LIVE_GEN)?;
         ctx.register_table(
             "readings_live",
             Arc::new(MemTable::try_new(schema.clone(), vec![vec![live]])?),
         )?;
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        // From the files: value as the table rebuilds it; kgce and kgCO2e are the given value
-        // or delta × the row's coefficient (see "Stored layout" in `storage`): the same
-        // f64 product, so the bits that were sent.
-        let from_files = columns
+        // From files before layout 4: value as the table rebuilds it; kgce and kgCO2e are the
+        // given value or delta × the row's coefficient (see `storage::layout3`).
+        let from_old = columns
             .iter()
             .map(|&c| match c {
                 "kgce" => format!("coalesce(kgce, delta * {KGCE_PER_UNIT}) AS kgce"),
@@ -263,12 +304,13 @@ impl Query {
         let columns = columns.join(", ");
         ctx.sql(&format!(
             "CREATE VIEW {READINGS} AS \
-             SELECT {from_files}, to_char(ts, '%Y-%m-%d') AS date FROM readings_clean \
+             SELECT {columns}, to_char(ts, '%Y-%m-%d') AS date FROM readings_clean \
              UNION ALL \
              SELECT * FROM (\
                SELECT DISTINCT ON (account, meter, quantity, ts) {columns}, \
                       to_char(ts, '%Y-%m-%d') AS date \
-               FROM (SELECT {from_files} FROM readings_stored \
+               FROM (SELECT {columns} FROM readings_stored \
+                     UNION ALL SELECT {from_old} FROM readings_old \
                      UNION ALL SELECT {columns} FROM readings_live) \
                ORDER BY account, meter, quantity, ts, gen DESC)"
         ))
@@ -359,15 +401,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_view_gives_kgce_and_kgco2e_as_sent_from_files_of_either_layout() {
+    async fn the_view_gives_the_same_numbers_from_files_of_layouts_1_3_and_4() {
         use arrow::array::AsArray;
         let dir = tempfile::tempdir().unwrap();
         let day = 86_400_000;
         let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
-        // Day 0: one file of today's layout (read as is); day 1: one layout-1 file (read as is);
-        // day 2: a layout-1 file and one of today's with overlapping keys (read through the
-        // dedupe). Values are a register whose delta is its step, so today's files store most
-        // of them as steps from the row before, and every fourth an arbitrary double.
+        // Day 0: one layout-4 file (read as is); day 1: one layout-1 file; day 2: a layout-3 file
+        // and a layout-4 one with overlapping keys (read through the dedupe); day 3: a layout-3
+        // file alone. Values are a register whose delta is its step, so layout 3 stores most of
+        // them as steps from the row before, and every fourth an arbitrary double.
         let kg = |d: f64, i: usize| match i % 3 {
             0 => (Some(d * 0.1229), Some(d * 0.5366)),
             1 => (Some(d * 0.777_7), Some((d * 0.5 * 100.0).round() / 100.0)),
@@ -387,18 +429,24 @@ mod tests {
                 })
                 .collect()
         };
-        let write = |rows: &[StoredReading], generation: u64, layout_1: bool| {
+        let write = |rows: &[StoredReading], generation: u64, layout: u32| {
             let part = partition_dir(dir.path(), &partition_date(rows[0].reading.ts));
             std::fs::create_dir_all(&part).unwrap();
             let file = std::fs::File::create(part.join(file_name(generation, generation))).unwrap();
             let batch = to_record_batch(rows, generation as i64).unwrap();
-            if layout_1 {
-                let mut w =
-                    parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-                w.write(&batch).unwrap();
-                w.close().unwrap();
-            } else {
-                storage::write_batch(file, &batch).unwrap();
+            match layout {
+                1 => {
+                    let mut w =
+                        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+                    w.write(&batch).unwrap();
+                    w.close().unwrap();
+                }
+                3 => {
+                    storage::layout3::write_row_groups(file, &batch, 1 << 20).unwrap();
+                }
+                _ => {
+                    storage::write_batch(file, &batch).unwrap();
+                }
             }
         };
         let (a, b) = (rows_of(t0, 20, 1.0), rows_of(t0 + day, 20, 2.0));
@@ -406,14 +454,16 @@ mod tests {
             rows_of(t0 + 2 * day, 20, 3.0),
             rows_of(t0 + 2 * day + 9_000_000, 20, 4.0),
         );
-        write(&a, 1, false);
-        write(&b, 2, true);
-        write(&c_old, 3, true);
-        write(&c_new, 4, false);
-        // Today's files hold most values as steps: neither value nor value_scaled.
-        let day_0 = partition_dir(dir.path(), &partition_date(t0)).join(file_name(1, 1));
+        let d = rows_of(t0 + 3 * day, 20, 5.0);
+        write(&a, 1, 4);
+        write(&b, 2, 1);
+        write(&c_old, 3, 3);
+        write(&c_new, 4, 4);
+        write(&d, 5, 3);
+        // Layout-3 files hold most values as steps: neither value nor value_scaled.
+        let day_3 = partition_dir(dir.path(), &partition_date(t0 + 3 * day)).join(file_name(5, 5));
         let stored = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(day_0).unwrap(),
+            std::fs::File::open(day_3).unwrap(),
         )
         .unwrap()
         .build()
@@ -426,15 +476,15 @@ mod tests {
                 .column(stored.schema().index_of(name).unwrap())
                 .clone()
         };
-        let (value, scaled) = (column("value"), column(storage::VALUE_SCALED));
+        let (value, scaled) = (column("value"), column(storage::layout3::VALUE_SCALED));
         let steps = (0..stored.num_rows())
             .filter(|&i| value.is_null(i) && scaled.is_null(i))
             .count();
         assert!(steps >= 5, "only {steps} of 20 rows are steps");
         // What the view should give: per key the newer generation's row.
-        let mut expected: Vec<StoredReading> = [a, b, c_old, c_new].concat();
+        let mut expected: Vec<StoredReading> = [a, b, c_old, c_new, d].concat();
         sort_and_dedupe(&mut expected);
-        assert_eq!(expected.len(), 70, "10 keys of day 2 overlap");
+        assert_eq!(expected.len(), 90, "10 keys of day 2 overlap");
 
         let ctx = Query::new(dir.path()).session().await.unwrap().unwrap();
         let batches = ctx
@@ -461,10 +511,47 @@ mod tests {
             .iter()
             .map(|r| {
                 let r = &r.reading;
-                [r.kgce, r.kgco2e, Some(r.value)].map(|v| v.map(f64::to_bits))
+                // To the places every layout's rows are built with (`storage::quantize`).
+                let kg = |v: Option<f64>| v.map(|v| storage::quantize(v, storage::KG_DECIMALS));
+                let value = storage::quantize(r.value, storage::VALUE_DECIMALS);
+                [kg(r.kgce), kg(r.kgco2e), Some(value)].map(|v| v.map(f64::to_bits))
             })
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_query_planned_before_a_compaction_moved_its_files_still_reads_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let date = partition_date(t0 + 1);
+        let part = partition_dir(dir.path(), &date);
+        std::fs::create_dir_all(&part).unwrap();
+        let rows: Vec<StoredReading> = (1..=8)
+            .map(|i| row("m1", "01A10", t0 + i * 900_000, 100.0 + i as f64, Some(1.0)))
+            .collect();
+        for (g, half) in [(1, &rows[..4]), (2, &rows[4..])] {
+            let file = std::fs::File::create(part.join(file_name(g, g))).unwrap();
+            write_parquet(file, half, g as i64).unwrap();
+        }
+        let ctx = Query::new(dir.path()).session().await.unwrap().unwrap();
+        // What compaction does after publishing: the replaced files leave the readings tree.
+        let away = storage::superseded_dir(dir.path(), &date);
+        std::fs::create_dir_all(&away).unwrap();
+        for g in [1, 2] {
+            std::fs::rename(part.join(file_name(g, g)), away.join(file_name(g, g))).unwrap();
+        }
+        let got = ctx
+            .sql("SELECT count(*), sum(delta), max(value) FROM readings")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let b = &got[0];
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 8);
+        assert_eq!(b.column(1).as_primitive::<Float64Type>().value(0), 8.0);
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 108.0);
     }
 
     #[tokio::test]

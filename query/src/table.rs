@@ -1,13 +1,17 @@
-//! The readings files as a DataFusion table whose `value` column holds the values as sent.
+//! The readings files as DataFusion tables.
 //!
-//! A file stores most values as a step from the row before (see "Stored layout" in
-//! [`storage`]), so `value` cannot be a per-row expression over the file's columns. This
-//! table rebuilds it while scanning: where a query needs `value`, the files are read in whole
-//! row groups (no page pruning, no row filters) and a [`RebuildValuesExec`] walks each
-//! partition's rows in file order; the query's filters apply after it. Only the latest-reading
-//! status and temperature samples read `value`, over a few days. Queries without `value` (every
-//! consumption, carbon and savings sum) scan the files as plain Parquet, with every pruning
-//! DataFusion has.
+//! Files of stored layout 4 mean what their columns say: [`layout_4_table`] is a plain listing
+//! table over them, whose decimals DataFusion casts to the doubles of [`readings_schema`] (the
+//! same cast DuckDB, pyarrow and Polars make), with every pruning DataFusion has.
+//!
+//! Files of layouts 1 to 3 ([`storage::layout3`]), read until compaction rewrites them, store
+//! most values as a step from the row before, so `value` cannot be a per-row expression over
+//! their columns: [`StoredReadings`] rebuilds it while scanning. Where a query needs `value`,
+//! those files are read in whole row groups (no page pruning, no row filters) and a
+//! [`RebuildValuesExec`] walks each partition's rows in file order; the query's filters apply
+//! after it. Queries without `value` scan them as plain Parquet.
+
+pub mod superseded;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,9 +36,22 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use storage::{VALUE_SCALE, VALUE_SCALED, ValueReader, stored_schema};
+use storage::layout3::{VALUE_SCALE, VALUE_SCALED, ValueReader, stored_schema};
+use storage::readings_schema;
 
-/// Readings files (of either layout) in [`stored_schema`], with `value` rebuilt.
+/// Layout-4 readings files as a table of [`readings_schema`]: the stored decimals read as the
+/// doubles they stand for.
+pub fn layout_4_table(files: Vec<ListingTableUrl>) -> Result<ListingTable> {
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    ListingTable::try_new(
+        ListingTableConfig::new_with_multi_paths(files)
+            .with_listing_options(options)
+            .with_schema(readings_schema()),
+    )
+}
+
+/// Readings files of layouts 1 to 3 in [`stored_schema`] (layout 3's), with `value` rebuilt.
 #[derive(Debug)]
 pub struct StoredReadings {
     schema: SchemaRef,
@@ -278,7 +295,8 @@ mod tests {
     use arrow::array::{Array, Float64Array, Int64Array};
     use datafusion::prelude::SessionContext;
 
-    use storage::{StoredReading, file_name, sort_and_dedupe, to_record_batch, write_row_groups};
+    use storage::layout3::write_row_groups;
+    use storage::{StoredReading, file_name, sort_and_dedupe, to_record_batch};
 
     use super::*;
 
@@ -295,8 +313,8 @@ mod tests {
         rows
     }
 
-    /// The registers in one file of 7-row row groups, as the `readings` table, with the rows as
-    /// sent.
+    /// The registers in one layout-3 file of 7-row row groups, as the `readings` table, with the
+    /// rows as sent.
     async fn table() -> (tempfile::TempDir, SessionContext, RecordBatch) {
         let logical = to_record_batch(&register_rows(), 2).unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,7 @@ pub use factor::{
 };
 pub use quality::Quality;
 pub use quantity::Quantity;
-pub use reading::{Batch, Reading, WIRE_VERSION};
+pub use reading::{Batch, MAX_ABS_DELTA, MAX_ABS_KG, MAX_ABS_QUANTITY, Reading, WIRE_VERSION};
 pub use time::Granularity;
 pub use unit::{Unit, UnitError};
 

@@ -41,6 +41,16 @@ pub struct Reading {
     pub quality: Quality,
 }
 
+/// The largest |value| a reading may carry, in its canonical unit: storage keeps it to 0.001
+/// unit as an integer below 2^53 (a register of a billion MWh still fits).
+pub const MAX_ABS_QUANTITY: f64 = 1e12;
+/// The largest |delta| of one reading: storage keeps it to 1e-6 unit as an integer below 2^53
+/// (a GWh in one interval still fits).
+pub const MAX_ABS_DELTA: f64 = 1e9;
+/// The largest |kgce| and |kgco2e| of one reading: storage keeps them to 1e-7 kg as integers
+/// below 2^53 (100 kt of coal in one interval is far past any meter).
+pub const MAX_ABS_KG: f64 = 1e8;
+
 fn good() -> Quality {
     Quality::Good
 }
@@ -81,18 +91,20 @@ impl Reading {
                 ),
             );
         }
-        if !self.value.is_finite() {
-            return err("value", format!("{} is not a finite number", self.value));
-        }
-        for (field, v) in [
-            ("delta", self.delta),
-            ("kgce", self.kgce),
-            ("kgco2e", self.kgco2e),
+        for (field, v, max) in [
+            ("value", Some(self.value), MAX_ABS_QUANTITY),
+            ("delta", self.delta, MAX_ABS_DELTA),
+            ("kgce", self.kgce, MAX_ABS_KG),
+            ("kgco2e", self.kgco2e, MAX_ABS_KG),
         ] {
-            if let Some(v) = v
-                && !v.is_finite()
-            {
-                return err(field, format!("{v} is not a finite number"));
+            match v {
+                Some(v) if !v.is_finite() => {
+                    return err(field, format!("{v} is not a finite number"));
+                }
+                Some(v) if v.abs() >= max => {
+                    return err(field, format!("{v} is not below {max:e} in magnitude"));
+                }
+                _ => {}
             }
         }
         if self.delta.is_some() && !self.quantity.is_cumulative() {

@@ -1,5 +1,6 @@
 //! The storage contract: the readings table's Arrow schema, its Hive-style date partitions,
-//! and the Parquet writer settings. Ingest writes with these; query and DuckDB read them.
+//! and the Parquet writer settings. Ingest writes with these; query, DuckDB, pyarrow and Polars
+//! read them.
 //!
 //! Layout: `<data_dir>/readings/date=YYYY-MM-DD/part-<lo>-<hi>.parquet` (UTC date of `ts`);
 //! rows in a file sorted by (account, meter, quantity, ts); ZSTD; dictionary-encoded strings;
@@ -15,87 +16,71 @@
 //!
 //! Compaction merges the files of a partition into one, keeping per key the row of the highest
 //! generation (rows keep their `gen`), and names the result after the range of generations it
-//! covers: `part-<lo>-<hi>`. It publishes the new file first and removes the old ones after, so
-//! for a while (or after a crash in between) both are on disk. Readers therefore take a
-//! partition's files through [`live_files`]: a file whose generation range lies inside another
-//! file's range is *superseded* and skipped. Tools that glob the directory (DuckDB, pyarrow)
-//! see exactly one row per key once superseded files are removed (at the latest when the server
-//! stops); before that they may see a compacted row twice.
+//! covers: `part-<lo>-<hi>`. It publishes the new file first and then moves the old ones out of
+//! the readings tree, to `<data_dir>/superseded/date=…/` ([`SUPERSEDED`]), where they stay for
+//! the grace period (a query of ours that listed them may still open them there) and are
+//! removed after it. A glob over `readings/` so sees each compacted row once, but for the few
+//! renames between publishing and moving. After a crash in between, both are in the partition:
+//! our readers take a partition's files through [`partition_files`], which skips a file whose
+//! generation range lies inside another file's (*superseded*), and the next start moves them out.
 //!
-//! # Stored layout
+//! Until a partition is compacted, a key can be in two of its files only if two batches carried
+//! it (a gateway resending under a new sequence number, a corrected reading): a plain reader
+//! that must be right before compaction keeps, per key, the row with the highest `gen`
+//! (`QUALIFY row_number() OVER (PARTITION BY account, meter, quantity, ts ORDER BY gen DESC) = 1`
+//! in DuckDB). Compaction (at the latest `compact_after` after the flush) leaves one row per key.
 //!
-//! The files do not hold [`readings_schema`] column for column ([`stored_schema`]); each
-//! number is stored in the form that encodes smallest, and a reader gives back the exact bits
-//! that were sent ([`from_stored`]).
+//! # Stored layout 4
 //!
-//! `value`: a register counts in decimal steps (0.01 kWh), but as a double a reading costs 3.4
-//! bytes, since its low mantissa bits differ in every row; and the step from one reading to the
-//! next is the delta, which the file holds anyway. So per row, one of:
+//! Every column of a file means what its name says, row by row, to a reader that knows nothing
+//! of jieneng ([`stored_schema`]): `sum(delta)`, `sum(kgce)` or the latest `value` are plain SQL.
 //!
-//! - a *step*: only `value_scale` set (`value`, `value_scaled` null). The row's decimal is the
-//!   row before's plus `round(delta × value_scale)`, and the value that decimal over
-//!   `value_scale`. The writer chooses this only where the row before is the same series in the
-//!   same row group with a decimal of the same scale, `delta × value_scale` lies within a
-//!   quarter of an integer (so any rounding rule agrees) and the result has the exact bits.
-//! - a *decimal*: `value_scaled` and `value_scale` set: the value is `value_scaled as f64 /
-//!   value_scale` (an integer below 2^53 over a power of ten up to 10^6), chosen where that
-//!   quotient has the exact bits. The first row of each series in each row group, and a row
-//!   after a counter reset, a meter swap or a delta that does not match.
-//! - `value` set: that is the value (a double with no short decimal, -0.0, NaN).
+//! - `ts` timestamp (ms, UTC), the end of the interval `delta` covers;
+//! - `account`, `meter`, `category` (分类), `item` (分项), `quantity`, `unit`, `factor` (the carbon
+//!   factor's id), `quality`, `gateway`: strings, dictionary-encoded;
+//! - `value`: the reading in `unit`, DECIMAL(18, 3) ([`VALUE_DECIMALS`]), never null: for a
+//!   cumulative quantity the register;
+//! - `delta`: consumption since the previous good reading, DECIMAL(18, 6) ([`DELTA_DECIMALS`]),
+//!   null for non-cumulative quantities and for the first reading of a register;
+//! - `kgce`, `kgco2e`: the standard coal and CO2 of `delta` as the gateway computed them (with
+//!   the factor in `factor`), DECIMAL(18, 7) ([`KG_DECIMALS`]), null where the gateway sent none;
+//! - `gen`: the generation (see above).
 //!
-//! A value therefore depends on the rows before it in its row group: a reader reads whole row
-//! groups, in order ([`ValueReader`]; [`StoredReadings`] for DataFusion, which reads files that
-//! way wherever a query wants `value`). Row groups hold [`ROW_GROUP_ROWS`] rows and may be
-//! skipped whole. Every other number is per row, so queries that do not read `value` prune as
-//! they like.
+//! **Precision.** Readings arrive as doubles. The store keeps `value` to 0.001 of its unit (1 Wh,
+//! 1 L, 1 g, 0.001 °C), `delta` to 1e-6 of it, and kgce and kgCO2e to 0.1 mg, rounding half away
+//! from zero when a reading enters it ([`ReadingsBatchBuilder`], which builds both the flushed rows
+//! and the rows of memory a query reads, so a reading has one value before and after its flush).
+//! `delta` has more places than `value` because deltas are summed: a register rounded to 0.001
+//! errs by at most 0.0005 once, but deltas rounded so would drift from the register's rise by up
+//! to that per reading (a firmware counting 0.0625 kWh steps); six places hold every delta of a
+//! register of up to six. The seven places of kgce hold exactly any kgce a gateway computes from a
+//! delta of up to three places and a four-place factor (the built-in tables); a finer product is
+//! rounded to 0.1 mg. Places cost nothing in `delta`, `kgce` and `kgco2e`, which are
+//! dictionary-encoded; in `value`, delta-encoded, each decimal place costs about 3.3 bits. A
+//! double read back is `integer / 10^places`, the nearest double to the decimal, as
+//! DuckDB, pyarrow and Polars convert it. Magnitudes are bounded by
+//! [`reading_model::MAX_ABS_QUANTITY`], [`reading_model::MAX_ABS_DELTA`] and
+//! [`reading_model::MAX_ABS_KG`], checked at ingest, so
+//! every stored integer is below 2^53 and converts to a double exactly. -0.0 is stored as 0.
 //!
-//! kgce and kgCO2e are a delta times a coefficient, and stored as such they cost as much as the
-//! delta itself (1.4 bytes per reading each, against a 2-byte budget for everything). So a file
-//! has two more columns, `kgce_per_unit` and `kgco2e_per_unit`, and per row:
+//! One decimal type per column in every file, whatever the quantity: a glob or dataset over many
+//! files needs one schema. The integers are encoded so that a row costs about what its delta
+//! carries (6.2 bytes per 15-minute reading, against layout 3's 1.6 that no outside reader could
+//! sum, see `docs/BENCHMARKS.md`): `value` is
+//! DELTA_BINARY_PACKED (a register's steps are its deltas), `delta`, `kgce` and `kgco2e` are
+//! dictionary-encoded (a series repeats its few hundred distinct deltas, and kgce is delta times
+//! one factor, so their dictionaries are as small as delta's), and the file is sorted by series.
+//! The file's key-value metadata says `jieneng.readings.layout = 4` ([`LAYOUT_KEY`]) and
+//! describes the columns (`jieneng.readings.columns`).
 //!
-//! - `kgce` null and `kgce_per_unit` set: the reading's kgce is `delta * kgce_per_unit`, one
-//!   f64 multiplication, bit for bit the number that was sent. The writer only chooses this
-//!   where it reproduces the exact bits (trying the previous row's coefficient, the built-in
-//!   factor tables', then the quotient), so nothing is lost whatever the sender computed.
-//! - `kgce` set: that is the reading's kgce (a sender that rounded, a kgce without delta).
-//! - both null: no kgce.
-//!
-//! Likewise `kgco2e` with `kgco2e_per_unit`. A series keeps its factor, so the coefficient
-//! columns are a few runs per row group and cost next to nothing. The file's key-value metadata
-//! says `jieneng.readings.layout = 3` ([`LAYOUT_KEY`]). Layout 2 is the same without steps (every
-//! decimal given), and reads alike. Files written before (layout 1, no key) have none of these
-//! columns and every number given: readers take columns by name and treat a missing column as
-//! null, so all layouts read alike ([`from_stored`], and the query layer's `readings` view,
-//! which selects the `coalesce`s below over [`StoredReadings`]).
-//!
-//! A DuckDB user reading the files directly gets the numbers the same way, in file order:
-//!
-//! ```sql
-//! SELECT * EXCLUDE (step, run),
-//!        coalesce(value, (first_value(value_scaled) OVER r + sum(step) OVER r) / value_scale)
-//!            AS value_as_sent,
-//!        coalesce(kgce, delta * kgce_per_unit) AS kgce_as_sent,
-//!        coalesce(kgco2e, delta * kgco2e_per_unit) AS kgco2e_as_sent
-//! FROM (SELECT *, count(value_scaled) OVER (PARTITION BY filename ORDER BY file_row_number) AS run
-//!       FROM (SELECT *, CASE WHEN value IS NULL AND value_scaled IS NULL
-//!                            THEN CAST(round(delta * value_scale) AS BIGINT) ELSE 0 END AS step
-//!             FROM read_parquet('readings/*/*.parquet', hive_partitioning = true,
-//!                               union_by_name = true, filename = true, file_row_number = true)))
-//! WINDOW r AS (PARTITION BY filename, run ORDER BY file_row_number
-//!              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-//! ```
-//!
-//! (`union_by_name` only matters while layout-1 files remain; `tests/peers/dump_parquet.py` does
-//! the same in Python), or reads the rollups, whose kgce and kgCO2e are plain sums. `delta` and
-//! every other column are stored as they are.
+//! Files of layouts 1 to 3 are read by [`layout3`] until compaction rewrites them;
+//! [`read_files`] reads every layout.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, StringArray, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, Float64Builder, Int64Array, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -105,8 +90,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use reading_model::{Category, FactorTables, GatewayId, Reading};
+use reading_model::{GatewayId, Reading};
 
+pub mod layout3;
 pub mod publish;
 pub mod rollup;
 
@@ -167,359 +153,189 @@ pub fn readings_schema() -> SchemaRef {
 }
 
 /// The layout version written to each file's key-value metadata under [`LAYOUT_KEY`] (see
-/// "Stored layout" in the module doc). Files without the key are layout 1.
-pub const LAYOUT: &str = "3";
+/// "Stored layout 4" in the module doc). Files without the key are layout 1.
+pub const LAYOUT: &str = "4";
 pub const LAYOUT_KEY: &str = "jieneng.readings.layout";
+/// The key of the column descriptions in a file's key-value metadata.
+pub const COLUMNS_KEY: &str = "jieneng.readings.columns";
 
-/// The coefficient columns of the stored layout: `kgce = delta × kgce_per_unit` where `kgce` is
-/// null and the coefficient is not, likewise for kgCO2e.
-pub const KGCE_PER_UNIT: &str = "kgce_per_unit";
-pub const KGCO2E_PER_UNIT: &str = "kgco2e_per_unit";
+/// What each column of a layout-4 file means, written into every file ([`COLUMNS_KEY`]).
+pub const COLUMNS_DOC: &str = "ts: end of the interval delta covers (UTC); \
+account, meter, category (GB/T 分类 code), item (分项 code), quantity, unit: what was read; \
+value: the reading in unit, for cumulative quantities the register, to 0.001 unit; \
+delta: consumption since the previous good reading, to 1e-6 unit, null if none; \
+kgce: standard coal equivalent of delta in kg as the gateway computed it, to 1e-7 kg; \
+kgco2e: CO2 of delta in kg with the carbon factor named in factor, to 1e-7 kg; \
+quality, gateway: as sent; gen: flush generation, the highest gen of a key is the current row, \
+and within one partition directory every key is once after compaction.";
 
-/// The decimal columns of the stored layout: `value = value_scaled / value_scale` where `value`
-/// is null.
-pub const VALUE_SCALED: &str = "value_scaled";
-pub const VALUE_SCALE: &str = "value_scale";
+/// Decimal places of `value` in the files: 0.001 of the unit.
+pub const VALUE_DECIMALS: i8 = 3;
+/// Decimal places of `delta` in the files: 1e-6 of the unit.
+pub const DELTA_DECIMALS: i8 = 6;
+/// Decimal places of `kgce` and `kgco2e` in the files: 0.1 mg.
+pub const KG_DECIMALS: i8 = 7;
+/// The decimal precision of every stored number: the integers fit in a Parquet INT64.
+pub const DECIMAL_PRECISION: u8 = 18;
 
-/// The Arrow schema of the files: [`readings_schema`] with `value` nullable, the decimal
-/// columns after it and the coefficient columns after `kgco2e` (see "Stored layout" in the
-/// module doc).
-pub fn stored_schema() -> SchemaRef {
-    let mut fields = Vec::new();
-    for f in readings_schema().fields() {
-        match f.name().as_str() {
-            "value" => {
-                fields.push(Field::new("value", DataType::Float64, true));
-                fields.push(Field::new(VALUE_SCALED, DataType::Int64, true));
-                fields.push(Field::new(VALUE_SCALE, DataType::Float64, true));
-            }
-            "kgco2e" => {
-                fields.push(f.as_ref().clone());
-                fields.push(Field::new(KGCE_PER_UNIT, DataType::Float64, true));
-                fields.push(Field::new(KGCO2E_PER_UNIT, DataType::Float64, true));
-            }
-            _ => fields.push(f.as_ref().clone()),
-        }
+/// Where compaction moves the files it replaced, outside the readings tree that tools glob:
+/// `<data_dir>/superseded/date=YYYY-MM-DD/`.
+pub const SUPERSEDED: &str = "superseded";
+
+/// The directory holding the replaced files of a partition during the grace period.
+pub fn superseded_dir(data_dir: &Path, date: &str) -> PathBuf {
+    data_dir.join(SUPERSEDED).join(format!("date={date}"))
+}
+
+/// The decimal places a stored column keeps: [`VALUE_DECIMALS`] for `value`, [`DELTA_DECIMALS`]
+/// for `delta`, [`KG_DECIMALS`] for `kgce` and `kgco2e`, `None` for the others.
+pub fn decimals_of(column: &str) -> Option<i8> {
+    match column {
+        "value" => Some(VALUE_DECIMALS),
+        "delta" => Some(DELTA_DECIMALS),
+        "kgce" | "kgco2e" => Some(KG_DECIMALS),
+        _ => None,
     }
+}
+
+/// The Arrow schema of layout-4 files: [`readings_schema`] with `value`, `delta`, `kgce` and
+/// `kgco2e` as decimals (see "Stored layout 4" in the module doc).
+pub fn stored_schema() -> SchemaRef {
+    let fields: Vec<Field> = readings_schema()
+        .fields()
+        .iter()
+        .map(|f| match decimals_of(f.name()) {
+            Some(places) => Field::new(
+                f.name(),
+                DataType::Decimal128(DECIMAL_PRECISION, places),
+                f.is_nullable(),
+            ),
+            None => f.as_ref().clone(),
+        })
+        .collect();
     Arc::new(Schema::new(fields))
 }
 
-/// Scales tried for a value: a register resolves whole units down to 0.000001 of one.
-const SCALES: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
-
-/// Integers below 2^53 convert to f64 and back exactly.
+/// Integers up to 2^53 convert to f64 and back exactly.
 const EXACT: f64 = 9_007_199_254_740_992.0;
 
-/// Rows per row group of a readings file. Each row group starts every series with a full
-/// decimal (see "Stored layout"), so a reader may skip row groups but never part of one.
-pub const ROW_GROUP_ROWS: usize = 1 << 20;
+// Every reading `Reading::check` lets through has integers that convert back exactly.
+const _: () = assert!(reading_model::MAX_ABS_QUANTITY * 1e3 < EXACT);
+const _: () = assert!(reading_model::MAX_ABS_DELTA * 1e6 < EXACT);
+const _: () = assert!(reading_model::MAX_ABS_KG * 1e7 < EXACT);
 
-/// The step, in units of `1 / scale`, that `delta` stands for: `round(delta × scale)`, where
-/// that product lies within a quarter of an integer below 2^53. The margin makes every rounding
-/// rule (Rust's half away from zero, NumPy's half to even, DuckDB's) give the same integer, so
-/// a peer rebuilding values gets the same bits.
-fn decimal_step(delta: f64, scale: f64) -> Option<i64> {
-    let x = delta * scale;
-    let k = x.round();
-    (k.abs() < EXACT && (x - k).abs() <= 0.25).then_some(k as i64)
+/// `v` as an integer count of `10^-places`, rounded half away from zero; `None` where that
+/// integer would not convert back to a double exactly (|v| too large, or not finite).
+pub fn to_decimal(v: f64, places: i8) -> Option<i64> {
+    let n = (v * 10f64.powi(i32::from(places))).round();
+    (n.abs() < EXACT).then_some(n as i64)
 }
 
-/// Splits `value` into what the file stores (see "Stored layout" in the module doc): per row a
-/// step (only `value_scale` set), a full decimal (`value_scaled` and `value_scale`) or the value
-/// itself. `continues[i]` says row `i` is the same series as row `i - 1`; the first row of the
-/// batch never does, so a batch written as one row group starts every series in full.
-fn split_value(
-    value: &Float64Array,
-    delta: &Float64Array,
-    continues: &[bool],
-) -> (Float64Array, Int64Array, Float64Array) {
-    let n = value.len();
-    let mut stored = Float64Builder::with_capacity(n);
-    let mut scaled = arrow::array::Int64Builder::with_capacity(n);
-    let mut scale = Float64Builder::with_capacity(n);
-    // The previous row's decimal, if it had one.
-    let mut previous: Option<(i64, f64)> = None;
-    for (i, &same_series) in continues.iter().enumerate().take(n) {
-        if value.is_null(i) {
-            stored.append_null();
-            scaled.append_null();
-            scale.append_null();
-            previous = None;
-            continue;
-        }
-        let v = value.value(i);
-        // The previous row's scale first, so that a series keeps one scale.
-        let found = previous
-            .map(|(_, s)| s)
-            .into_iter()
-            .chain(SCALES)
-            .find_map(|s| {
-                // Checked through the integer, as it is read back: -0.0 has no integer.
-                let m = (v * s).round();
-                let n = m as i64;
-                (m.abs() < EXACT && (n as f64 / s).to_bits() == v.to_bits()).then_some((n, s))
-            });
-        match found {
-            Some((m, s)) => {
-                let step =
-                    previous
-                        .filter(|&(_, ps)| same_series && ps == s)
-                        .and_then(|(pm, _)| {
-                            let d = (!delta.is_null(i)).then(|| delta.value(i))?;
-                            (decimal_step(d, s)? == m.checked_sub(pm)?).then_some(())
-                        });
-                stored.append_null();
-                match step {
-                    Some(()) => scaled.append_null(),
-                    None => scaled.append_value(m),
-                }
-                scale.append_value(s);
-                previous = Some((m, s));
-            }
-            None => {
-                stored.append_value(v);
-                scaled.append_null();
-                scale.append_null();
-                previous = None;
-            }
-        }
-    }
-    (stored.finish(), scaled.finish(), scale.finish())
+/// The double a reader gets back from a stored decimal: the nearest to `n / 10^places`, as
+/// Arrow's, DuckDB's and Polars' decimal-to-double casts compute it.
+pub fn from_decimal(n: i64, places: i8) -> f64 {
+    n as f64 / 10f64.powi(i32::from(places))
 }
 
-/// Rebuilds the `value` column of a file from its stored form, row after row. One reader per
-/// file, fed the file's rows in order: the rows of whole row groups, none skipped inside one.
-#[derive(Debug, Default, Clone)]
-pub struct ValueReader {
-    /// The previous row's decimal, if it had one.
-    previous: Option<(i64, f64)>,
+/// `v` as the files keep it: rounded to `places` decimals (see "Precision"). A value beyond
+/// what a decimal holds is returned as it is, and the writer refuses it ([`to_stored`]).
+pub fn quantize(v: f64, places: i8) -> f64 {
+    // +0.0 for -0.0 too: a decimal has no negative zero.
+    to_decimal(v, places).map_or(v, |n| from_decimal(n, places))
 }
 
-impl ValueReader {
-    /// The values of the next rows. `scaled` and `scale` are the file's decimal columns (absent
-    /// in layout-1 files, whose values are all given); `delta` is needed for steps.
-    pub fn read(
-        &mut self,
-        given: &Float64Array,
-        scaled: Option<&Int64Array>,
-        scale: Option<&Float64Array>,
-        delta: Option<&Float64Array>,
-    ) -> Result<Float64Array, arrow::error::ArrowError> {
-        let (Some(scaled), Some(scale)) = (scaled, scale) else {
-            self.previous = None;
-            return Ok(given.clone());
-        };
-        let mut out = Float64Builder::with_capacity(given.len());
-        for i in 0..given.len() {
-            if given.is_valid(i) {
-                out.append_value(given.value(i));
-                self.previous = None;
-                continue;
-            }
-            if scale.is_null(i) {
-                out.append_null();
-                self.previous = None;
-                continue;
-            }
-            let s = scale.value(i);
-            let m = if scaled.is_valid(i) {
-                scaled.value(i)
-            } else {
-                // A step from the row before (same series, same scale, by the writer's rule).
-                let d = delta.filter(|d| d.is_valid(i)).map(|d| d.value(i));
-                self.previous
-                    .filter(|&(_, ps)| ps == s)
-                    .zip(d.and_then(|d| decimal_step(d, s)))
-                    .and_then(|((pm, _), k)| pm.checked_add(k))
-                    .ok_or_else(|| {
-                        arrow::error::ArrowError::InvalidArgumentError(format!(
-                            "row {i} of a batch: value stored as a step from the row before, \
-                             but the row before has no decimal of scale {s} or the row no \
-                             usable delta (rows of a row group read out of order?)"
-                        ))
-                    })?
-            };
-            self.previous = Some((m, s));
-            out.append_value(m as f64 / s);
-        }
-        Ok(out.finish())
-    }
-}
-
-/// The coefficients tried first for a category: the built-in factor tables' (see
-/// [`FactorTables::per_unit_values`]). A deployment's own factors are found by division.
-fn table_coefficients(category: &str) -> &'static [f64] {
-    static TABLES: OnceLock<HashMap<&'static str, Vec<f64>>> = OnceLock::new();
-    let tables = TABLES.get_or_init(|| {
-        let Ok(t) = FactorTables::builtin() else {
-            return HashMap::new();
-        };
-        Category::ALL
-            .into_iter()
-            .map(|c| (c.code(), t.per_unit_values(c)))
-            .collect()
-    });
-    tables.get(category).map_or(&[], Vec::as_slice)
-}
-
-/// Splits a derived column (`kgce` or `kgco2e`) into what the file stores: per row either the
-/// coefficient `c` with `delta × c` bit-identical to the value (and the value null), or the
-/// value itself (and no coefficient). Null stays null.
-fn split_derived(
-    delta: &Float64Array,
-    derived: &Float64Array,
-    category: &StringArray,
-) -> (Float64Array, Float64Array) {
-    let n = derived.len();
-    let (mut stored, mut coefficient) = (
-        Float64Builder::with_capacity(n),
-        Float64Builder::with_capacity(n),
-    );
-    let mut previous: Option<f64> = None;
-    for i in 0..n {
-        if derived.is_null(i) {
-            stored.append_null();
-            coefficient.append_null();
-            continue;
-        }
-        let value = derived.value(i);
-        let found = (!delta.is_null(i)).then(|| delta.value(i)).and_then(|d| {
-            // The previous row's coefficient first (a series keeps its factor), then the
-            // tables', then the quotient: whichever reproduces the exact bits.
-            // The tables are looked up only when the previous coefficient fails: nearly every
-            // row takes the first test, and the lookup hashes the category.
-            let exact = |c: &f64| c.is_finite() && (d * c).to_bits() == value.to_bits();
-            previous.filter(exact).or_else(|| {
-                table_coefficients(category.value(i))
-                    .iter()
-                    .copied()
-                    .chain(std::iter::once(value / d))
-                    .find(exact)
-            })
-        });
-        match found {
-            Some(c) => {
-                stored.append_null();
-                coefficient.append_value(c);
-                previous = Some(c);
-            }
-            None => {
-                stored.append_value(value);
-                coefficient.append_null();
-            }
-        }
-    }
-    (stored.finish(), coefficient.finish())
-}
-
-/// A batch of [`readings_schema`] as the file stores it ([`stored_schema`]).
+/// A batch of [`readings_schema`] as a layout-4 file stores it ([`stored_schema`]): the numbers
+/// as decimals. A number no decimal of its column holds is an error naming the column and row
+/// (ingest refuses such readings before, see [`reading_model::MAX_ABS_QUANTITY`]).
 pub fn to_stored(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     use arrow::array::AsArray;
     use arrow::datatypes::Float64Type;
     let logical = batch.schema();
-    let column = |name: &str| -> Result<&ArrayRef, arrow::error::ArrowError> {
-        Ok(batch.column(logical.index_of(name)?))
-    };
-    let float = |name: &str| -> Result<&Float64Array, arrow::error::ArrowError> {
-        column(name)?
-            .as_primitive_opt::<Float64Type>()
-            .ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError(format!(
-                    "readings column {name} is not float64"
-                ))
-            })
-    };
-    let string = |name: &str| -> Result<&StringArray, arrow::error::ArrowError> {
-        column(name)?.as_string_opt::<i32>().ok_or_else(|| {
-            arrow::error::ArrowError::SchemaError(format!("readings column {name} is not utf8"))
-        })
-    };
-    let category = string("category")?;
-    let delta = float("delta")?;
-    let (kgce, kgce_per_unit) = split_derived(delta, float("kgce")?, category);
-    let (kgco2e, kgco2e_per_unit) = split_derived(delta, float("kgco2e")?, category);
-    let series = [string("account")?, string("meter")?, string("quantity")?];
-    let continues: Vec<bool> = (0..batch.num_rows())
-        .map(|i| i > 0 && series.iter().all(|c| c.value(i) == c.value(i - 1)))
-        .collect();
-    let (value, value_scaled, value_scale) = split_value(float("value")?, delta, &continues);
     let schema = stored_schema();
     let columns = schema
         .fields()
         .iter()
         .map(|f| {
-            Ok(match f.name().as_str() {
-                "value" => Arc::new(value.clone()) as ArrayRef,
-                VALUE_SCALED => Arc::new(value_scaled.clone()),
-                VALUE_SCALE => Arc::new(value_scale.clone()),
-                "kgce" => Arc::new(kgce.clone()),
-                "kgco2e" => Arc::new(kgco2e.clone()),
-                KGCE_PER_UNIT => Arc::new(kgce_per_unit.clone()),
-                KGCO2E_PER_UNIT => Arc::new(kgco2e_per_unit.clone()),
-                name => column(name)?.clone(),
-            })
+            let column = batch.column(logical.index_of(f.name())?);
+            let Some(places) = decimals_of(f.name()) else {
+                return Ok(column.clone());
+            };
+            let floats = column.as_primitive_opt::<Float64Type>().ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!(
+                    "readings column {} is not float64",
+                    f.name()
+                ))
+            })?;
+            let mut out = arrow::array::Decimal128Builder::with_capacity(floats.len());
+            for (row, v) in floats.iter().enumerate() {
+                match v.map(|v| (v, to_decimal(v, places))) {
+                    None => out.append_null(),
+                    Some((_, Some(n))) => out.append_value(i128::from(n)),
+                    Some((v, None)) => {
+                        return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+                            "row {row}: {} {v} does not fit DECIMAL({DECIMAL_PRECISION}, {places})",
+                            f.name()
+                        )));
+                    }
+                }
+            }
+            Ok(Arc::new(
+                out.finish()
+                    .with_precision_and_scale(DECIMAL_PRECISION, places)?,
+            ) as ArrayRef)
         })
         .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
     RecordBatch::try_new(schema, columns)
 }
 
-/// A batch read from a file of either layout as a batch of [`readings_schema`]: values rebuilt
-/// by `values` (the file's reader, see [`ValueReader`]), `kgce` and `kgco2e` filled in from their
-/// coefficients where the file left them to the derivation. Columns are taken by name; a
-/// layout-1 file has no coefficient or decimal columns and every value given.
+/// A batch read from a file of any layout as a batch of [`readings_schema`]. Layout 4 (decimal
+/// `value`) converts its decimals to doubles ([`from_decimal`]); older files go through
+/// [`layout3::from_stored`] with the file's `values` reader.
 pub fn from_stored(
     batch: &RecordBatch,
-    values: &mut ValueReader,
+    values: &mut layout3::ValueReader,
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::{Float64Type, Int64Type};
     let stored = batch.schema();
-    let float = |name: &str| -> Option<&Float64Array> {
-        let i = stored.index_of(name).ok()?;
-        batch.column(i).as_primitive_opt::<Float64Type>()
-    };
-    let derive = |name: &str, per_unit: &str| -> Option<Float64Array> {
-        let (given, per_unit, delta) = (float(name)?, float(per_unit)?, float("delta")?);
-        Some(
-            (0..batch.num_rows())
-                .map(|i| {
-                    if given.is_valid(i) {
-                        Some(given.value(i))
-                    } else if per_unit.is_valid(i) && delta.is_valid(i) {
-                        Some(delta.value(i) * per_unit.value(i))
-                    } else {
-                        None
-                    }
-                })
-                .collect(),
-        )
-    };
-    let given = float("value").ok_or_else(|| {
-        arrow::error::ArrowError::SchemaError("readings file has no float64 value column".into())
-    })?;
-    let scaled = stored
-        .index_of(VALUE_SCALED)
-        .ok()
-        .and_then(|i| batch.column(i).as_primitive_opt::<Int64Type>());
-    let value = values.read(given, scaled, float(VALUE_SCALE), float("delta"))?;
+    let value = stored.field_with_name("value")?;
+    if !matches!(value.data_type(), DataType::Decimal128(..)) {
+        return layout3::from_stored(batch, values);
+    }
     let schema = readings_schema();
     let columns = schema
         .fields()
         .iter()
         .map(|f| {
-            let derived = match f.name().as_str() {
-                "value" => Some(value.clone()),
-                "kgce" => derive("kgce", KGCE_PER_UNIT),
-                "kgco2e" => derive("kgco2e", KGCO2E_PER_UNIT),
-                _ => None,
-            };
-            match derived {
-                Some(d) => Ok(Arc::new(d) as ArrayRef),
-                None => Ok(batch.column(stored.index_of(f.name())?).clone()),
+            let column = batch.column(stored.index_of(f.name())?);
+            if decimals_of(f.name()).is_some() {
+                arrow::compute::cast(column, &DataType::Float64)
+            } else {
+                Ok(column.clone())
             }
         })
         .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
     RecordBatch::try_new(schema, columns)
+}
+
+/// The stored layout of a readings file, from its footer: 1 for files without [`LAYOUT_KEY`].
+pub fn file_layout(path: &Path) -> Result<u32, StorageError> {
+    let err = |message: String| StorageError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(file).map_err(|e| err(e.to_string()))?;
+    let layout = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == LAYOUT_KEY))
+        .and_then(|k| k.value.clone());
+    match layout {
+        None => Ok(1),
+        Some(v) => v
+            .parse()
+            .map_err(|_| err(format!("{LAYOUT_KEY} is {v:?}, not a layout number"))),
+    }
 }
 
 /// The UTC date partition of a timestamp, `YYYY-MM-DD`.
@@ -611,10 +427,15 @@ impl ReadingsBatchBuilder {
         {
             b.append_value(v);
         }
-        self.value.append_value(r.value);
-        self.delta.append_option(r.delta);
-        self.kgce.append_option(r.kgce);
-        self.kgco2e.append_option(r.kgco2e);
+        // To the precision of the files (see "Precision" in the module doc), here where every
+        // row a reader sees is built, flushed or still in memory.
+        self.value.append_value(quantize(r.value, VALUE_DECIMALS));
+        self.delta
+            .append_option(r.delta.map(|v| quantize(v, DELTA_DECIMALS)));
+        self.kgce
+            .append_option(r.kgce.map(|v| quantize(v, KG_DECIMALS)));
+        self.kgco2e
+            .append_option(r.kgco2e.map(|v| quantize(v, KG_DECIMALS)));
         self.factor.append_option(r.factor);
         self.quality.append_value(r.quality);
         self.gateway.append_value(r.gateway);
@@ -671,23 +492,19 @@ pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_dictionary_enabled(true)
-        // A cumulative register is different in nearly every row: a dictionary of it only adds
-        // its indices to the values (5.4 against ~4.5 bytes per reading, see `disk_bytes`).
+        // A cumulative register is different in nearly every row, and steps by its delta:
+        // delta-encoded, a row costs the bits of its delta, where a dictionary would add its
+        // indices to the values.
         .set_column_dictionary_enabled(col("value"), false)
-        // A register in hundredths steps by the delta in hundredths: delta-encoded, that is a
-        // few bits a row where a dictionary or plain int64s would be a byte or more.
-        .set_column_dictionary_enabled(col(VALUE_SCALED), false)
-        .set_column_encoding(
-            col(VALUE_SCALED),
-            parquet::basic::Encoding::DELTA_BINARY_PACKED,
-        )
+        .set_column_encoding(col("value"), parquet::basic::Encoding::DELTA_BINARY_PACKED)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(col("meter"), true)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![
+            parquet::file::metadata::KeyValue::new(LAYOUT_KEY.to_owned(), LAYOUT.to_owned()),
+            parquet::file::metadata::KeyValue::new(COLUMNS_KEY.to_owned(), COLUMNS_DOC.to_owned()),
+        ]))
         // account, meter, quantity, ts: the sort order of every file.
-        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
-            LAYOUT_KEY.to_owned(),
-            LAYOUT.to_owned(),
-        )]))
         .set_sorting_columns(Some(
             [1, 2, 5, 0]
                 .into_iter()
@@ -701,6 +518,9 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// Rows per row group of a readings file.
+pub const ROW_GROUP_ROWS: usize = 1 << 20;
+
 /// Writes rows (already sorted) of generation `generation` as one Parquet file to `w`.
 pub fn write_parquet<W: std::io::Write + Send>(
     w: W,
@@ -710,38 +530,14 @@ pub fn write_parquet<W: std::io::Write + Send>(
     write_batch(w, &to_record_batch(rows, generation)?)
 }
 
-/// Writes a batch of [`readings_schema`] (already sorted) as one Parquet file to `w`, in the
-/// stored layout ([`to_stored`]).
+/// Writes a batch of [`readings_schema`] (already sorted) as one Parquet file to `w`, in stored
+/// layout 4 ([`to_stored`]).
 pub fn write_batch<W: std::io::Write + Send>(
     w: W,
     batch: &RecordBatch,
 ) -> Result<W, parquet::errors::ParquetError> {
-    write_row_groups(w, batch, ROW_GROUP_ROWS)
-}
-
-/// [`write_batch`] with row groups of `rows` rows: each is stored on its own ([`to_stored`]),
-/// so that its series start in full.
-pub fn write_row_groups<W: std::io::Write + Send>(
-    w: W,
-    batch: &RecordBatch,
-    rows: usize,
-) -> Result<W, parquet::errors::ParquetError> {
-    let properties = writer_properties()
-        .into_builder()
-        .set_max_row_group_row_count(Some(rows.max(1)))
-        .build();
-    let mut writer = ArrowWriter::try_new(w, stored_schema(), Some(properties))?;
-    let mut start = 0;
-    loop {
-        let len = rows.max(1).min(batch.num_rows() - start);
-        writer.write(&to_stored(&batch.slice(start, len))?)?;
-        // Ends the row group here, whatever the writer's own limits would do.
-        writer.flush()?;
-        start += len;
-        if start >= batch.num_rows() {
-            break;
-        }
-    }
+    let mut writer = ArrowWriter::try_new(w, stored_schema(), Some(writer_properties()))?;
+    writer.write(&to_stored(batch)?)?;
     writer.into_inner()
 }
 
@@ -844,7 +640,7 @@ pub fn read_files(files: &[DataFile]) -> Result<RecordBatch, StorageError> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(64 * 1024).build())
             .map_err(|e| err(e.to_string()))?;
-        let mut values = ValueReader::default();
+        let mut values = layout3::ValueReader::default();
         for b in reader {
             let b = b.map_err(|e| err(e.to_string()))?;
             batches.push(from_stored(&b, &mut values).map_err(|e| err(e.to_string()))?);
@@ -963,7 +759,7 @@ pub(crate) mod tests {
 
     /// Rows whose kgce/kgCO2e are what a gateway computes (delta × a table factor, or a
     /// deployment's own), plus the cases the derivation cannot express.
-    fn derived_rows() -> Vec<StoredReading> {
+    pub(crate) fn derived_rows() -> Vec<StoredReading> {
         let mut rows = rows(4242, 400);
         for (i, row) in rows.iter_mut().enumerate() {
             let r = &mut row.reading;
@@ -1000,7 +796,7 @@ pub(crate) mod tests {
         rows
     }
 
-    fn bits(batch: &RecordBatch, name: &str) -> Vec<Option<u64>> {
+    pub(crate) fn bits(batch: &RecordBatch, name: &str) -> Vec<Option<u64>> {
         use arrow::array::AsArray;
         use arrow::datatypes::Float64Type;
         let i = batch.schema().index_of(name).unwrap();
@@ -1010,49 +806,6 @@ pub(crate) mod tests {
             .iter()
             .map(|v| v.map(f64::to_bits))
             .collect()
-    }
-
-    #[test]
-    fn stored_layout_gives_back_every_kgce_and_kgco2e_bit_for_bit() {
-        let rows = derived_rows();
-        let logical = to_record_batch(&rows, 3).unwrap();
-        let stored = to_stored(&logical).unwrap();
-        assert_eq!(stored.schema(), stored_schema());
-        // Most values are left to the derivation; the ones it cannot express are kept.
-        let given = |name: &str| {
-            let c = stored.column(stored.schema().index_of(name).unwrap());
-            c.len() - c.null_count()
-        };
-        assert!(
-            given("kgce") > 0 && given("kgce") < rows.len() / 3,
-            "{}",
-            given("kgce")
-        );
-        assert!(given(KGCE_PER_UNIT) > rows.len() / 2);
-        assert!(given("value") > 0 && given(VALUE_SCALED) > rows.len() / 3);
-        // Through a real file and back.
-        let file = write_batch(tempfile::tempfile().unwrap(), &logical).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-        assert_eq!(
-            reader
-                .metadata()
-                .file_metadata()
-                .key_value_metadata()
-                .and_then(|kv| kv.iter().find(|k| k.key == LAYOUT_KEY))
-                .and_then(|k| k.value.clone())
-                .as_deref(),
-            Some(LAYOUT)
-        );
-        let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
-        let back = from_stored(
-            &arrow::compute::concat_batches(&stored_schema(), &batches).unwrap(),
-            &mut ValueReader::default(),
-        )
-        .unwrap();
-        for name in ["kgce", "kgco2e", "delta", "value"] {
-            assert_eq!(bits(&back, name), bits(&logical, name), "{name}");
-        }
-        assert_eq!(back, logical);
     }
 
     /// Cumulative registers as gateways send them (value in hundredths or thousandths, delta
@@ -1081,79 +834,115 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn values_stored_as_steps_read_back_bit_for_bit_from_any_row_group() {
-        let logical = to_record_batch(&register_rows(), 2).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(file_name(2, 2));
-        write_row_groups(std::fs::File::create(&path).unwrap(), &logical, 7).unwrap();
-        // Most rows are steps: neither the value nor its decimal is in the file.
-        let stored = to_stored(&logical).unwrap();
-        let column = |name: &str| {
-            stored
-                .column(stored.schema().index_of(name).unwrap())
-                .clone()
+    fn layout_4_stores_every_number_as_a_decimal_that_reads_back_as_the_quantized_double() {
+        let rows = derived_rows();
+        let logical = to_record_batch(&rows, 3).unwrap();
+        let file = write_batch(tempfile::tempfile().unwrap(), &logical).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let kv = |key: &str| {
+            reader
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == key))
+                .and_then(|k| k.value.clone())
         };
-        let steps = (0..stored.num_rows())
-            .filter(|&i| {
-                column("value").is_null(i)
-                    && column(VALUE_SCALED).is_null(i)
-                    && column(VALUE_SCALE).is_valid(i)
-            })
-            .count();
-        assert!(steps > logical.num_rows() * 3 / 4, "{steps}");
-        // The whole file.
-        let (files, _) = partition_files(dir.path()).unwrap();
-        let back = read_files(&files).unwrap();
-        assert_eq!(bits(&back, "value"), bits(&logical, "value"));
+        assert_eq!(kv(LAYOUT_KEY).as_deref(), Some("4"));
+        assert!(kv(COLUMNS_KEY).is_some_and(|d| d.contains("kgce: standard coal")));
+        assert_eq!(reader.schema().fields(), stored_schema().fields());
+        let stored: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        let stored = arrow::compute::concat_batches(&stored_schema(), &stored).unwrap();
+        // Materialized: a number is null in the file exactly where the reading has none.
+        for name in ["value", "delta", "kgce", "kgco2e"] {
+            let (s, l) = (
+                stored.column_by_name(name).unwrap(),
+                logical.column_by_name(name).unwrap(),
+            );
+            assert_eq!(s.logical_nulls(), l.logical_nulls(), "{name}");
+        }
+        let back = from_stored(&stored, &mut layout3::ValueReader::default()).unwrap();
         assert_eq!(back, logical);
-        // Each row group on its own, read in small batches: every one starts its series in full.
-        let open = || {
-            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap()
-        };
-        let groups = open().metadata().num_row_groups();
-        assert_eq!(groups, logical.num_rows().div_ceil(7));
-        for g in 0..groups {
-            let mut values = ValueReader::default();
-            let read: Vec<RecordBatch> = open()
-                .with_row_groups(vec![g])
-                .with_batch_size(3)
-                .build()
-                .unwrap()
-                .map(|b| from_stored(&b.unwrap(), &mut values).unwrap())
-                .collect();
-            let read = arrow::compute::concat_batches(&readings_schema(), &read).unwrap();
-            assert_eq!(read, logical.slice(g * 7, read.num_rows()), "row group {g}");
+        // And the doubles are the readings' to the documented places, half away from zero.
+        assert_eq!(back.num_rows(), rows.len());
+        for (row, r) in rows.iter().enumerate() {
+            let value = bits(&back, "value")[row].map(f64::from_bits);
+            let want = (r.reading.value * 1000.0).round() / 1000.0 + 0.0;
+            assert_eq!(value.map(f64::to_bits), Some(want.to_bits()), "row {row}");
+            let kgce = bits(&back, "kgce")[row].map(f64::from_bits);
+            let want = r.reading.kgce.map(|k| (k * 1e7).round() / 1e7 + 0.0);
+            assert_eq!(kgce.map(f64::to_bits), want.map(f64::to_bits), "row {row}");
         }
     }
 
     #[test]
-    fn a_step_without_the_row_before_is_an_error_not_a_guess() {
-        let logical = to_record_batch(&register_rows(), 2).unwrap();
-        let stored = to_stored(&logical).unwrap();
-        // Rows 1.. of a series, without row 0 that holds its decimal.
-        let err = from_stored(&stored.slice(1, 10), &mut ValueReader::default()).unwrap_err();
-        assert!(
-            err.to_string().contains("step from the row before"),
-            "{err}"
-        );
+    fn a_kgce_of_a_table_factor_is_stored_exactly_so_its_sum_is_the_factor_times_the_delta_sum() {
+        // delta to 0.01 kWh, factor to four places: the product has six, which seven hold.
+        let deltas = [0.37, 12.05, 3.99, 0.01, 7.43];
+        let stored: Vec<i64> = deltas
+            .iter()
+            .map(|&d| to_decimal(quantize(d * 0.1229, KG_DECIMALS), KG_DECIMALS).unwrap())
+            .collect();
+        let exact: Vec<i64> = deltas
+            .iter()
+            .map(|&d| (d * 100.0_f64).round() as i64 * 1229 * 10)
+            .collect();
+        assert_eq!(stored, exact);
     }
 
     #[test]
-    fn a_layout_1_file_reads_as_given() {
-        // Today's schema with every column full, as files before the stored layout were.
-        let logical = to_record_batch(&derived_rows(), 1).unwrap();
+    fn deltas_keep_the_places_of_a_register_step_so_they_add_up_to_its_rise() {
+        // A firmware counting 1/16 kWh: a delta to three places would drift 0.0005 a reading.
+        let step = 0.0625;
+        let stored: i64 = (0..9)
+            .map(|_| to_decimal(quantize(step, DELTA_DECIMALS), DELTA_DECIMALS).unwrap())
+            .sum();
+        assert_eq!(from_decimal(stored, DELTA_DECIMALS), 9.0 * step);
+    }
+
+    #[test]
+    fn a_number_no_decimal_holds_is_an_error_naming_the_column_not_a_rounded_guess() {
+        let mut rows = derived_rows();
+        rows.truncate(3);
+        rows[1].reading.value = 2e13;
+        let err = to_stored(&to_record_batch(&rows, 1).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("row 1: value"), "{err}");
+        rows[1].reading.value = 1.0;
+        rows[2].reading.kgce = Some(1e9);
+        let err = to_stored(&to_record_batch(&rows, 1).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("row 2: kgce"), "{err}");
+        // Ingest refuses both before: the bounds are the reading's own check.
+        let mut r = rows[0].reading.clone();
+        r.value = 2e13;
+        assert_eq!(r.check(0).unwrap_err().field, "value");
+        r.value = 1.0;
+        r.kgce = Some(1e9);
+        assert_eq!(r.check(0).unwrap_err().field, "kgce");
+    }
+
+    #[test]
+    fn a_partition_of_layout_1_3_and_4_files_reads_as_one() {
+        let rows = register_rows();
+        let third = rows.len() / 3;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(file_name(1, 1));
-        let mut w = ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            readings_schema(),
-            None,
-        )
-        .unwrap();
-        w.write(&logical).unwrap();
+        let create = |lo, hi| std::fs::File::create(dir.path().join(file_name(lo, hi))).unwrap();
+        let (a, b, c) = (
+            to_record_batch(&rows[..third], 1).unwrap(),
+            to_record_batch(&rows[third..2 * third], 2).unwrap(),
+            to_record_batch(&rows[2 * third..], 3).unwrap(),
+        );
+        let mut w = ArrowWriter::try_new(create(1, 1), readings_schema(), None).unwrap();
+        w.write(&a).unwrap();
         w.close().unwrap();
+        layout3::write_row_groups(create(2, 2), &b, 5).unwrap();
+        write_batch(create(3, 3), &c).unwrap();
         let (files, _) = partition_files(dir.path()).unwrap();
-        assert_eq!(read_files(&files).unwrap(), logical);
+        let layouts: Vec<u32> = files
+            .iter()
+            .map(|f| file_layout(&f.path).unwrap())
+            .collect();
+        assert_eq!(layouts, [1, 3, 4]);
+        let all = arrow::compute::concat_batches(&readings_schema(), &[a, b, c]).unwrap();
+        assert_eq!(read_files(&files).unwrap(), all);
     }
 
     #[test]

@@ -6,8 +6,8 @@ ts counts in the period that ends at or after ts, hence the `- 1` ms below.
 Prints JSON {"hourly": {"rollup": [...], "raw": [...]}, "daily": {...}}, each row
 [account, category, item, period_start_ms, energy, kgce, intervals, min_delta, max_delta].
 
-A raw row's kgce is `kgce` where the file gives it, else `delta * kgce_per_unit` (the stored
-layout, see query/src/storage.rs).
+Raw sums are plain sums of the stored columns (storage/src/lib.rs, "Stored layout 4"), read as
+doubles.
 
 Usage: check_rollups.py DATA_DIR
 """
@@ -31,7 +31,8 @@ for period, ms in (("hourly", 3_600_000), ("daily", 86_400_000)):
         ).fetchall(),
         "raw": con.execute(
             f"""SELECT account, category, item, (epoch_ms(ts) - 1) // {ms} * {ms} AS start,
-                       sum(delta), coalesce(sum(coalesce(kgce, delta * kgce_per_unit)), 0), count(delta), min(delta), max(delta)
+                       CAST(sum(delta) AS DOUBLE), CAST(coalesce(sum(kgce), 0) AS DOUBLE),
+                       count(delta), CAST(min(delta) AS DOUBLE), CAST(max(delta) AS DOUBLE)
                 FROM {raw} WHERE quantity = 'energy_import' AND delta IS NOT NULL
                 GROUP BY ALL ORDER BY ALL"""
         ).fetchall(),

@@ -18,7 +18,7 @@ pattern = f"{data_dir}/readings/*/*.parquet"
 con = duckdb.connect()
 src = f"read_parquet('{pattern}', hive_partitioning = true)"
 sums = con.execute(
-    f"""SELECT account, meter, item, sum(delta), count(delta), count(*)
+    f"""SELECT account, meter, item, CAST(sum(delta) AS DOUBLE), count(delta), count(*)
         FROM {src} WHERE quantity = 'energy_import'
         GROUP BY ALL ORDER BY ALL"""
 ).fetchall()

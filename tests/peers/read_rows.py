@@ -12,26 +12,14 @@ import sys
 import duckdb
 
 data_dir = sys.argv[1]
-# The stored layout (query/src/storage.rs): value is given, or a decimal
-# value_scaled / value_scale, where a step row (only value_scale set) has the row before's
-# value_scaled plus round(delta * value_scale). In file order, a run starts at each row with
-# value_scaled and sums the steps after it.
-src = f"""(SELECT *, coalesce(value, (first_value(value_scaled) OVER run + sum(step) OVER run)
-                                 / value_scale) AS reading_value
-          FROM (SELECT *, count(value_scaled) OVER (PARTITION BY filename ORDER BY file_row_number)
-                          AS run_id
-                FROM (SELECT *, CASE WHEN value IS NULL AND value_scaled IS NULL
-                                     THEN CAST(round(delta * value_scale) AS BIGINT)
-                                     ELSE 0 END AS step
-                      FROM read_parquet('{data_dir}/readings/*/*.parquet', hive_partitioning = true,
-                                        filename = true, file_row_number = true)))
-          WINDOW run AS (PARTITION BY filename, run_id ORDER BY file_row_number
-                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))"""
+# Stored layout 4: every column is what its name says; decimals are read as doubles.
+src = f"""(SELECT *, CAST(value AS DOUBLE) AS reading_value
+          FROM read_parquet('{data_dir}/readings/*/*.parquet', hive_partitioning = true))"""
 rows = duckdb.connect().execute(
     f"""SELECT meter, quantity, count(*),
                epoch_ms(min(ts)), epoch_ms(max(ts)),
                arg_min(reading_value, ts), arg_max(reading_value, ts),
-               sum(delta), list(DISTINCT quality ORDER BY quality)
+               CAST(sum(delta) AS DOUBLE), list(DISTINCT quality ORDER BY quality)
         FROM {src} GROUP BY ALL ORDER BY ALL"""
 ).fetchall()
 print(

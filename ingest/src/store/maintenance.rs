@@ -4,14 +4,19 @@
 //!
 //! **Compaction** reads a partition's live files, keeps one row per key (the highest
 //! generation), writes one file named after the generation range it covers (temp file, fsync,
-//! rename, fsync directory) and only then lets the old files go. Readers skip a file whose
-//! range lies inside another's (`storage::partition_files`), so from the rename on they
-//! read the new file only; the old ones are removed after `compact_grace` seconds, so a query
-//! that listed them just before can still open them. A crash before the rename leaves a hidden
-//! temp file (removed at the next start) and the old files; after it, both, and the old ones
-//! are removed at the next start. Running on the flusher thread means no flush publishes into
-//! a partition while it is being compacted, which is what makes "covers every generation in
-//! its range" true.
+//! rename, fsync directory) and only then lets the old files go: it moves them at once out of
+//! the readings tree, to `<data_dir>/superseded/date=…/`, so a tool globbing `readings/` sees
+//! each row once, and removes them there after `compact_grace` seconds (a query of ours that
+//! listed them just before still opens them: `query` looks there for a listed file that is
+//! gone). Our readers skip a file whose range lies inside another's
+//! (`storage::partition_files`), so from the rename on they read the new file only, wherever the
+//! old ones are. A crash before the rename leaves a hidden temp file (removed at the next start)
+//! and the old files; after it, both or some of the old ones, and the next start removes those
+//! and whatever `superseded/` holds. A partition holding a file of a stored layout before 4 is
+//! compacted even when it is that one file, so old files are rewritten in layout 4 (the first
+//! pass after an upgrade does every such partition). Running on the flusher thread means no
+//! flush publishes into a partition while it is being compacted, which is what makes "covers
+//! every generation in its range" true.
 //!
 //! **Rollups** of a date are computed from the raw readings of that date and the first instant
 //! of the next (periods are `(start, end]`), so a partition that changed dirties its own date
@@ -39,8 +44,8 @@ use storage::rollup::{
     months_of_day, rollup, rollup_dir, write_month_rollup, write_rollup,
 };
 use storage::{
-    DataFile, READINGS, dedupe_batch, file_name, partition_dir, partition_files, partitions,
-    read_files, write_batch,
+    DataFile, READINGS, SUPERSEDED, dedupe_batch, file_layout, file_name, partition_dir,
+    partition_files, partitions, read_files, superseded_dir, write_batch,
 };
 use tracing::{info, warn};
 
@@ -69,7 +74,8 @@ pub(super) struct Maintenance {
     /// Partitions written to since their last compaction/rollup, and since when (`None`:
     /// found so at start, due at once).
     dirty: BTreeMap<String, Option<Instant>>,
-    /// Compacted-away files and when they were replaced.
+    /// Compacted-away files (in `superseded/`, or where they could not be moved from) and when
+    /// they were replaced.
     doomed: Vec<(PathBuf, Instant)>,
     /// Whether the first pass is still to build the monthly rollups of months that have daily
     /// rollups but none of their own (a data directory from before monthly rollups).
@@ -103,6 +109,16 @@ fn date_add(date: &str, days: i64) -> Option<String> {
 fn day_start_ms(date: &str) -> Option<i64> {
     let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+/// Whether any of `files` is of a stored layout before 4, which compaction rewrites.
+fn older_layout(files: &[DataFile]) -> Result<bool, StoreError> {
+    for f in files {
+        if file_layout(&f.path)? < 4 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -147,6 +163,17 @@ impl Maintenance {
             }
         }
         let mut next_gen = 1;
+        // Nobody can be reading what compactions before a crash replaced: this process has only
+        // just started. Their generations still count (a superseded file may be the highest).
+        let left = data_dir.join(SUPERSEDED);
+        for date in partitions(&left).map_err(dir_err(&left))? {
+            let dir = superseded_dir(data_dir, &date);
+            let (files, more) = partition_files(&dir).map_err(dir_err(&dir))?;
+            for f in files.iter().chain(&more) {
+                next_gen = next_gen.max(f.hi + 1);
+            }
+            fs::remove_dir_all(&dir).map_err(dir_err(&dir))?;
+        }
         for date in partitions(&table).map_err(dir_err(&table))? {
             let dir = partition_dir(data_dir, &date);
             remove_temp_files(&dir);
@@ -154,12 +181,16 @@ impl Maintenance {
             for f in live.iter().chain(&superseded) {
                 next_gen = next_gen.max(f.hi + 1);
             }
-            // Nobody can be reading them yet: this process has only just started.
-            m.doomed
-                .extend(superseded.into_iter().map(|f| (f.path, now)));
+            for f in superseded {
+                match fs::remove_file(&f.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => m.doomed.push((f.path, now)),
+                }
+            }
             let newest = live.iter().map(|f| f.modified).max();
             let rollup = modified(&rollup_dir(data_dir, Period::Daily, &date).join(ROLLUP_FILE));
-            if live.len() > 1 || newest > rollup {
+            if live.len() > 1 || newest > rollup || older_layout(&live)? {
                 m.dirty.insert(date, None);
             }
         }
@@ -195,8 +226,8 @@ impl Maintenance {
             if !due {
                 continue;
             }
-            if live.len() > 1 {
-                let merged = self.compact(&dir, &live)?;
+            if live.len() > 1 || older_layout(&live)? {
+                let merged = self.compact(&date, &live)?;
                 report.compacted += 1;
                 report.files_merged += merged;
             }
@@ -258,8 +289,10 @@ impl Maintenance {
         Ok(report)
     }
 
-    /// Merges `live` (at least two files) into one; returns how many files it replaced.
-    fn compact(&mut self, dir: &Path, live: &[DataFile]) -> Result<usize, StoreError> {
+    /// Merges `live` (at least two files, or one of an older layout) of partition `date` into
+    /// one layout-4 file; returns how many files it replaced.
+    fn compact(&mut self, date: &str, live: &[DataFile]) -> Result<usize, StoreError> {
+        let dir = &partition_dir(&self.data_dir, date);
         let started = Instant::now();
         let result = (|| {
             let all = read_files(live)?;
@@ -267,13 +300,14 @@ impl Maintenance {
             let merged = dedupe_batch(&all).map_err(arrow_err(dir))?;
             let lo = live.iter().map(|f| f.lo).min().unwrap_or(0);
             let hi = live.iter().map(|f| f.hi).max().unwrap_or(0);
-            publish_file(dir, &file_name(lo, hi), |w| write_batch(w, &merged))?;
-            Ok::<_, StoreError>((rows_in, merged.num_rows()))
+            let name = file_name(lo, hi);
+            publish_file(dir, &name, |w| write_batch(w, &merged))?;
+            Ok::<_, StoreError>((rows_in, merged.num_rows(), name))
         })();
         let micros = started.elapsed().as_micros() as u64;
         let m = &self.metrics;
         match result {
-            Ok((rows_in, rows_out)) => {
+            Ok((rows_in, rows_out, name)) => {
                 m.compactions.fetch_add(1, Ordering::Relaxed);
                 m.compaction_files
                     .fetch_add(live.len() as u64, Ordering::Relaxed);
@@ -287,15 +321,46 @@ impl Maintenance {
                     ms = micros / 1000,
                     "compacted"
                 );
-                let now = Instant::now();
-                self.doomed
-                    .extend(live.iter().map(|f| (f.path.clone(), now)));
+                // A file of the same name was replaced by the rename itself.
+                let replaced = live.iter().filter(|f| f.path != dir.join(&name));
+                self.move_out(date, replaced);
                 Ok(live.len())
             }
             Err(e) => {
                 m.compaction_failures.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
+        }
+    }
+
+    /// Moves compacted-away files of partition `date` out of the readings tree into
+    /// `superseded/`, where they wait out the grace period. A file that cannot be moved stays
+    /// (our readers skip it as superseded) and is removed after the grace period where it is.
+    fn move_out<'a>(&mut self, date: &str, files: impl Iterator<Item = &'a DataFile>) {
+        let now = Instant::now();
+        let to = superseded_dir(&self.data_dir, date);
+        if let Err(e) = fs::create_dir_all(&to) {
+            warn!(dir = %to.display(), error = %e, "cannot create the directory of compacted-away files");
+        }
+        for f in files {
+            let target = f.path.file_name().map(|n| to.join(n));
+            match target.map(|t| fs::rename(&f.path, &t).map(|()| t)) {
+                Some(Ok(moved)) => self.doomed.push((moved, now)),
+                Some(Err(e)) => {
+                    warn!(file = %f.path.display(), error = %e, "cannot move a compacted-away file out of the readings tree");
+                    self.metrics
+                        .superseded_unmoved
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.doomed.push((f.path.clone(), now));
+                }
+                None => self.doomed.push((f.path.clone(), now)),
+            }
+        }
+        // So that after a power loss the moves are what a glob sees; a move undone by one is
+        // still a superseded file to our readers, and the next start removes it.
+        let dir = partition_dir(&self.data_dir, date);
+        if let Err(e) = storage::publish::sync_dir(&dir) {
+            warn!(dir = %dir.display(), error = %e, "cannot fsync a partition directory");
         }
     }
 
