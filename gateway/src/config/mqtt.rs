@@ -27,6 +27,7 @@
 //! interval = 300                # seconds between messages, to flag gaps in counters
 //! device_time = true            # stamp readings with the device's time when it sends one
 //! max_delta = { energy_import = 5.0 }   # kWh between two messages; more is flagged out_of_range
+//! reset = { reads = 3, after = 600 }    # a drop is a reset only once the new counter persists
 //!
 //! [[mqtt_device.replacement]]   # the plug was swapped: the delta across the swap is exact
 //! at = 2026-03-01T10:00:00+08:00
@@ -174,6 +175,9 @@ pub(super) struct MqttDeviceSection {
     /// Device replacements, so the delta across a swap is exact instead of read as a reset.
     #[serde(default)]
     replacement: Vec<MqttReplacementSection>,
+    /// When a drop of a counter is a reset rather than a glitch (as for `[[device]]`).
+    #[serde(default)]
+    reset: super::ResetSection,
 }
 
 /// `[[mqtt_device.replacement]]`: like `[[device.replacement]]`, the counter named by its
@@ -281,6 +285,8 @@ pub struct MqttDevice {
     pub max_delta: Vec<(Quantity, f64)>,
     /// Declared replacements, oldest first.
     pub replacements: Vec<MqttReplacement>,
+    /// When a drop of one of its counters is a reset rather than a glitch.
+    pub reset: crate::counter::ResetRule,
 }
 
 /// A declared replacement of an MQTT device's counter.
@@ -523,6 +529,8 @@ fn check_device(
     let firmware = device_firmware(d, bad)?;
     let max_delta = delta_limits(&d.max_delta, bad)?;
     let replacements = declared_replacements(&d.replacement, bad)?;
+    let interval = Duration::from_secs_f64(d.interval);
+    let reset = d.reset.rule(interval).map_err(|(key, m)| bad(key, m))?;
     Ok(MqttDevice {
         meter: d.meter.clone(),
         account: d.account.clone(),
@@ -532,10 +540,11 @@ fn check_device(
         topic: d.topic.clone(),
         firmware,
         channel: d.channel.clone(),
-        interval: Duration::from_secs_f64(d.interval),
+        interval,
         device_time: d.device_time,
         max_delta,
         replacements,
+        reset,
     })
 }
 
