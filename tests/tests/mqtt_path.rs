@@ -333,3 +333,95 @@ async fn mqtt_firmwares_to_parquet_with_bad_payloads_quarantined() -> anyhow::Re
     }
     Ok(())
 }
+
+/// A Zigbee2MQTT plug whose `energy` total is `-5` once and a garbage total far below the
+/// counter once, between good messages, and a string once (dead-lettered): the two numeric
+/// ones are stored flagged `glitch` without a delta, and the stored deltas add up exactly to
+/// what the counter advanced. (Taken as resets, each made the next good message count the
+/// whole register again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_and_garbage_totals_invent_no_energy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start(dir.path(), "gateway", "mqtt-test-secret")?;
+    let serve = IngestConfig {
+        flush_rows: 100_000,
+        max_body_bytes: 1 << 20,
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-mqtt")?, TOKEN);
+    let server = Server::start(&serve).await?;
+    let site = format!(
+        "[gateway]\nid = \"gw-mqtt\"\nspool_dir = \"{}\"\n\n\
+         [forward]\nurl = \"http://{}/api/v1/batches\"\ntoken = \"{TOKEN}\"\n\n\
+         [[mqtt_source]]\nname = \"building\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         client_id = \"jieneng-glitch-gw\"\nusername = \"{}\"\npassword = \"{}\"\n\n\
+         [[mqtt_device]]\nmeter = \"fridge\"\naccount = \"110108D002\"\ncategory = \"01\"\n\
+         item = \"01A10\"\ntopic = \"zigbee2mqtt/fridge\"\ninterval = 1\n\
+         firmware = {{ type = \"zigbee2mqtt\" }}\n",
+        dir.path().join("spool").display(),
+        server.addr,
+        broker.port,
+        broker.user,
+        broker.password,
+    );
+    let gw = start_gateway(&site).await?;
+    let (start, step) = (1234.5, 0.0625);
+    // Message k is stamped k seconds after T0; the bad ones half a second after a good one.
+    let at = |ms: i64| json!((T0 * 1000 + ms));
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    for k in 0..8 {
+        messages.push(
+            json!({"energy": start + step * f64::from(k), "power": 12.3,
+                   "last_seen": at(i64::from(k) * 1000)})
+            .to_string()
+            .into_bytes(),
+        );
+        let bad = match k {
+            2 => json!({"energy": -5, "last_seen": at(2500)}),
+            3 => json!({"energy": "garbage", "last_seen": at(3500)}),
+            5 => json!({"energy": 0.5, "last_seen": at(5500)}),
+            _ => continue,
+        };
+        messages.push(bad.to_string().into_bytes());
+    }
+    for m in &messages {
+        publish(
+            broker.port,
+            &broker.user,
+            &broker.password,
+            "zigbee2mqtt/fridge",
+            m,
+        )?;
+    }
+    wait_for_messages(&gw, &[messages.len() as u64]).await?;
+    // Let the last batch leave the normalizer and the forwarder drain it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let decode_errors = gw.mqtt[0].devices[0]
+        .1
+        .decode_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    gw.stop().await;
+    server.stop().await?;
+    assert_eq!(decode_errors, 1, "the string total is dead-lettered");
+
+    let out = run_json("read_parquet.py", &[&serve.data_dir.display().to_string()])?;
+    let row = out["energy"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["meter"] == "fridge"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no energy rows: {out}"))?;
+    // Eight good totals and the two numeric bad ones are stored; only good ones have deltas.
+    assert_eq!(row["rows"], 10, "{row}");
+    assert_eq!(row["deltas"], 7, "{row}");
+    assert_eq!(row["sum"].as_f64(), Some(step * 7.0), "{row}");
+    let rows = run_json("read_rows.py", &[&serve.data_dir.display().to_string()])?;
+    let qualities = rows["rows"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["meter"] == "fridge" && r["quantity"] == "energy_import")
+        })
+        .map(|r| r["qualities"].clone());
+    assert_eq!(qualities, Some(json!(["glitch", "good"])), "{rows}");
+    Ok(())
+}
