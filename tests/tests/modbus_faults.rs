@@ -351,8 +351,11 @@ async fn an_energy_register_reading_zero_once_invents_no_energy() -> anyhow::Res
         || get(&u1.polls) >= 8,
     )
     .await?;
+    let normalizer = gw.normalizer.clone();
     gw.stop().await;
     server.stop().await?;
+    assert_eq!(normalizer.glitches.load(Ordering::Relaxed), 1);
+    assert_eq!(normalizer.resets.load(Ordering::Relaxed), 0);
     let reads = conv.command("stats")?["reads"]["1"].as_u64().unwrap_or(0);
     drop(conv);
 

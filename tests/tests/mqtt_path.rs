@@ -7,6 +7,7 @@
 //! advanced. Halfway through the gateway is stopped and messages are published while it is away;
 //! its persistent session must deliver them when it comes back.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, GatewayConfig, GatewayHandle};
@@ -399,10 +400,13 @@ async fn negative_and_garbage_totals_invent_no_energy() -> anyhow::Result<()> {
     let decode_errors = gw.mqtt[0].devices[0]
         .1
         .decode_errors
-        .load(std::sync::atomic::Ordering::Relaxed);
+        .load(Ordering::Relaxed);
+    let normalizer = gw.normalizer.clone();
     gw.stop().await;
     server.stop().await?;
     assert_eq!(decode_errors, 1, "the string total is dead-lettered");
+    assert_eq!(normalizer.glitches.load(Ordering::Relaxed), 2);
+    assert_eq!(normalizer.resets.load(Ordering::Relaxed), 0);
 
     let out = run_json("read_parquet.py", &[&serve.data_dir.display().to_string()])?;
     let row = out["energy"]
