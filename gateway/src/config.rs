@@ -36,6 +36,7 @@
 //! profile = "eastron/sdm630"
 //! source = { type = "modbus-tcp", host = "10.0.0.21", port = 502, unit = 1 }
 //! max_delta = { energy_import = 500.0 }   # kWh between two polls; more is flagged out_of_range
+//! reset = { reads = 3, after = 60 }       # a drop is a reset only once the new counter persists
 //!
 //! [[device.replacement]]      # the meter was swapped: the delta across the swap is exact
 //! at = 2026-03-01T10:00:00+08:00
@@ -51,6 +52,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use device_profiles::{Library, Phase, Profile};
+
+use crate::counter::ResetRule;
 use reading_model::{
     AccountCode, CarbonFactor, Category, CoalFactor, EnergyCode, FactorSelection, FactorTables,
     GatewayId, MeterId, Quantity,
@@ -329,6 +332,47 @@ pub struct DeviceSection {
     /// instead of being read as a reset.
     #[serde(default)]
     pub replacement: Vec<Spanned<ReplacementSection>>,
+    /// When a drop of a cumulative register is a reset rather than a glitch
+    /// (`reset = { reads = 3, after = 60 }`); see [`crate::counter`].
+    #[serde(default)]
+    pub reset: ResetSection,
+}
+
+/// `reset = { reads = 3, after = 60 }`: a value below a counter is taken as a new counter
+/// (a reset or an undeclared meter swap) only after `reads` reads over at least `after`
+/// seconds. Until then the reads are flagged `glitch` and count no energy.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetSection {
+    /// Reads of the new counter; 3 when absent.
+    #[serde(default)]
+    pub reads: Option<u32>,
+    /// Seconds from the new counter's first read to its confirming one; the larger of two
+    /// intervals and 60 s when absent.
+    #[serde(default)]
+    pub after: Option<f64>,
+}
+
+impl ResetSection {
+    /// The rule for a counter read every `interval`, or why the section is wrong (its key
+    /// and the message).
+    pub fn rule(self, interval: Duration) -> Result<ResetRule, (&'static str, String)> {
+        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        let mut rule = ResetRule::for_interval(interval_ms);
+        if let Some(reads) = self.reads {
+            if !(2..=1000).contains(&reads) {
+                return Err(("reset.reads", format!("{reads} is outside 2 ..= 1000")));
+            }
+            rule.reads = reads;
+        }
+        if let Some(after) = self.after {
+            if !(0.0..=7.0 * 86_400.0).contains(&after) {
+                return Err(("reset.after", format!("{after} s is outside 0 ..= 7 days")));
+            }
+            rule.after_ms = (after * 1000.0).round() as i64;
+        }
+        Ok(rule)
+    }
 }
 
 /// A declared meter replacement: at `at` the old meter read `old_final` for the last time and
@@ -408,6 +452,8 @@ pub struct Device {
     pub max_delta: Vec<Option<f64>>,
     /// Per register: declared meter replacements, oldest first.
     pub replacements: Vec<Vec<crate::counter::Replacement>>,
+    /// When a drop of one of its counters is a reset rather than a glitch.
+    pub reset: ResetRule,
     /// The meter ids and counter keys its readings carry, made once here rather than per
     /// reading.
     pub channels: Channels,
@@ -841,6 +887,11 @@ fn check_device(
             format!("{poll} s is outside 0.1 s ..= 1 day"),
         ));
     }
+    let poll_interval = Duration::from_secs_f64(poll);
+    let reset = d
+        .reset
+        .rule(poll_interval)
+        .map_err(|(key, m)| at.bad(key, m))?;
     check_modbus_source(&d.source, at, &mut set.serial_lines)?;
     let channels = Channels::new(&d.account, &d.meter, &profile, &registers, &quantities);
     Ok(Device {
@@ -857,9 +908,10 @@ fn check_device(
             ct: d.ct_ratio,
             pt: d.pt_ratio,
         },
-        poll_interval: Duration::from_secs_f64(poll),
+        poll_interval,
         max_delta,
         replacements,
+        reset,
     })
 }
 

@@ -2,7 +2,6 @@
 //! registers → interval deltas; deltas → kgce and kgCO2e with the account's factors.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use chrono::{Datelike, TimeZone, Utc};
 use reading_model::factor::Resolved;
@@ -14,24 +13,16 @@ use crate::counter::{self, Counter, CounterRules, Step};
 use crate::source::Sample;
 use crate::source::mqtt::MqttSample;
 use crate::spool::SpoolState;
-
-/// Sets a counter, allocating its key only the first time it is seen.
-fn store_counter(counters: &mut BTreeMap<String, Counter>, key: &str, c: Counter) {
-    match counters.get_mut(key) {
-        Some(slot) => *slot = c,
-        None => {
-            counters.insert(key.to_owned(), c);
-        }
-    }
-}
+use tracing::warn;
 
 /// Brings counters up to date with a batch that was spooled but is not in the state snapshot.
 pub fn replay(state: &mut SpoolState, batch: &Batch) {
     replay_readings(state, &batch.readings);
 }
 
-/// Advances counters to the cumulative readings of a spooled batch: a counter's last value is
-/// its newest spooled reading.
+/// Advances counters to the cumulative readings of a spooled batch, as the normalizer did when
+/// it made them ([`Counter::replay`]): a counter's value is its newest spooled reading not
+/// flagged `glitch`, and the `glitch` readings after it are its undecided drop.
 pub fn replay_readings(state: &mut SpoolState, readings: &[Reading]) {
     // One key buffer for the whole batch: the normalizer replays every batch it spools.
     let mut key = String::new();
@@ -39,11 +30,23 @@ pub fn replay_readings(state: &mut SpoolState, readings: &[Reading]) {
         if r.quantity.is_cumulative() {
             key.clear();
             push_counter_key(&mut key, &r.account, &r.meter, r.quantity);
-            let c = Counter {
-                value: r.value,
-                ts: r.ts,
-            };
-            store_counter(&mut state.counters, &key, c);
+            // Only the first reading of a counter allocates its key.
+            match state.counters.get_mut(key.as_str()) {
+                Some(slot) => {
+                    let mut c = Some(*slot);
+                    Counter::replay(&mut c, r.value, r.ts, r.quality);
+                    if let Some(c) = c {
+                        *slot = c;
+                    }
+                }
+                None => {
+                    let mut c = None;
+                    Counter::replay(&mut c, r.value, r.ts, r.quality);
+                    if let Some(c) = c {
+                        state.counters.insert(key.clone(), c);
+                    }
+                }
+            }
         }
     }
 }
@@ -80,6 +83,12 @@ pub fn normalize_into(
         let Some(reg) = device.profile.registers.get(reg_index) else {
             continue;
         };
+        if !value.value.is_finite() {
+            // The decoder refuses NaN and infinities (as "not available"), so none gets here;
+            // a reading with one would make ingest refuse the whole batch.
+            warn!(device = %device.name(), register = %reg.name, "non-finite value not stored");
+            continue;
+        }
         let quantity = device
             .quantities
             .get(reg_index)
@@ -121,13 +130,11 @@ pub fn normalize_into(
                 wrap_at: wrap_at.map(|w| w * ratio_factor(device, reg)),
                 max_delta: device.max_delta.get(reg_index).copied().flatten(),
                 replacement: counter::replacement_between(replacements, c.as_ref(), sample.ts),
+                reset: device.reset,
             };
-            match counter::step(&mut c, value.value, sample.ts, rules) {
-                Step::Duplicate => continue,
-                Step::Baseline => {}
-                Step::Delta { delta, quality } => {
-                    apply_delta(&mut reading, delta, quality, coal.as_ref(), carbon.as_ref());
-                }
+            let step = counter::step(&mut c, value.value, sample.ts, rules);
+            if !apply_step(&mut reading, step, coal.as_ref(), carbon.as_ref()) {
+                continue;
             }
             match (slot, c) {
                 (Some(s), Some(c)) => *s = c,
@@ -139,6 +146,39 @@ pub fn normalize_into(
         }
         out.push(reading);
     }
+}
+
+/// Applies what a counter step says to its reading; `false` when the reading is a duplicate
+/// and not kept.
+fn apply_step(
+    reading: &mut Reading,
+    step: Step,
+    coal: Option<&Resolved<'_>>,
+    carbon: Option<&Resolved<'_>>,
+) -> bool {
+    match step {
+        Step::Duplicate => return false,
+        Step::Baseline => {}
+        Step::Glitch => reading.quality = Quality::Glitch,
+        Step::Delta { delta, quality } => apply_delta(reading, delta, quality, coal, carbon),
+        Step::Reset {
+            delta,
+            quality,
+            unobserved,
+        } => {
+            warn!(
+                account = %reading.account,
+                meter = %reading.meter,
+                quantity = %reading.quantity,
+                unobserved_after = unobserved.after,
+                unobserved_until = unobserved.until,
+                "counter reset or undeclared meter swap confirmed: only what the new counter \
+                 showed counts; consumption in the unobserved interval is not known"
+            );
+            apply_delta(reading, delta, quality, coal, carbon);
+        }
+    }
+    true
 }
 
 /// Sets a reading's interval consumption and, where it is consumption in the category's own
@@ -218,33 +258,32 @@ pub fn normalize_mqtt(
                 wrap_at: None,
                 max_delta: device.max_delta(v.quantity),
                 replacement,
+                reset: device.reset,
             };
-            match counter::step(&mut c, v.value, ts, rules) {
-                Step::Duplicate => continue,
-                Step::Baseline => {}
-                Step::Delta { delta, quality } => {
-                    let year = Utc
-                        .timestamp_millis_opt(ts)
-                        .single()
-                        .map_or(2025, |t| t.year());
-                    let (_, coal, carbon) = match &year_factors {
-                        Some(f) if f.0 == year => f,
-                        _ => year_factors.insert((
-                            year,
-                            config.factors.coal(device.category, year, selection),
-                            config.factors.carbon(
-                                &device.account,
-                                device.category,
-                                year,
-                                selection,
-                            ),
-                        )),
-                    };
-                    apply_delta(&mut reading, delta, quality, coal.as_ref(), carbon.as_ref());
+            let step = counter::step(&mut c, v.value, ts, rules);
+            if matches!(step, Step::Delta { .. } | Step::Reset { .. }) {
+                let year = Utc
+                    .timestamp_millis_opt(ts)
+                    .single()
+                    .map_or(2025, |t| t.year());
+                let (_, coal, carbon) = match &year_factors {
+                    Some(f) if f.0 == year => f,
+                    _ => year_factors.insert((
+                        year,
+                        config.factors.coal(device.category, year, selection),
+                        config
+                            .factors
+                            .carbon(&device.account, device.category, year, selection),
+                    )),
+                };
+                if !apply_step(&mut reading, step, coal.as_ref(), carbon.as_ref()) {
+                    continue;
                 }
+            } else if !apply_step(&mut reading, step, None, None) {
+                continue;
             }
             if let Some(c) = c {
-                store_counter(&mut state.counters, &key, c);
+                state.counters.insert(key, c);
             }
         }
         out.push(reading);
@@ -385,6 +424,59 @@ source = { type = "modbus-tcp", host = "127.0.0.1" }
                 (Some(38.5), Quality::OutOfRange),
             ]
         );
+    }
+
+    #[test]
+    fn negative_and_falling_mqtt_totals_are_glitches_and_replay_alike() {
+        let site = format!(
+            "{SITE}\n[[mqtt_source]]\nhost = \"127.0.0.1\"\n\n\
+             [[mqtt_device]]\nmeter = \"fridge\"\naccount = \"110108A001\"\ncategory = \"01\"\n\
+             item = \"01A10\"\ntopic = \"zigbee2mqtt/fridge\"\ninterval = 60\n\
+             firmware = {{ type = \"zigbee2mqtt\" }}\nreset = {{ reads = 2, after = 60 }}\n"
+        );
+        let config = GatewayConfig::parse("site.toml", &site, None).unwrap();
+        assert_eq!(config.mqtt.devices[0].reset.reads, 2);
+        let t0 = 1_767_225_600_000;
+        let mut state = SpoolState::default();
+        let mut out = vec![];
+        // 100, then -5 (invalid), a garbage total far below, the counter again, and later a
+        // swapped plug whose counter persists: 3 → 3.5 counts, its 3 kWh start does not.
+        let totals = [100.0, -5.0, 0.25, 101.0, 3.0, 3.5, 4.0];
+        for (i, kwh) in totals.into_iter().enumerate() {
+            let sample = MqttSample {
+                device: 0,
+                received: t0 + i as i64 * 60_000,
+                values: vec![firmware_bridge::FirmwareValue {
+                    channel: "0".into(),
+                    quantity: Quantity::EnergyImport,
+                    basis: firmware_bridge::Basis::Total,
+                    unit: Unit::KilowattHour,
+                    value: kwh,
+                    ts_ms: None,
+                }],
+            };
+            out.extend(normalize_mqtt(&config, &mut state, &sample));
+            // The committed state is what the spooled readings say: replaying them from
+            // nothing gives the state the normalizer holds, after every message.
+            let mut replayed = SpoolState::default();
+            replay_readings(&mut replayed, &out);
+            assert_eq!(replayed.counters, state.counters, "after {kwh}");
+        }
+        let got: Vec<(Option<f64>, Quality)> = out.iter().map(|r| (r.delta, r.quality)).collect();
+        assert_eq!(
+            got,
+            [
+                (None, Quality::Good),
+                (None, Quality::Glitch),
+                (None, Quality::Glitch),
+                (Some(1.0), Quality::Gap),
+                (None, Quality::Glitch),
+                (Some(0.5), Quality::Reset),
+                (Some(0.5), Quality::Good),
+            ]
+        );
+        assert_eq!(out[1].kgce, None);
+        assert_eq!(out[5].kgce, Some(0.5 * 0.1229));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use reading_model::{Reading, WIRE_VERSION};
+use reading_model::{Quality, Reading, WIRE_VERSION};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -203,6 +203,12 @@ pub struct NormalizerStats {
     pub readings_dropped: AtomicU64,
     /// Attempts to spool a batch that failed on the disk (not a full spool); retried.
     pub spool_errors: AtomicU64,
+    /// Cumulative readings flagged `glitch`: below their counter and not (yet) a new counter,
+    /// negative or not finite. Stored without a delta (see [`crate::counter`]).
+    pub glitches: AtomicU64,
+    /// Confirmed resets and undeclared meter swaps: each leaves an interval whose consumption
+    /// no read observed (logged with the interval).
+    pub resets: AtomicU64,
     pub spool_full: AtomicBool,
 }
 
@@ -294,6 +300,7 @@ async fn run_normalizer(
         };
         match next {
             Some(Some(input)) => {
+                let before = pending.len();
                 match input {
                     Input::Modbus(sample) => {
                         normalize_into(&n.config, &mut n.working, &sample, &mut pending);
@@ -305,6 +312,7 @@ async fn run_normalizer(
                         acks.extend(message.ack);
                     }
                 }
+                n.count_flags(&pending[before..]);
                 if pending.len() >= chunk {
                     n.encode_pending(&mut pending).await;
                 }
@@ -506,6 +514,18 @@ impl Normalizer {
             );
         }
         self.working = self.committed.clone();
+    }
+
+    /// Counts the glitches and confirmed resets among new readings.
+    fn count_flags(&self, readings: &[Reading]) {
+        for r in readings {
+            let counter = match r.quality {
+                Quality::Glitch => &self.stats.glitches,
+                Quality::Reset => &self.stats.resets,
+                _ => continue,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn count_let_go(&self, cumulative: usize, instant: u64) {

@@ -99,7 +99,9 @@
 //! ## State
 //!
 //! The normalizer's state — the next sequence number and the last value of every counter — is
-//! what its spooled readings say: a counter's last value is its newest cumulative reading. So
+//! what its spooled readings say: a counter's last value is its newest cumulative reading not
+//! flagged `glitch`, and the `glitch` readings after it are its undecided drop (see
+//! [`crate::counter`]). So
 //! a record's fsync makes the state it leads to durable too, and `state.json` is only a
 //! **snapshot** that lets records go: it says "everything below `next_seq` is in here". It is
 //! written atomically (temp file, fsync, rename, directory fsync) when a segment whose batches

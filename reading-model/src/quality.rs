@@ -15,7 +15,9 @@ pub enum Quality {
     Estimated,
     /// The counter wrapped at its register width; the delta includes the wrap.
     Rollover,
-    /// The counter went backwards (meter reset or replacement); the delta starts from zero.
+    /// The counter went backwards and the new counter persisted (a meter reset or an
+    /// undeclared replacement): the delta is only what the new counter showed since its first
+    /// read; what was consumed between the old counter's last read and that one is unobserved.
     Reset,
     /// Readings were missed before this one; the delta spans the gap.
     Gap,
@@ -25,6 +27,10 @@ pub enum Quality {
     Stale,
     /// The first reading after a declared meter replacement.
     Replaced,
+    /// A cumulative value that cannot be the counter's: below it and not (yet) confirmed as a
+    /// new counter (a meter rebooting, a bad read), negative or garbage. No delta, no energy;
+    /// the next good value's delta spans it.
+    Glitch,
 }
 
 const NAMES: &[(Quality, &str)] = &[
@@ -36,6 +42,7 @@ const NAMES: &[(Quality, &str)] = &[
     (Quality::OutOfRange, "out_of_range"),
     (Quality::Stale, "stale"),
     (Quality::Replaced, "replaced"),
+    (Quality::Glitch, "glitch"),
 ];
 
 impl Quality {

@@ -4,7 +4,7 @@
 Usage: fault_meter.py SPEC_JSON
 
 SPEC_JSON: {"units": [1, 2], "exceptions": [[unit, start, count], ...],
-            "late": {"unit": seconds, ...}, "dead": [unit, ...]}
+            "late": {"unit": seconds, ...}, "dead": [unit, ...], "zero_once": {"unit": n}}
 One TCP server on 127.0.0.1 (OS-chosen port) with an Eastron SDM630 register map (input
 registers, float32 high word first) behind each unit id, as behind an RS-485 converter.
 Energy of unit u starts at 100·u kWh and grows by 0.125 kWh at every read of its energy
@@ -12,7 +12,9 @@ register (exact in float32, so sums are exact); power is 1000 W. A read overlapp
 `exceptions` range (0-based PDU addresses) answers IllegalDataAddress. A `late` unit answers
 each request that many seconds after it came, under the request's own transaction id, while
 the other units are served meanwhile; a `dead` unit never answers (a meter that is off or
-unplugged behind a converter that forwards the request and stays quiet).
+unplugged behind a converter that forwards the request and stays quiet). A `zero_once` unit
+answers its n-th read of the energy register (1-based) with 0.0 kWh, as a meter rebooting or a
+bad read does, while its true energy goes on counting.
 
 Prints {"port": p} when listening. Then reads commands, one JSON line each, on stdin:
   {"cmd": "silent"}  stop answering (requests hang, connections stay open); prints {"silent": true}
@@ -76,6 +78,7 @@ class Converter:
         self.exceptions = [tuple(e) for e in spec.get("exceptions", [])]
         self.late = {int(u): float(d) for u, d in spec.get("late", {}).items()}
         self.dead = set(spec.get("dead", []))
+        self.zero_once = {int(u): int(n) for u, n in spec.get("zero_once", {}).items()}
         self.never = asyncio.Event()
         self.reads = {}
         self.server = None
@@ -115,8 +118,12 @@ class Unit(ModbusSlaveContext):
             if unit == self.unit and address < start + n and start < address + count:
                 return ILLEGAL_DATA_ADDRESS
         if address <= ENERGY < address + count:
-            self.converter.reads[self.unit] = self.converter.reads.get(self.unit, 0) + 1
+            reads = self.converter.reads.get(self.unit, 0) + 1
+            self.converter.reads[self.unit] = reads
             values = self.getValues(fc_as_hex, address, count)
+            if self.converter.zero_once.get(self.unit) == reads:
+                at = ENERGY - address
+                values = values[:at] + f32_words(0.0) + values[at + 2 :]
             self.energy += 0.125
             self.block.setValues(ENERGY + 1, f32_words(self.energy))
             return values

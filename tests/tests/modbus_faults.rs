@@ -311,6 +311,84 @@ async fn exceptions_silence_and_dropped_connections() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An energy register that reads 0.0 once mid-run (a meter rebooting, a bad read) while the
+/// meter goes on counting: the read is stored flagged `glitch` without a delta, and the stored
+/// deltas add up to exactly what the meter counted between the first and last stored reads.
+/// (Taken as a reset, the next good read's delta was the whole register, ~100 kWh invented.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_energy_register_reading_zero_once_invents_no_energy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut conv = Controlled::spawn(
+        "fault_meter.py",
+        &[&json!({"units": [1], "zero_once": {"1": 4}}).to_string()],
+    )?;
+    let port = conv.next_json(Duration::from_secs(30))?["port"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no port"))?;
+    let serve = IngestConfig {
+        flush_interval: 0.5,
+        flush_rows: 100_000,
+        max_body_bytes: 1 << 20,
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-glitch")?, TOKEN);
+    let server = Server::start(&serve).await?;
+    let site = format!(
+        "[gateway]\nid = \"gw-glitch\"\nspool_dir = \"{}\"\npoll_interval = 0.5\nrequest_timeout = 0.4\n\n\
+         [forward]\nurl = \"http://{}/api/v1/batches\"\ntoken = \"{TOKEN}\"\n\n\
+         [[device]]\nmeter = \"u1\"\naccount = \"110108A001\"\ncategory = \"01\"\nitem = \"01000\"\n\
+         profile = \"eastron/sdm630\"\nregisters = [\"energy_import\"]\n\
+         source = {{ type = \"modbus-tcp\", host = \"127.0.0.1\", port = {port}, unit = 1 }}\n",
+        dir.path().join("spool").display(),
+        server.addr
+    );
+    let gw = Gateway::build(GatewayConfig::parse("glitch site", &site, None)?)?
+        .start(Duration::from_secs(10))?;
+    let u1 = gw.devices[0].clone();
+    until(
+        "eight polls, the zero among them",
+        Duration::from_secs(30),
+        || get(&u1.polls) >= 8,
+    )
+    .await?;
+    let normalizer = gw.normalizer.clone();
+    gw.stop().await;
+    server.stop().await?;
+    assert_eq!(normalizer.glitches.load(Ordering::Relaxed), 1);
+    assert_eq!(normalizer.resets.load(Ordering::Relaxed), 0);
+    let reads = conv.command("stats")?["reads"]["1"].as_u64().unwrap_or(0);
+    drop(conv);
+
+    let out = run_json("read_rows.py", &[&serve.data_dir.display().to_string()])?;
+    let e = out["rows"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["meter"] == "u1" && r["quantity"] == "energy_import")
+        })
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no energy rows: {out}"))?;
+    let first = e["first_value"].as_f64().unwrap_or(f64::NAN);
+    let last = e["last_value"].as_f64().unwrap_or(f64::NAN);
+    // Unit 1 starts at 100 kWh and counts 0.125 kWh at every read, the zero one included.
+    assert!(first >= 100.0 && last > first, "{e}");
+    assert_eq!(
+        e["delta_sum"].as_f64(),
+        Some(last - first),
+        "stored energy is the meter's true consumption: {e}"
+    );
+    // The zero is kept and flagged, not taken for a reset (a slow poll may flag a gap).
+    let qualities = e["qualities"].as_array().cloned().unwrap_or_default();
+    assert!(qualities.contains(&json!("glitch")), "{e}");
+    assert!(!qualities.contains(&json!("reset")), "{e}");
+    assert!(e["rows"].as_u64() >= Some(6), "{e}");
+    assert!(
+        reads >= e["rows"].as_u64().unwrap_or(0),
+        "{reads} reads: {e}"
+    );
+    Ok(())
+}
+
 /// Four meters behind one converter: units 1 and 2 answer, unit 3 answers only after its
 /// request was given up (the answer arrives while others are being read), unit 4 never answers.
 /// The live units are read at every poll, on the one connection, without a reconnect; no late

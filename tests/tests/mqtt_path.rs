@@ -7,6 +7,7 @@
 //! advanced. Halfway through the gateway is stopped and messages are published while it is away;
 //! its persistent session must deliver them when it comes back.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, GatewayConfig, GatewayHandle};
@@ -330,6 +331,210 @@ async fn mqtt_firmwares_to_parquet_with_bad_payloads_quarantined() -> anyhow::Re
         assert_eq!(letter["source"], "building");
         assert!(letter["device"].as_str().is_some(), "{letter}");
         assert!(!letter["reason"].as_str().unwrap_or("").is_empty());
+    }
+    Ok(())
+}
+
+/// A Zigbee2MQTT plug whose `energy` total is `-5` once and a garbage total far below the
+/// counter once, between good messages, and a string once (dead-lettered): the two numeric
+/// ones are stored flagged `glitch` without a delta, and the stored deltas add up exactly to
+/// what the counter advanced. (Taken as resets, each made the next good message count the
+/// whole register again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_and_garbage_totals_invent_no_energy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start(dir.path(), "gateway", "mqtt-test-secret")?;
+    let serve = IngestConfig {
+        flush_rows: 100_000,
+        max_body_bytes: 1 << 20,
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-mqtt")?, TOKEN);
+    let server = Server::start(&serve).await?;
+    let site = format!(
+        "[gateway]\nid = \"gw-mqtt\"\nspool_dir = \"{}\"\n\n\
+         [forward]\nurl = \"http://{}/api/v1/batches\"\ntoken = \"{TOKEN}\"\n\n\
+         [[mqtt_source]]\nname = \"building\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         client_id = \"jieneng-glitch-gw\"\nusername = \"{}\"\npassword = \"{}\"\n\n\
+         [[mqtt_device]]\nmeter = \"fridge\"\naccount = \"110108D002\"\ncategory = \"01\"\n\
+         item = \"01A10\"\ntopic = \"zigbee2mqtt/fridge\"\ninterval = 1\n\
+         firmware = {{ type = \"zigbee2mqtt\" }}\n",
+        dir.path().join("spool").display(),
+        server.addr,
+        broker.port,
+        broker.user,
+        broker.password,
+    );
+    let gw = start_gateway(&site).await?;
+    let (start, step) = (1234.5, 0.0625);
+    // Message k is stamped k seconds after T0; the bad ones half a second after a good one.
+    let at = |ms: i64| json!((T0 * 1000 + ms));
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    for k in 0..8 {
+        messages.push(
+            json!({"energy": start + step * f64::from(k), "power": 12.3,
+                   "last_seen": at(i64::from(k) * 1000)})
+            .to_string()
+            .into_bytes(),
+        );
+        let bad = match k {
+            2 => json!({"energy": -5, "last_seen": at(2500)}),
+            3 => json!({"energy": "garbage", "last_seen": at(3500)}),
+            5 => json!({"energy": 0.5, "last_seen": at(5500)}),
+            _ => continue,
+        };
+        messages.push(bad.to_string().into_bytes());
+    }
+    for m in &messages {
+        publish(
+            broker.port,
+            &broker.user,
+            &broker.password,
+            "zigbee2mqtt/fridge",
+            m,
+        )?;
+    }
+    wait_for_messages(&gw, &[messages.len() as u64]).await?;
+    // Let the last batch leave the normalizer and the forwarder drain it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let decode_errors = gw.mqtt[0].devices[0]
+        .1
+        .decode_errors
+        .load(Ordering::Relaxed);
+    let normalizer = gw.normalizer.clone();
+    gw.stop().await;
+    server.stop().await?;
+    assert_eq!(decode_errors, 1, "the string total is dead-lettered");
+    assert_eq!(normalizer.glitches.load(Ordering::Relaxed), 2);
+    assert_eq!(normalizer.resets.load(Ordering::Relaxed), 0);
+
+    let out = run_json("read_parquet.py", &[&serve.data_dir.display().to_string()])?;
+    let row = out["energy"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["meter"] == "fridge"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no energy rows: {out}"))?;
+    // Eight good totals and the two numeric bad ones are stored; only good ones have deltas.
+    assert_eq!(row["rows"], 10, "{row}");
+    assert_eq!(row["deltas"], 7, "{row}");
+    assert_eq!(row["sum"].as_f64(), Some(step * 7.0), "{row}");
+    let rows = run_json("read_rows.py", &[&serve.data_dir.display().to_string()])?;
+    let qualities = rows["rows"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["meter"] == "fridge" && r["quantity"] == "energy_import")
+        })
+        .map(|r| r["qualities"].clone());
+    assert_eq!(qualities, Some(json!(["glitch", "good"])), "{rows}");
+    Ok(())
+}
+
+/// A 2 MB message on a subscribed topic, between good ones, with a truncated and a binary
+/// payload: each is dead-lettered with its reason, and the source goes on, so every good
+/// message is stored. (With the client's 1 MiB packet limit the big message failed the
+/// connection before it could be acknowledged, the persistent session delivered it again at
+/// every reconnect, and every later message on the broker was lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_truncated_and_binary_payloads_are_dead_lettered() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start(dir.path(), "gateway", "mqtt-test-secret")?;
+    let serve = IngestConfig {
+        flush_rows: 100_000,
+        max_body_bytes: 1 << 20,
+        ..IngestConfig::loopback(dir.path().join("data"))
+    }
+    .with_gateway(GatewayId::parse("gw-mqtt")?, TOKEN);
+    let server = Server::start(&serve).await?;
+    let site = format!(
+        "[gateway]\nid = \"gw-mqtt\"\nspool_dir = \"{}\"\n\n\
+         [forward]\nurl = \"http://{}/api/v1/batches\"\ntoken = \"{TOKEN}\"\n\n\
+         [[mqtt_source]]\nname = \"building\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         client_id = \"jieneng-big-gw\"\nusername = \"{}\"\npassword = \"{}\"\n\n\
+         [[mqtt_device]]\nmeter = \"fridge\"\naccount = \"110108D002\"\ncategory = \"01\"\n\
+         item = \"01A10\"\ntopic = \"zigbee2mqtt/fridge\"\ninterval = 1\n\
+         firmware = {{ type = \"zigbee2mqtt\" }}\n",
+        dir.path().join("spool").display(),
+        server.addr,
+        broker.port,
+        broker.user,
+        broker.password,
+    );
+    let gw = start_gateway(&site).await?;
+    let (start, step) = (77.0, 0.125);
+    let good = |k: u32| {
+        json!({"energy": start + step * f64::from(k),
+               "last_seen": json!(T0 * 1000 + i64::from(k) * 1000)})
+        .to_string()
+        .into_bytes()
+    };
+    // 2 MB of JSON that would decode: only its size refuses it.
+    let mut big = br#"{"energy": 1.0, "pad": ""#.to_vec();
+    big.resize(2_000_000 - 2, b'x');
+    big.extend(b"\"}");
+    let bad: [&[u8]; 3] = [&big, b"{\"energy\": 78.", &[0x00, 0xff, 0x13, 0x37]];
+    let mut sent = 0u64;
+    for k in 0..6 {
+        publish(
+            broker.port,
+            &broker.user,
+            &broker.password,
+            "zigbee2mqtt/fridge",
+            &good(k),
+        )?;
+        sent += 1;
+        if let Some(b) = bad.get(k as usize) {
+            publish(
+                broker.port,
+                &broker.user,
+                &broker.password,
+                "zigbee2mqtt/fridge",
+                b,
+            )?;
+            sent += 1;
+        }
+    }
+    wait_for_messages(&gw, &[sent]).await?;
+    // Let the last batch leave the normalizer and the forwarder drain it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = gw.mqtt[0].stats.clone();
+    let dead = gw.mqtt[0].dead_letters.clone();
+    gw.stop().await;
+    server.stop().await?;
+    assert_eq!(
+        stats.connections.load(Ordering::Relaxed),
+        1,
+        "one connection, never failed"
+    );
+    assert_eq!(stats.connection_errors.load(Ordering::Relaxed), 0);
+
+    let out = run_json("read_parquet.py", &[&serve.data_dir.display().to_string()])?;
+    let row = out["energy"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["meter"] == "fridge"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no energy rows: {out}"))?;
+    assert_eq!(row["rows"], 6, "every good message stored: {row}");
+    assert_eq!(row["sum"].as_f64(), Some(step * 5.0), "{row}");
+
+    let text = std::fs::read_to_string(dead.path())?;
+    let letters: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(letters.len(), 3, "{text}");
+    assert_eq!(letters[0]["payload_len"], 2_000_000);
+    assert_eq!(letters[0]["truncated"], true);
+    let reason = |i: usize| letters[i]["reason"].as_str().unwrap_or("").to_owned();
+    assert!(
+        reason(0).contains("2000000 bytes") && reason(0).contains("max_payload_bytes"),
+        "{}",
+        reason(0)
+    );
+    for (i, b) in bad.iter().enumerate().skip(1) {
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(letters[i]["payload_hex"], hex, "{}", letters[i]);
+        assert!(!reason(i).is_empty());
     }
     Ok(())
 }

@@ -18,7 +18,15 @@ function meterLine(m) {
     el('span', { class: `state ${m.online ? 'ok' : 'bad'}` }, m.online ? t('tree.online') : t('tree.offline')),
     el('span', { class: 'last' }, `${t('tree.last')} ${beijing(m.last_ts)}`),
     el('span', { class: 'values' }, own.map((r) => el('span', { class: 'value', 'data-quantity': r.quantity },
-      numEl(r.value, r.unit === 'kW' || r.unit === '°C' ? 1 : 2, `meter.${r.quantity}`), ` ${r.unit}`))));
+      numEl(r.value, r.unit === 'kW' || r.unit === '°C' ? 1 : 2, `meter.${r.quantity}`), ` ${r.unit}`,
+      ...qualityMark(r)))));
+}
+
+/** A flag beside a reading whose quality is not good: a glitch's value is not the counter's. */
+function qualityMark(r) {
+  if (!r.quality || r.quality === 'good') return [];
+  return [' ', el('span', { class: `quality ${r.quality}`, 'data-quality': r.quality, title: r.quality },
+    t(`quality.${r.quality}`))];
 }
 
 function group(list, keyOf) {

@@ -14,6 +14,7 @@
 //! tls = { ca_file = "/etc/ssl/certs/ca-certificates.crt" }
 //! keep_alive = 30               # seconds
 //! dead_letter_max_bytes = 16777216
+//! max_payload_bytes = 1048576   # larger messages are dead-lettered, never decoded
 //!
 //! [[mqtt_device]]
 //! meter = "plug-1"
@@ -27,6 +28,7 @@
 //! interval = 300                # seconds between messages, to flag gaps in counters
 //! device_time = true            # stamp readings with the device's time when it sends one
 //! max_delta = { energy_import = 5.0 }   # kWh between two messages; more is flagged out_of_range
+//! reset = { reads = 3, after = 600 }    # a drop is a reset only once the new counter persists
 //!
 //! [[mqtt_device.replacement]]   # the plug was swapped: the delta across the swap is exact
 //! at = 2026-03-01T10:00:00+08:00
@@ -85,6 +87,8 @@ pub(super) struct MqttSourceSection {
     keep_alive: f64,
     #[serde(default = "default_dead_letter_max")]
     dead_letter_max_bytes: u64,
+    #[serde(default = "default_source_max_payload")]
+    max_payload_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +105,11 @@ fn default_source_name() -> String {
 fn default_keep_alive() -> f64 {
     30.0
 }
+/// 1 MiB: no device's telemetry comes near it.
+fn default_source_max_payload() -> usize {
+    1 << 20
+}
+
 fn default_dead_letter_max() -> u64 {
     16 << 20
 }
@@ -174,6 +183,9 @@ pub(super) struct MqttDeviceSection {
     /// Device replacements, so the delta across a swap is exact instead of read as a reset.
     #[serde(default)]
     replacement: Vec<MqttReplacementSection>,
+    /// When a drop of a counter is a reset rather than a glitch (as for `[[device]]`).
+    #[serde(default)]
+    reset: super::ResetSection,
 }
 
 /// `[[mqtt_device.replacement]]`: like `[[device.replacement]]`, the counter named by its
@@ -229,7 +241,13 @@ pub struct MqttSource {
     pub keep_alive: Duration,
     /// The bound of this source's dead-letter files together (see `source::mqtt::dead_letter`).
     pub dead_letter_max_bytes: u64,
+    /// A message whose payload is larger is dead-lettered undecoded (and acknowledged).
+    pub max_payload_bytes: usize,
 }
+
+/// The largest packet MQTT 3.1.1 can frame (its remaining length is at most 268,435,455 bytes,
+/// plus up to 5 bytes of fixed header).
+pub const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// A validated firmware choice.
 #[derive(Debug, Clone)]
@@ -281,6 +299,8 @@ pub struct MqttDevice {
     pub max_delta: Vec<(Quantity, f64)>,
     /// Declared replacements, oldest first.
     pub replacements: Vec<MqttReplacement>,
+    /// When a drop of one of its counters is a reset rather than a glitch.
+    pub reset: crate::counter::ResetRule,
 }
 
 /// A declared replacement of an MQTT device's counter.
@@ -433,6 +453,15 @@ fn check_source(
             format!("{} is below the 64 KiB minimum", s.dead_letter_max_bytes),
         ));
     }
+    if !(1024..=MQTT_MAX_PACKET).contains(&s.max_payload_bytes) {
+        return Err(bad(
+            "max_payload_bytes",
+            format!(
+                "{} is outside 1 KiB ..= {MQTT_MAX_PACKET} (the MQTT maximum)",
+                s.max_payload_bytes
+            ),
+        ));
+    }
     let client_id = s
         .client_id
         .clone()
@@ -452,6 +481,7 @@ fn check_source(
         tls_ca,
         keep_alive: Duration::from_secs_f64(s.keep_alive),
         dead_letter_max_bytes: s.dead_letter_max_bytes,
+        max_payload_bytes: s.max_payload_bytes,
     })
 }
 
@@ -523,6 +553,8 @@ fn check_device(
     let firmware = device_firmware(d, bad)?;
     let max_delta = delta_limits(&d.max_delta, bad)?;
     let replacements = declared_replacements(&d.replacement, bad)?;
+    let interval = Duration::from_secs_f64(d.interval);
+    let reset = d.reset.rule(interval).map_err(|(key, m)| bad(key, m))?;
     Ok(MqttDevice {
         meter: d.meter.clone(),
         account: d.account.clone(),
@@ -532,10 +564,11 @@ fn check_device(
         topic: d.topic.clone(),
         firmware,
         channel: d.channel.clone(),
-        interval: Duration::from_secs_f64(d.interval),
+        interval,
         device_time: d.device_time,
         max_delta,
         replacements,
+        reset,
     })
 }
 
@@ -835,6 +868,17 @@ password = "secret-secret"
             (
                 HEAD.replace("password = \"secret-secret\"\n", ""),
                 "mqtt_source[0].username",
+            ),
+            (
+                HEAD.replace(
+                    "username = \"gw\"",
+                    "max_payload_bytes = 100\nusername = \"gw\"",
+                ),
+                "mqtt_source[0].max_payload_bytes",
+            ),
+            (
+                device("firmware = { type = \"tasmota\" }\nreset = { reads = 0 }\n"),
+                "mqtt_device[0].reset.reads",
             ),
         ];
         for (text, key) in cases {

@@ -292,3 +292,39 @@ fn devices_of_one_model_share_its_profile_and_threads_are_bounded() {
         "{e}"
     );
 }
+
+#[test]
+fn reset_rules_default_from_the_interval_and_are_checked() {
+    // SITE polls every 5 s: two intervals is less than the 60 s floor.
+    let c = parse(SITE).unwrap();
+    assert_eq!(
+        c.devices[0].reset,
+        ResetRule {
+            reads: 3,
+            after_ms: 60_000
+        }
+    );
+    let c = parse(&format!("{SITE}reset = {{ reads = 5, after = 30 }}\n")).unwrap();
+    assert_eq!(
+        c.devices[0].reset,
+        ResetRule {
+            reads: 5,
+            after_ms: 30_000
+        }
+    );
+    let e = parse(&format!("{SITE}reset = {{ reads = 1 }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device[0].reset.reads") && e.contains("2 ..= 1000"),
+        "{e}"
+    );
+    let e = parse(&format!("{SITE}reset = {{ after = -1 }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("device[0].reset.after"), "{e}");
+    let e = parse(&format!("{SITE}reset = {{ count = 3 }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("count"), "{e}");
+}

@@ -6,7 +6,10 @@
 //!
 //! A payload that does not decode is never fatal: it goes to the source's dead-letter file
 //! ([`dead_letter`]) with its topic, bytes and reason, is counted on its device, and is warned
-//! about at most once per [`WARN_EVERY`] per device. Messages of a device that carry no
+//! about at most once per [`WARN_EVERY`] per device. So is a payload over the source's
+//! `max_payload_bytes` (1 MiB by default), undecoded: the client reads packets of any size MQTT
+//! can frame, because one over its own limit would fail the connection before it could be
+//! acknowledged and come back at every reconnect. Messages of a device that carry no
 //! readings by design (Tasmota `STATE` and `LWT`, Shelly `online`, Zigbee2MQTT availability)
 //! are counted as ignored, not rejected.
 //!
@@ -358,11 +361,53 @@ impl Router {
         ));
     }
 
+    /// Dead-letters a payload over `max_payload_bytes` for every device whose filter matches
+    /// its topic (or as nobody's), without decoding it.
+    fn reject_oversized(&mut self, topic: &str, payload: &[u8], now: Instant) {
+        let reason = format!(
+            "{topic}: payload of {} bytes is over the source's max_payload_bytes ({}); not decoded",
+            payload.len(),
+            self.source.max_payload_bytes
+        );
+        let mut routed = false;
+        for ri in 0..self.routes.len() {
+            if rumqttc::matches(topic, &self.routes[ri].filter) {
+                routed = true;
+                inc(&self.routes[ri].stats.messages);
+                self.reject(ri, topic, payload, reason.clone(), now);
+            }
+        }
+        if !routed {
+            self.reject_unowned(topic, payload, reason, now);
+        }
+    }
+
+    /// Counts a payload route `ri` could not use and dead-letters it with `reason`.
+    fn reject(&mut self, ri: usize, topic: &str, payload: &[u8], reason: String, now: Instant) {
+        let route = &mut self.routes[ri];
+        inc(&route.stats.decode_errors);
+        route.stats.set_last_error(reason.clone());
+        if let Some(suppressed) = route.warn.allow(now) {
+            warn!(device = %route.name, topic, suppressed, reason, "bad MQTT payload (kept in the dead-letter file)");
+        }
+        self.dead.send(DeadLetter::new(
+            &self.source.name,
+            Some(route.name.clone()),
+            topic,
+            payload,
+            reason,
+        ));
+    }
+
     /// Decodes one message for every device whose filter matches its topic.
     pub fn handle(&mut self, topic: &str, payload: &[u8], received_ms: i64) -> Handled {
         let now = Instant::now();
         inc(&self.stats.messages);
         let mut out = Handled::default();
+        if payload.len() > self.source.max_payload_bytes {
+            self.reject_oversized(topic, payload, now);
+            return out;
+        }
         let mut routed = false;
         if topic == self.rpc_topic {
             routed = true;
@@ -396,19 +441,7 @@ impl Router {
                 Err(e) => problems.push(e.to_string()),
             }
             if !problems.is_empty() {
-                let reason = problems.join("; ");
-                inc(&route.stats.decode_errors);
-                route.stats.set_last_error(reason.clone());
-                if let Some(suppressed) = route.warn.allow(now) {
-                    warn!(device = %route.name, topic, suppressed, reason, "bad MQTT payload (kept in the dead-letter file)");
-                }
-                self.dead.send(DeadLetter::new(
-                    &self.source.name,
-                    Some(route.name.clone()),
-                    topic,
-                    payload,
-                    reason,
-                ));
+                self.reject(ri, topic, payload, problems.join("; "), now);
             }
         }
         if !routed {
@@ -610,7 +643,12 @@ pub fn options(source: &MqttSource) -> Result<MqttOptions, std::io::Error> {
     // PUBACK only once the message is settled (see the module doc), not on arrival.
     o.set_manual_acks(true);
     o.set_keep_alive(source.keep_alive);
-    o.set_max_packet_size(1 << 20, 1 << 20);
+    // Incoming packets are read whatever their size (up to what MQTT can frame): a packet
+    // over the client's limit fails the connection before its packet id is known, so it can
+    // never be acknowledged, and a persistent session delivers it again at every reconnect,
+    // for ever, losing every later message. Payloads over `max_payload_bytes` are
+    // dead-lettered instead (`Router::handle`). What we send stays small.
+    o.set_max_packet_size(crate::config::mqtt::MQTT_MAX_PACKET, 1 << 20);
     if let Some((u, p)) = &source.credentials {
         o.set_credentials(u, p);
     }

@@ -526,13 +526,13 @@ proptest! {
         let state_of = |next_seq: u64, last: Option<u64>| SpoolState {
             next_seq,
             counters: last
-                .map(|l| ("last".to_owned(), Counter { value: l as f64, ts: 0 }))
+                .map(|l| ("last".to_owned(), Counter::new(l as f64, 0)))
                 .into_iter()
                 .collect(),
         };
         let replay = |state: &mut SpoolState, b: &Batch| {
             if !b.readings.is_empty() {
-                state.counters.insert("last".into(), Counter { value: b.seq as f64, ts: 0 });
+                state.counters.insert("last".into(), Counter::new(b.seq as f64, 0));
             }
         };
         for op in ops {

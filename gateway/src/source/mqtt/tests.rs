@@ -268,3 +268,37 @@ fn warnings_are_rate_limited_and_count_what_they_held_back() {
     assert_eq!(w.allow(t + Duration::from_secs(2)), None);
     assert_eq!(w.allow(t + WARN_EVERY + Duration::from_secs(1)), Some(2));
 }
+
+#[tokio::test]
+async fn oversized_payloads_are_dead_lettered_undecoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut r) = router(dir.path());
+    assert_eq!(r.source.max_payload_bytes, 1 << 20);
+    // A valid Tasmota message padded past the limit: its size alone refuses it.
+    let good = br#"{"Time":"2023-05-19T20:52:56","ENERGY":{"Total":514.153,"Power":56}}"#;
+    let mut big = good.to_vec();
+    big.truncate(good.len() - 1);
+    big.extend(std::iter::repeat_n(b' ', (1 << 20) + 1 - good.len()));
+    big.push(b'}');
+    assert_eq!(big.len(), (1 << 20) + 1);
+    assert!(r.handle("tele/plug/SENSOR", &big, 7).samples.is_empty());
+    let h = r.handle("tele/plug/SENSOR", good, 8);
+    assert_eq!(h.samples.len(), 1, "the source goes on");
+    assert!(r.handle("nobody/listens", &big, 9).samples.is_empty());
+    let stats = &r.routes[0].stats;
+    assert_eq!(stats.messages.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.decode_errors.load(Ordering::Relaxed), 1);
+    assert!(
+        stats
+            .last_error()
+            .is_some_and(|e| e.contains("1048577 bytes") && e.contains("max_payload_bytes")),
+        "{:?}",
+        stats.last_error()
+    );
+    assert_eq!(r.stats.rejected.load(Ordering::Relaxed), 1);
+    let l = letters(dir.path(), 2).await;
+    assert_eq!(l[0]["device"], "110108A001/plug");
+    assert_eq!(l[0]["payload_len"], (1 << 20) + 1);
+    assert_eq!(l[0]["truncated"], true);
+    assert!(l[1]["device"].is_null());
+}
