@@ -323,8 +323,10 @@ async fn start(
             role: Role::Admin,
             accounts: vec![],
             region: None,
+            expires: None,
         }],
         savings: api::SavingsSettings::default(),
+        reference: Default::default(),
     };
     let rejects = Arc::new(Rejects::default());
     let api_rejects = rejects.clone();
