@@ -67,6 +67,9 @@ pub struct ApiConfig {
     /// API keys of people and systems ([`access`]), apart from gateway tokens.
     pub api_key: Vec<ApiKeyConfig>,
     pub savings: SavingsSettings,
+    /// The deployment's factor files (newer MEE/NBS years, provincial factors), applied over
+    /// the built-in tables in order; every figure is priced with the result.
+    pub factor_files: Vec<PathBuf>,
 }
 
 /// `[savings]`: inputs of the savings analysis.
@@ -105,7 +108,8 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 impl Api {
-    /// The read API over `config`'s data directory with the built-in factor tables. `live` is
+    /// The read API over `config`'s data directory with the built-in factor tables and the
+    /// deployment's factor files. `live` is
     /// the rows acknowledged but not yet in Parquet (ingest's store), so live views never wait
     /// for a flush; refusals are counted in `rejects`.
     pub fn new(
@@ -117,11 +121,8 @@ impl Api {
         if let Some(live) = live {
             query = query.with_live(live);
         }
-        let mut reports = Reports::new(
-            query,
-            config.account.clone(),
-            reading_model::FactorTables::builtin()?,
-        );
+        let factors = query::accounts::load_factor_tables(&config.factor_files)?;
+        let mut reports = Reports::new(query, config.account.clone(), factors);
         if let Some(path) = &config.savings.temperature_csv {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("savings.temperature_csv {}: {e}", path.display()))?;

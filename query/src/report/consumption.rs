@@ -2,6 +2,10 @@
 //! tree (ItemCatalog parents), the unmetered remainder (缺口量 = main meters − sub-meters, shown
 //! even when it is zero or negative), month-on-month (环比) and year-on-year (同比), and the
 //! public-institution indicators kgce/m², kgce/person and water m³/person.
+//!
+//! Every row's kgce and kgCO2e is its consumption times the factors the server selects for
+//! the account and the period's year ([`Reports::pricing`]), named with their versions in
+//! the row: the figure the carbon report and the forms give for the same energy.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +14,7 @@ use reading_model::{AccountCode, Category, EnergyCode, ItemCatalog};
 use serde::Serialize;
 
 use super::scope::Filter;
-use super::source::{MeterSum, Relations, Reports};
+use super::source::{FactorUsed, MeterSum, Prices, Pricing, Relations, Reports};
 use crate::report::QueryError;
 use reading_model::time::{Granularity, local_midnight_ms};
 
@@ -55,12 +59,32 @@ pub struct ItemRow {
     pub consumption: f64,
     pub kgce: f64,
     pub kgco2e: f64,
+    /// The standard-coal factor of `kgce` (id and version), `None` where none applies.
+    pub coal_factor: Option<FactorRef>,
+    /// The carbon factor of `kgco2e`.
+    pub carbon_factor: Option<FactorRef>,
     /// The period before (环比), for days and months.
     pub previous: Option<f64>,
     pub mom_pct: Option<f64>,
     /// The same period a year before (同比).
     pub year_before: Option<f64>,
     pub yoy_pct: Option<f64>,
+}
+
+/// Which factor a figure used: its id and version (see [`FactorUsed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FactorRef {
+    pub id: String,
+    pub version: String,
+}
+
+impl FactorRef {
+    pub(crate) fn of(f: &FactorUsed) -> Self {
+        Self {
+            id: f.id.clone(),
+            version: f.version.clone(),
+        }
+    }
 }
 
 /// The indicators of one account in one period.
@@ -109,31 +133,24 @@ fn pct(cur: f64, prev: Option<f64>) -> Option<f64> {
     (p != 0.0).then(|| ((cur - p) / p * 10_000.0).round() / 100.0)
 }
 
+/// Energy only: kgce and kgCO2e are priced from it once, per row ([`Pricing`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Amount {
     consumption: f64,
-    kgce: f64,
-    kgco2e: f64,
 }
 
 impl Amount {
     fn of(s: &MeterSum) -> Self {
         Self {
             consumption: s.consumption,
-            kgce: s.kgce,
-            kgco2e: s.kgco2e,
         }
     }
     fn add(&mut self, o: Amount) {
         self.consumption += o.consumption;
-        self.kgce += o.kgce;
-        self.kgco2e += o.kgco2e;
     }
     fn minus(self, o: Amount) -> Amount {
         Amount {
             consumption: self.consumption - o.consumption,
-            kgce: self.kgce - o.kgce,
-            kgco2e: self.kgco2e - o.kgco2e,
         }
     }
 }
@@ -220,20 +237,25 @@ fn tree(
     out
 }
 
-/// The category total of one (account, period, category) — the `Total` row, or the level-0
-/// subtotal where no main meter exists — as (consumption, kgce, kgCO2e): the same figure the
-/// consumption report shows, for analyses that need a total per day or hour.
+/// The category total of one (account, period, category, unit) — the `Total` row, or the
+/// level-0 subtotal where no main meter exists — as (consumption, kgce, kgCO2e) priced with
+/// `pricing`: the same figure the consumption report shows, for analyses that need a total
+/// per day or hour.
 pub(crate) fn category_total(
     category: Category,
     sums: &[&MeterSum],
     rel: &Relations,
+    pricing: &Pricing,
 ) -> Option<(f64, f64, f64)> {
     tree(category, sums, rel)
         .into_iter()
         .find(|(item, kind, _)| {
             *kind == RowKind::Total || (*kind == RowKind::Subtotal && item.level() == 0)
         })
-        .map(|(_, _, a)| (a.consumption, a.kgce, a.kgco2e))
+        .map(|(_, _, a)| {
+            let c = a.consumption;
+            (c, pricing.kgce(c), pricing.kgco2e(c))
+        })
 }
 
 /// Each row's amounts over the periods, keyed by (account, category, unit, item, kind), so
@@ -267,7 +289,8 @@ impl Reports {
             sums.retain(|s| s.category == c);
         }
         let (all, labels) = self.row_amounts(&sums, g);
-        let (mut rows, indicators) = item_rows(&all, first, g, &labels);
+        let mut prices = Prices::new(self);
+        let (mut rows, indicators) = item_rows(&all, first, g, &labels, &mut prices);
         sort_rows(&mut rows);
         Ok(ConsumptionReport {
             from: req.from,
@@ -360,6 +383,7 @@ fn item_rows(
     first: NaiveDate,
     g: Granularity,
     labels: &BTreeMap<NaiveDate, String>,
+    prices: &mut Prices<'_>,
 ) -> (Vec<ItemRow>, IndicatorSums) {
     let catalog = ItemCatalog::builtin();
     let mut rows = Vec::new();
@@ -370,6 +394,8 @@ fn item_rows(
             let previous = at(g.previous(*period));
             let year_before = at(g.year_before(*period));
             let consumption = round6(a.consumption);
+            let pricing = prices.of(account, *category, unit, *period);
+            let (kgce, kgco2e) = (pricing.kgce(a.consumption), pricing.kgco2e(a.consumption));
             let (name_zh, name_en) = match kind {
                 RowKind::Unmetered => ("缺口量(未分项计量)", "unmetered remainder"),
                 _ => catalog.name(item),
@@ -388,8 +414,10 @@ fn item_rows(
                 name_en: name_en.to_owned(),
                 unit: unit.clone(),
                 consumption,
-                kgce: round6(a.kgce),
-                kgco2e: round6(a.kgco2e),
+                kgce: round6(kgce),
+                kgco2e: round6(kgco2e),
+                coal_factor: pricing.coal.as_ref().map(FactorRef::of),
+                carbon_factor: pricing.carbon.as_ref().map(FactorRef::of),
                 previous,
                 mom_pct: pct(consumption, previous),
                 year_before,
@@ -404,7 +432,7 @@ fn item_rows(
                 if *category == Category::Water {
                     *e.1.get_or_insert(0.0) += a.consumption;
                 } else {
-                    e.0 += a.kgce;
+                    e.0 += kgce;
                 }
             }
         }
