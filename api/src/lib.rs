@@ -353,8 +353,11 @@ async fn consumption(
     if !matches!(table, "items" | "indicators") {
         return Err(api.bad(format!("table={table:?}: expected items or indicators")));
     }
+    // Tomorrow in Beijing: a period reaching past it is in progress, compared like with like.
+    let as_of = reading_model::time::local_date(chrono::Utc::now().timestamp_millis())
+        .and_then(|d| d.succ_opt());
     let report = api
-        .run(move |r| async move { r.consumption_report(&req).await })
+        .run(move |r| async move { r.consumption_report_as_of(&req, as_of).await })
         .await?;
     Ok(if as_csv {
         csv_response(match table {

@@ -628,6 +628,7 @@ mod tests {
                 water_m3: None,
                 water_m3_per_person: None,
             }],
+            comparison: None,
         };
         let names = [("110108A001".to_owned(), "海淀区机关办公楼".to_owned())].into();
         let t = tree_table(&report, &names);

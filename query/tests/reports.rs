@@ -435,3 +435,75 @@ async fn an_equivalent_account_gets_one_kgce_in_every_report() {
     assert_eq!(tile.consumption, day_kwh);
     assert_eq!(tile.kgce, round6(day_kwh * 0.404));
 }
+
+/// February 2026 through the 10th: its 环比 and 同比 compare 1–10 January 2026 and 1–10
+/// February 2025, not the whole months, and the report says so; January stays whole.
+#[tokio::test]
+async fn a_period_in_progress_is_compared_with_the_same_days() {
+    let (_dir, r) = reports().await;
+    let req = ConsumptionRequest {
+        from: d(2026, 1, 1),
+        to: d(2026, 3, 1),
+        granularity: Granularity::Month,
+        filters: vec![Filter::Accounts(
+            [AccountCode::parse("110108A001").unwrap()].into(),
+        )],
+        category: Some(Category::Electricity),
+    };
+    let as_of = d(2026, 2, 11);
+    let report = r.consumption_report_as_of(&req, Some(as_of)).await.unwrap();
+    let total = |period: &str| {
+        report
+            .rows
+            .iter()
+            .find(|row| row.period == period && row.kind == RowKind::Total)
+            .unwrap()
+    };
+    let main = sample::office_main_quarters;
+    let feb = total("2026-02");
+    assert_eq!(
+        feb.previous,
+        Some(hand_sum(main, d(2026, 1, 1), d(2026, 1, 11)))
+    );
+    assert_eq!(
+        feb.year_before,
+        Some(hand_sum(main, d(2025, 2, 1), d(2025, 2, 11)))
+    );
+    let jan = total("2026-01");
+    assert_eq!(
+        jan.previous,
+        Some(hand_sum(main, d(2025, 12, 1), d(2026, 1, 1)))
+    );
+    assert_eq!(
+        jan.year_before,
+        Some(hand_sum(main, d(2025, 1, 1), d(2025, 2, 1)))
+    );
+    let c = report.comparison.as_ref().unwrap();
+    assert_eq!(
+        (c.period.as_str(), c.through, c.days),
+        ("2026-02", d(2026, 2, 10), 10)
+    );
+    assert_eq!(c.previous, Some((d(2026, 1, 1), d(2026, 1, 11))));
+    assert_eq!(c.year_before, Some((d(2025, 2, 1), d(2025, 2, 11))));
+    assert!(
+        c.note_zh.contains("2025-02-01 – 2025-02-10"),
+        "{}",
+        c.note_zh
+    );
+    assert!(c.note_en.contains("same days"), "{}", c.note_en);
+    // Whole periods when nothing is in progress.
+    let whole = r
+        .consumption_report_as_of(&req, Some(d(2026, 3, 1)))
+        .await
+        .unwrap();
+    assert!(whole.comparison.is_none());
+    let feb_whole = whole
+        .rows
+        .iter()
+        .find(|row| row.period == "2026-02" && row.kind == RowKind::Total)
+        .unwrap();
+    assert_eq!(
+        feb_whole.year_before,
+        Some(hand_sum(main, d(2025, 2, 1), d(2025, 3, 1)))
+    );
+}

@@ -111,6 +111,98 @@ pub struct ConsumptionReport {
     pub granularity: Granularity,
     pub rows: Vec<ItemRow>,
     pub indicators: Vec<IndicatorRow>,
+    /// Set when the last period is still in progress: its 环比 and 同比 compare the same days of
+    /// the period before and of the year before, not their whole periods.
+    pub comparison: Option<PartialComparison>,
+}
+
+/// How a period in progress is compared: like with like, its first `days` days against the
+/// same days of the period before (环比) and of the same period a year before (同比).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartialComparison {
+    /// The period in progress (its label).
+    pub period: String,
+    /// Its last day with data so far (the day before `as_of`).
+    pub through: NaiveDate,
+    pub days: i64,
+    /// The days compared in the period before, `[from, to)`; `None` for years.
+    pub previous: Option<(NaiveDate, NaiveDate)>,
+    /// The days compared a year before, `[from, to)`.
+    pub year_before: Option<(NaiveDate, NaiveDate)>,
+    pub note_zh: String,
+    pub note_en: String,
+}
+
+/// The first day after the period starting `start`.
+fn period_end(g: Granularity, start: NaiveDate) -> Option<NaiveDate> {
+    match g {
+        Granularity::Day => start.succ_opt(),
+        Granularity::Month => start.checked_add_months(Months::new(1)),
+        Granularity::Year => start.checked_add_months(Months::new(12)),
+    }
+}
+
+/// The comparison of the last period of `[first, to)` when `as_of` (the first day without data
+/// yet) falls inside it; `None` when every period is whole.
+fn partial_comparison(
+    g: Granularity,
+    first: NaiveDate,
+    to: NaiveDate,
+    as_of: Option<NaiveDate>,
+) -> Option<PartialComparison> {
+    let end = as_of?.min(to);
+    let through = end.pred_opt()?;
+    let last = g.start(through);
+    if last < first || period_end(g, last)? <= end {
+        return None;
+    }
+    let days = (end - last).num_days();
+    // The same days of another period, within it (a shorter month ends the window early).
+    let window = |start: NaiveDate| {
+        let stop = (start + chrono::Duration::days(days)).min(period_end(g, start)?);
+        Some((start, stop))
+    };
+    let previous = g.previous(last).and_then(window);
+    let year_before = g.year_before(last).and_then(window);
+    let span = |w: Option<(NaiveDate, NaiveDate)>| {
+        w.and_then(|(a, b)| Some(format!("{a} – {}", b.pred_opt()?)))
+    };
+    let (prev_s, yb_s) = (span(previous), span(year_before));
+    let label = g.label(last);
+    let mut zh = format!("{label} 尚未结束（截至 {through}，{days} 天）：");
+    let mut en = format!("{label} is in progress (through {through}, {days} days): ");
+    match (&prev_s, &yb_s) {
+        (Some(p), Some(y)) => {
+            zh.push_str(&format!(
+                "环比与上期同期 {p} 比较，同比与去年同期 {y} 比较。"
+            ));
+            en.push_str(&format!(
+                "compared with the same days of the period before ({p}) and of the year before ({y})."
+            ));
+        }
+        (None, Some(y)) => {
+            zh.push_str(&format!("同比与去年同期 {y} 比较。"));
+            en.push_str(&format!(
+                "compared with the same days of the year before ({y})."
+            ));
+        }
+        (Some(p), None) => {
+            zh.push_str(&format!("环比与上期同期 {p} 比较。"));
+            en.push_str(&format!(
+                "compared with the same days of the period before ({p})."
+            ));
+        }
+        (None, None) => return None,
+    }
+    Some(PartialComparison {
+        period: label,
+        through,
+        days,
+        previous,
+        year_before,
+        note_zh: zh,
+        note_en: en,
+    })
 }
 
 /// Local dates `[from, to)`; periods should start at `from` (a month report from the 1st).
@@ -269,9 +361,22 @@ type RowAmounts =
 type IndicatorSums = BTreeMap<(AccountCode, NaiveDate), (f64, Option<f64>)>;
 
 impl Reports {
+    /// The report with every period compared whole (see [`Reports::consumption_report_as_of`]).
     pub async fn consumption_report(
         &self,
         req: &ConsumptionRequest,
+    ) -> Result<ConsumptionReport, QueryError> {
+        self.consumption_report_as_of(req, None).await
+    }
+
+    /// The report, where `as_of` is the first local day without data yet (the day after
+    /// today): a last period that reaches past it is in progress, and its 环比 and 同比
+    /// compare the same days of the period before and of the year before
+    /// ([`ConsumptionReport::comparison`] says which).
+    pub async fn consumption_report_as_of(
+        &self,
+        req: &ConsumptionRequest,
+        as_of: Option<NaiveDate>,
     ) -> Result<ConsumptionReport, QueryError> {
         let g = req.granularity;
         let first = g.start(req.from);
@@ -289,8 +394,14 @@ impl Reports {
             sums.retain(|s| s.category == c);
         }
         let (all, labels) = self.row_amounts(&sums, g);
+        let comparison = partial_comparison(g, first, req.to, as_of);
+        let like = match &comparison {
+            Some(c) => Some((g.start(c.through), self.same_days(req, c).await?)),
+            None => None,
+        };
         let mut prices = Prices::new(self);
-        let (mut rows, indicators) = item_rows(&all, first, g, &labels, &mut prices);
+        let like = like.as_ref().map(|(p, a)| (*p, a));
+        let (mut rows, indicators) = item_rows(&all, first, g, &labels, &mut prices, like);
         sort_rows(&mut rows);
         Ok(ConsumptionReport {
             from: req.from,
@@ -298,7 +409,33 @@ impl Reports {
             granularity: g,
             rows,
             indicators: self.indicator_rows(indicators, g),
+            comparison,
         })
+    }
+
+    /// The amounts of the days a period in progress is compared with, keyed by the start of
+    /// the period they belong to.
+    async fn same_days(
+        &self,
+        req: &ConsumptionRequest,
+        c: &PartialComparison,
+    ) -> Result<RowAmounts, QueryError> {
+        let mut sums = Vec::new();
+        for (from, to) in [c.previous, c.year_before].into_iter().flatten() {
+            sums.extend(
+                self.meter_sums_with_rollups(
+                    local_midnight_ms(from),
+                    local_midnight_ms(to),
+                    req.granularity,
+                    &req.filters,
+                )
+                .await?,
+            );
+        }
+        if let Some(cat) = req.category {
+            sums.retain(|s| s.category == cat);
+        }
+        Ok(self.row_amounts(&sums, req.granularity).0)
     }
 
     /// The item tree of every (account, period, category, unit) as each row's amounts over
@@ -384,15 +521,25 @@ fn item_rows(
     g: Granularity,
     labels: &BTreeMap<NaiveDate, String>,
     prices: &mut Prices<'_>,
+    like: Option<(NaiveDate, &RowAmounts)>,
 ) -> (Vec<ItemRow>, IndicatorSums) {
     let catalog = ItemCatalog::builtin();
     let mut rows = Vec::new();
     let mut indicators: IndicatorSums = BTreeMap::new();
-    for ((account, category, unit, item, kind), periods) in all {
+    for (key, periods) in all {
+        let (account, category, unit, item, kind) = key;
         let at = |p: Option<NaiveDate>| periods.get(&p?).map(|a| round6(a.consumption));
+        // A period in progress is compared with the same days only.
+        let same_days = like.map(|(p, amounts)| (p, amounts.get(key)));
+        let at_same = |p: Option<NaiveDate>| {
+            let (_, of_row) = same_days?;
+            of_row?.get(&p?).map(|a| round6(a.consumption))
+        };
         for (period, a) in periods.range(first..) {
-            let previous = at(g.previous(*period));
-            let year_before = at(g.year_before(*period));
+            let in_progress = same_days.is_some_and(|(p, _)| p == *period);
+            let compared = |p: Option<NaiveDate>| if in_progress { at_same(p) } else { at(p) };
+            let previous = compared(g.previous(*period));
+            let year_before = compared(g.year_before(*period));
             let consumption = round6(a.consumption);
             let pricing = prices.of(account, *category, unit, *period);
             let (kgce, kgco2e) = (pricing.kgce(a.consumption), pricing.kgco2e(a.consumption));
