@@ -71,6 +71,9 @@ pub struct ApiConfig {
     pub savings: SavingsSettings,
     /// The deployment's holiday, benchmark, school-term and heating-season files.
     pub reference: query::savings::ReferenceFiles,
+    /// The deployment's factor files (newer MEE/NBS years, provincial factors), applied over
+    /// the built-in tables in order; every figure is priced with the result.
+    pub factor_files: Vec<PathBuf>,
 }
 
 /// `[savings]`: inputs of the savings analysis.
@@ -109,7 +112,8 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 impl Api {
-    /// The read API over `config`'s data directory with the built-in factor tables. `live` is
+    /// The read API over `config`'s data directory with the built-in factor tables and the
+    /// deployment's factor files. `live` is
     /// the rows acknowledged but not yet in Parquet (ingest's store), so live views never wait
     /// for a flush; refusals are counted in `rejects`.
     pub fn new(
@@ -121,11 +125,8 @@ impl Api {
         if let Some(live) = live {
             query = query.with_live(live);
         }
-        let mut reports = Reports::new(
-            query,
-            config.account.clone(),
-            reading_model::FactorTables::builtin()?,
-        );
+        let factors = query::accounts::load_factor_tables(&config.factor_files)?;
+        let mut reports = Reports::new(query, config.account.clone(), factors);
         if let Some(path) = &config.savings.temperature_csv {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("savings.temperature_csv {}: {e}", path.display()))?;
@@ -398,8 +399,11 @@ async fn consumption(
     if !matches!(table, "items" | "indicators") {
         return Err(api.bad(format!("table={table:?}: expected items or indicators")));
     }
+    // Tomorrow in Beijing: a period reaching past it is in progress, compared like with like.
+    let as_of = reading_model::time::local_date(chrono::Utc::now().timestamp_millis())
+        .and_then(|d| d.succ_opt());
     let report = api
-        .run(move |r| async move { r.consumption_report(&req).await })
+        .run(move |r| async move { r.consumption_report_as_of(&req, as_of).await })
         .await?;
     let rows = report.rows.len();
     let response = if as_csv {

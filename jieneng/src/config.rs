@@ -26,10 +26,17 @@
 //! id = "gw-01"
 //! token_sha256 = "…"         # sha256 of the gateway's token, hex (`jieneng token-hash`)
 //!
+//! factor_files = ["factors/mee-nbs-2024.toml"]  # optional: factors over the built-in
+//!                            # tables (`reading_model::factor`), relative to this file
+//!
 //! [[account]]                # who each 分户 account is (`query::accounts`)
 //! code = "110108A001"
 //! name_zh = "海淀区机关办公楼"
 //! institution_type = "state_organ"
+//! [account.factors]          # optional: the factors of all this account's figures
+//! coal_method = "equivalent" # 等价; default calorific (当量)
+//! carbon_region = "grid"     # grid (default), national, province, or a region name
+//! year = 2023                # default: the readings' year
 //!
 //! [reference]                # optional: the deployment's own data files, each in the format
 //! holidays = "holidays.toml" # of the built-in `query/data/*.toml` of its kind (relative to
@@ -110,6 +117,9 @@ pub struct ServeConfig {
     /// The deployment's reference data files (holidays, benchmarks, terms, heating seasons).
     #[serde(default)]
     pub reference: ReferenceFiles,
+    /// Factor files over the built-in tables, in order (relative to this file).
+    #[serde(default)]
+    pub factor_files: Vec<PathBuf>,
     /// The audit trail (`http_contract::audit`).
     #[serde(default)]
     pub audit: AuditSettings,
@@ -191,9 +201,40 @@ impl ServeConfig {
                 *csv = base.join(&*csv);
             }
             c.reference.resolve(base);
+            for f in &mut c.factor_files {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
         }
         check_reference(&file, &text, &c)?;
+        c.factor_tables(&file, &text)?;
         Ok(c)
+    }
+
+    /// The factor tables the server prices with: the built-in ones and `factor_files`, checked
+    /// against the factor ids the accounts pin. `file` and `text` are this file's name and
+    /// contents, to name an account's line.
+    pub fn factor_tables(
+        &self,
+        file: &str,
+        text: &str,
+    ) -> Result<reading_model::FactorTables, ConfigError> {
+        let tables = query::accounts::load_factor_tables(&self.factor_files).map_err(|e| {
+            ConfigError::Invalid {
+                file: format!("{}:{}", e.file, e.line),
+                message: format!("{}: {}", e.key, e.message),
+            }
+        })?;
+        let starts = account_lines(text);
+        for (i, a) in self.account.iter().enumerate() {
+            a.check_factors(&format!("account[{i}]"), &tables)
+                .map_err(|e| ConfigError::Invalid {
+                    file: format!("{file}:{}", starts.get(i).copied().unwrap_or(1)),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(tables)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
@@ -231,6 +272,7 @@ impl ServeConfig {
             api_key: self.api_key.clone(),
             savings: self.savings.clone(),
             reference: self.reference.clone(),
+            factor_files: self.factor_files.clone(),
         }
     }
 }
@@ -250,6 +292,30 @@ fn check_reference(file: &str, text: &str, c: &ServeConfig) -> Result<(), Config
         }
     })?;
     Ok(())
+}
+
+/// The line of each `[[account]]` entry of `text`.
+fn account_lines(text: &str) -> Vec<usize> {
+    #[derive(Deserialize)]
+    struct Spans {
+        #[serde(default)]
+        account: Vec<toml::Spanned<toml::Value>>,
+    }
+    let Ok(spans) = toml::from_str::<Spans>(text) else {
+        return vec![];
+    };
+    spans
+        .account
+        .iter()
+        .map(|s| {
+            let at = s.span().start.min(text.len());
+            text.as_bytes()[..at]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        })
+        .collect()
 }
 
 /// Checks `[[account]]` and `[[api_key]]` entries; errors name the file, the entry's line and
@@ -451,5 +517,59 @@ mod tests {
         let server = server_file(dir.path(), "holiday = \"holidays.toml\"\n");
         let e = ServeConfig::load(&server).unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("holiday"), "{e}");
+    }
+
+    #[test]
+    fn factor_files_and_account_selections_are_checked_with_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let factors = "[[carbon_factor]]\nid = \"sd-2024/grid\"\ncategory = \"01\"\nregion = \"37\"\nyear = 2024\nvalue = 0.7\nper = \"kWh\"\nsource = \"provincial guide\"\n";
+        std::fs::write(dir.path().join("sd.toml"), factors).unwrap();
+        let account = "[[account]]\ncode = \"370102A001\"\nname_zh = \"济南\"\ninstitution_type = \"state_organ\"\n[account.factors]\ncoal_method = \"等价\"\ncarbon_factor = { \"01\" = \"sd-2024/grid\" }\n";
+        let server = |files: &str| {
+            let p = dir.path().join("server.toml");
+            std::fs::write(
+                &p,
+                format!("data_dir = \"d\"\nfactor_files = [{files}]\n{account}"),
+            )
+            .unwrap();
+            ServeConfig::load(&p)
+        };
+        let c = server("\"sd.toml\"").unwrap();
+        assert_eq!(c.factor_files, [dir.path().join("sd.toml")]);
+        let a = &c.account[0];
+        assert_eq!(a.factors.coal_method, reading_model::CoalMethod::Equivalent);
+        let tables = c
+            .factor_tables(
+                "server.toml",
+                &std::fs::read_to_string(dir.path().join("server.toml")).unwrap(),
+            )
+            .unwrap();
+        assert!(tables.version_of(false, "sd-2024/grid").is_some());
+        // Without the file, the pinned id is unknown: the account's line is named.
+        let e = server("").unwrap_err().to_string();
+        assert!(
+            e.contains("server.toml:3") && e.contains("account[0].factors"),
+            "{e}"
+        );
+        assert!(e.contains("sd-2024/grid"), "{e}");
+        // A bad factor file: its own name, line and key.
+        std::fs::write(dir.path().join("bad.toml"), factors.replace("0.7", "-0.7")).unwrap();
+        let e = server("\"bad.toml\"").unwrap_err().to_string();
+        assert!(
+            e.contains("bad.toml:1") && e.contains("carbon_factor[0] (sd-2024/grid)"),
+            "{e}"
+        );
+        // A misspelt selection key is refused, not ignored.
+        let p = dir.path().join("typo.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "data_dir = \"d\"\n{}",
+                account.replace("coal_method", "coal_methd")
+            ),
+        )
+        .unwrap();
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("coal_methd"), "{e}");
     }
 }

@@ -168,12 +168,22 @@ fn filters(
 async fn savings_command(a: SavingsArgs) -> anyhow::Result<()> {
     use query::report::savings::{SavingsRequest, TemperatureSource};
 
-    let (accounts, mut csv_path, reference) = match &a.config {
+    let (accounts, mut csv_path, reference, factor_files) = match &a.config {
         Some(p) => {
             let c = jieneng::config::ServeConfig::load(p)?;
-            (c.account, c.savings.temperature_csv, c.reference)
+            (
+                c.account,
+                c.savings.temperature_csv,
+                c.reference,
+                c.factor_files,
+            )
         }
-        None => (vec![], None, query::savings::ReferenceFiles::default()),
+        None => (
+            vec![],
+            None,
+            query::savings::ReferenceFiles::default(),
+            vec![],
+        ),
     };
     if a.temperature_csv.is_some() {
         csv_path.clone_from(&a.temperature_csv);
@@ -181,7 +191,7 @@ async fn savings_command(a: SavingsArgs) -> anyhow::Result<()> {
     let mut reports = query::Reports::new(
         query::Query::new(&a.data_dir),
         accounts,
-        reading_model::FactorTables::builtin()?,
+        query::accounts::load_factor_tables(&factor_files)?,
     )
     // The server's [reference] files, so the report equals GET /api/v1/savings.
     .with_reference(query::savings::ReferenceData::load(&reference)?);
@@ -268,9 +278,12 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
         anyhow::bail!("jieneng report: --from and --to are required (YYYY-MM-DD)");
     };
 
-    let accounts = match &a.config {
-        Some(p) => jieneng::config::ServeConfig::load(p)?.account,
-        None => vec![],
+    let (accounts, factor_files) = match &a.config {
+        Some(p) => {
+            let c = jieneng::config::ServeConfig::load(p)?;
+            (c.account, c.factor_files)
+        }
+        None => (vec![], vec![]),
     };
     let names = accounts
         .iter()
@@ -279,7 +292,7 @@ async fn report_command(a: ReportArgs) -> anyhow::Result<()> {
     let reports = query::Reports::new(
         query::Query::new(&a.data_dir),
         accounts,
-        reading_model::FactorTables::builtin()?,
+        query::accounts::load_factor_tables(&factor_files)?,
     );
     let granularity = Granularity::parse(&a.granularity).with_context(|| {
         format!(

@@ -311,6 +311,8 @@ fn carbon_sheet(book: &mut Workbook, carbon: &[CarbonRow]) -> Result<(), XlsxErr
             "因子值 value",
             "来源 source",
             "年份 year",
+            "折标系数版本 coal factor version",
+            "排放因子版本 carbon factor version",
         ],
     )?;
     for (i, r) in carbon.iter().enumerate() {
@@ -324,14 +326,16 @@ fn carbon_sheet(book: &mut Workbook, carbon: &[CarbonRow]) -> Result<(), XlsxErr
         num(sheet, row, 6, r.kgce)?;
         if let Some(f) = &r.coal_factor {
             sheet.write_string(row, 7, f.id.as_str())?;
-            num(sheet, row, 8, f.value)?;
+            sheet.write_number(row, 8, f.value)?;
+            sheet.write_string(row, 14, f.version.as_str())?;
         }
         num(sheet, row, 9, r.kgco2e)?;
         if let Some(f) = &r.carbon_factor {
             sheet.write_string(row, 10, f.id.as_str())?;
-            num(sheet, row, 11, f.value)?;
-            sheet.write_string(row, 12, f.source.as_deref().unwrap_or(""))?;
-            num(sheet, row, 13, f.year.map(f64::from))?;
+            sheet.write_number(row, 11, f.value)?;
+            sheet.write_string(row, 12, f.source.as_str())?;
+            sheet.write_number(row, 13, f64::from(f.year))?;
+            sheet.write_string(row, 15, f.version.as_str())?;
         }
     }
     Ok(())
@@ -596,6 +600,8 @@ mod tests {
             consumption,
             kgce: consumption * 0.1229,
             kgco2e: consumption * 0.6361,
+            coal_factor: None,
+            carbon_factor: None,
             previous: Some(90.0),
             mom_pct: Some(11.11),
             year_before: None,
@@ -622,6 +628,7 @@ mod tests {
                 water_m3: None,
                 water_m3_per_person: None,
             }],
+            comparison: None,
         };
         let names = [("110108A001".to_owned(), "海淀区机关办公楼".to_owned())].into();
         let t = tree_table(&report, &names);

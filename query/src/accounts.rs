@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Builder, StringBuilder, UInt32Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use reading_model::{AccountCode, BuildingClass, Category, MeterId};
+use reading_model::{AccountCode, BuildingClass, Category, FactorSelection, FactorTables, MeterId};
 use serde::{Deserialize, Serialize};
 
 /// One climate-zone type for accounts and benchmarks.
@@ -100,6 +100,15 @@ pub struct Account {
     /// main meters and every other meter of that category is their sub-meter.
     #[serde(default)]
     pub main_meter: Vec<MainMeter>,
+    /// Which factors this account's figures use, the one selection the server applies to the
+    /// account everywhere (DOMAIN.md §2, §3): `[account.factors]` with `coal_method`
+    /// (`calorific` = 当量, the default, or `equivalent` = 等价), `carbon_region` (`grid`, the
+    /// grid region of the account's province, by default; `national`, `province`, or a region
+    /// name), `year` (the factors' data year; by default the readings' year, i.e. the latest
+    /// factor published for a year not after it), and `carbon_factor` / `coal_factor` tables
+    /// pinning a factor id per category code.
+    #[serde(default)]
+    pub factors: FactorSelection,
 }
 
 /// A problem with one account entry: the key at fault and why.
@@ -114,6 +123,22 @@ impl Account {
     /// 建筑类别 from the code's 7th character.
     pub fn building_class(&self) -> BuildingClass {
         self.code.building_class()
+    }
+
+    /// Which factors this account's figures use: the one selection the server applies to the
+    /// account everywhere (DOMAIN.md §2, §3).
+    pub fn factor_selection(&self) -> &FactorSelection {
+        &self.factors
+    }
+
+    /// Checks that the factor ids the account pins exist in `tables`.
+    pub fn check_factors(&self, key: &str, tables: &FactorTables) -> Result<(), AccountError> {
+        tables
+            .check_selection(&self.factors)
+            .map_err(|e| AccountError {
+                key: format!("{key}.factors ({})", self.code),
+                message: e.to_string(),
+            })
     }
 
     /// Checks one entry; `key` names it in errors (e.g. `account[2]`).
@@ -135,6 +160,11 @@ impl Account {
         }
         if self.headcount == Some(0) {
             return Err(err("headcount", "must be positive".into()));
+        }
+        if let Some(r) = &self.factors.carbon_region
+            && r.trim().is_empty()
+        {
+            return Err(err("factors.carbon_region", "must not be empty".into()));
         }
         let mut mains = BTreeSet::new();
         let mut subs: BTreeMap<&MeterId, &MeterId> = BTreeMap::new();
@@ -162,6 +192,28 @@ impl Account {
         }
         Ok(())
     }
+}
+
+/// The built-in factor tables with a deployment's factor files applied in order (a later file
+/// replaces an earlier one's factor of the same id); errors name the file, the line and the key.
+pub fn load_factor_tables(
+    files: &[std::path::PathBuf],
+) -> Result<FactorTables, reading_model::FactorFileError> {
+    let fail = |file: String, message: String| reading_model::FactorFileError {
+        file,
+        line: 1,
+        key: "(file)".into(),
+        message,
+    };
+    let mut tables =
+        FactorTables::builtin().map_err(|e| fail("built-in tables".into(), e.to_string()))?;
+    for path in files {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(name.clone(), format!("cannot read: {e}")))?;
+        tables = tables.with_file(&name, &text)?;
+    }
+    Ok(tables)
 }
 
 /// Checks a whole list: each entry, and that no code is listed twice.

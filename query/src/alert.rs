@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, Duration, NaiveDate};
 use reading_model::time::{local_midnight_ms, local_minute, rfc3339_ms as rfc3339};
-use reading_model::{Category, FactorSelection, FactorTables};
+use reading_model::{Category, FactorTables};
 use serde::Serialize;
 use serde_json::json;
 
@@ -360,7 +360,7 @@ pub fn constraint_alerts(
                 heating: BTreeMap::new(),
                 transport: BTreeMap::new(),
             };
-            let Ok(c) = compare(set, &ty.id, &input, factors, &FactorSelection::default()) else {
+            let Ok(c) = compare(set, &ty.id, &input, factors, a.factor_selection()) else {
                 continue;
             };
             if let Some(alert) = constraint_alert(a, set, ty, &c, months) {

@@ -105,6 +105,7 @@ pub struct ConsumptionRow {
     pub unit: String,
     /// Sum of deltas, in `unit`.
     pub consumption: f64,
+    /// The gateways' per-reading kgce summed (see [`Query::consumption`]).
     pub kgce: f64,
     pub kgco2e: f64,
     /// Intervals summed.
@@ -318,7 +319,9 @@ impl Query {
         Ok(Some(ctx))
     }
 
-    /// Consumption per account, category and item in `[from_ms, to_ms)`.
+    /// Consumption per account, category and item in `[from_ms, to_ms)`, with the kgce and
+    /// kgCO2e the gateways stored per reading summed: what the edge computed, with its own
+    /// factor selection. The reports ([`Reports`]) price the energy with the server's instead.
     pub async fn consumption(
         &self,
         from_ms: i64,

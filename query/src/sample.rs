@@ -147,6 +147,7 @@ pub fn accounts() -> Vec<Account> {
                 climate_zone: Some(ClimateZone::Cold),
                 office_class: Some(OfficeClass::A),
                 main_meter: vec![],
+                factors: Default::default(),
             },
             Account {
                 code: code("110108D002")?,
@@ -159,6 +160,7 @@ pub fn accounts() -> Vec<Account> {
                 climate_zone: Some(ClimateZone::Cold),
                 office_class: None,
                 main_meter: vec![],
+                factors: Default::default(),
             },
             Account {
                 code: code("110102E003")?,
@@ -171,6 +173,7 @@ pub fn accounts() -> Vec<Account> {
                 climate_zone: Some(ClimateZone::Cold),
                 office_class: None,
                 main_meter: vec![],
+                factors: Default::default(),
             },
             Account {
                 code: code("320102A004")?,
@@ -183,6 +186,7 @@ pub fn accounts() -> Vec<Account> {
                 climate_zone: Some(ClimateZone::HotSummerColdWinter),
                 office_class: Some(OfficeClass::B),
                 main_meter: vec![],
+                factors: Default::default(),
             },
         ])
     };

@@ -71,13 +71,13 @@ async fn carbon_and_kgce_equal_published_factor_times_consumption_exactly() {
     let cf = office.carbon_factor.as_ref().unwrap();
     assert_eq!(
         (cf.id.as_str(), cf.value, cf.year),
-        ("mee-nbs-2023/grid/华北", Some(0.6361), Some(2023))
+        ("mee-nbs-2023/grid/华北", 0.6361, 2023)
     );
-    assert!(cf.source.as_deref().unwrap().contains("公告2025年第47号"));
+    assert!(cf.source.contains("公告2025年第47号"));
     let coal = office.coal_factor.as_ref().unwrap();
     assert_eq!(
         (coal.id.as_str(), coal.value),
-        ("gbt2589-2020/electricity", Some(0.1229))
+        ("gbt2589-2020/electricity", 0.1229)
     );
     // Nanjing is on the 华东 grid: 0.55 for 2023.
     let nanjing = rows
@@ -328,4 +328,182 @@ async fn statistics_forms_by_edition() {
     let old = r.statistics_forms(2015, 2025, &[]).await.unwrap();
     assert!(old.iter().any(|f| f.field == "land_area"));
     assert!(r.statistics_forms(2020, 2025, &[]).await.is_err());
+}
+
+/// An account on 等价 (`[account.factors] coal_method = "等价"`): the consumption report, the
+/// carbon report, the statistics forms and the dashboard's day totals all give its energy ×
+/// the published 等价 factor (0.404 kgce/kWh, the only one the built-in table has), and the
+/// other accounts stay on 当量 (0.1229).
+#[tokio::test]
+async fn an_equivalent_account_gets_one_kgce_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    sample::write(dir.path()).unwrap();
+    let mut accounts = sample::accounts();
+    accounts[0].factors = toml::from_str("coal_method = \"等价\"").unwrap();
+    let r = Reports::new(
+        Query::new(dir.path()),
+        accounts,
+        FactorTables::builtin().unwrap(),
+    );
+    let office = AccountCode::parse("110108A001").unwrap();
+    let (from, to) = (d(2025, 1, 1), d(2026, 1, 1));
+    let kwh = hand_sum(sample::office_main_quarters, from, to);
+    let hand = kwh * 0.404;
+    let round6 = |x: f64| (x * 1e6).round() / 1e6;
+
+    let carbon = r
+        .carbon(&CarbonRequest {
+            from,
+            to,
+            granularity: Granularity::Year,
+            filters: vec![Filter::Accounts([office.clone()].into())],
+            category: Some(Category::Electricity),
+            group_digits: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(carbon.len(), 1);
+    assert_eq!(carbon[0].consumption, kwh);
+    assert_eq!(carbon[0].kgce, Some(hand));
+    let coal = carbon[0].coal_factor.as_ref().unwrap();
+    assert_eq!(
+        (coal.id.as_str(), coal.value, coal.origin.as_str()),
+        ("stats-table/electricity-equivalent", 0.404, "builtin")
+    );
+
+    let report = r
+        .consumption_report(&ConsumptionRequest {
+            from,
+            to,
+            granularity: Granularity::Year,
+            filters: vec![],
+            category: None,
+        })
+        .await
+        .unwrap();
+    let total = |account: &str| {
+        report
+            .rows
+            .iter()
+            .find(|row| {
+                row.account == account
+                    && row.period == "2025"
+                    && row.category == "01"
+                    && row.level == 0
+                    && matches!(row.kind, RowKind::Total | RowKind::Subtotal)
+            })
+            .unwrap()
+    };
+    let t = total("110108A001");
+    assert_eq!(t.consumption, kwh);
+    assert_eq!(t.kgce, round6(hand));
+    assert_eq!(
+        t.coal_factor.as_ref().unwrap().version,
+        coal.version,
+        "the report names the carbon report's factor"
+    );
+    // The school is on 当量.
+    let school = total("110108D002");
+    assert_eq!(school.kgce, round6(school.consumption * 0.1229));
+    assert_eq!(
+        school.coal_factor.as_ref().unwrap().id,
+        "gbt2589-2020/electricity"
+    );
+
+    let forms = r
+        .statistics_forms(2025, 2025, &[Filter::Accounts([office.clone()].into())])
+        .await
+        .unwrap();
+    let total_energy = forms
+        .iter()
+        .find(|f| f.field == "total_energy")
+        .and_then(|f| f.value.as_deref())
+        .unwrap();
+    assert_eq!(total_energy.parse::<f64>().unwrap(), round6(hand));
+
+    // The dashboard's day tiles: one day of the office.
+    let day = d(2025, 6, 3);
+    let tiles = r
+        .category_totals(day, day.succ_opt().unwrap(), Granularity::Day, &[])
+        .await
+        .unwrap();
+    let tile = tiles
+        .iter()
+        .find(|t| t.account == office && t.category == Category::Electricity)
+        .unwrap();
+    let day_kwh = hand_sum(sample::office_main_quarters, day, day.succ_opt().unwrap());
+    assert_eq!(tile.consumption, day_kwh);
+    assert_eq!(tile.kgce, round6(day_kwh * 0.404));
+}
+
+/// February 2026 through the 10th: its 环比 and 同比 compare 1–10 January 2026 and 1–10
+/// February 2025, not the whole months, and the report says so; January stays whole.
+#[tokio::test]
+async fn a_period_in_progress_is_compared_with_the_same_days() {
+    let (_dir, r) = reports().await;
+    let req = ConsumptionRequest {
+        from: d(2026, 1, 1),
+        to: d(2026, 3, 1),
+        granularity: Granularity::Month,
+        filters: vec![Filter::Accounts(
+            [AccountCode::parse("110108A001").unwrap()].into(),
+        )],
+        category: Some(Category::Electricity),
+    };
+    let as_of = d(2026, 2, 11);
+    let report = r.consumption_report_as_of(&req, Some(as_of)).await.unwrap();
+    let total = |period: &str| {
+        report
+            .rows
+            .iter()
+            .find(|row| row.period == period && row.kind == RowKind::Total)
+            .unwrap()
+    };
+    let main = sample::office_main_quarters;
+    let feb = total("2026-02");
+    assert_eq!(
+        feb.previous,
+        Some(hand_sum(main, d(2026, 1, 1), d(2026, 1, 11)))
+    );
+    assert_eq!(
+        feb.year_before,
+        Some(hand_sum(main, d(2025, 2, 1), d(2025, 2, 11)))
+    );
+    let jan = total("2026-01");
+    assert_eq!(
+        jan.previous,
+        Some(hand_sum(main, d(2025, 12, 1), d(2026, 1, 1)))
+    );
+    assert_eq!(
+        jan.year_before,
+        Some(hand_sum(main, d(2025, 1, 1), d(2025, 2, 1)))
+    );
+    let c = report.comparison.as_ref().unwrap();
+    assert_eq!(
+        (c.period.as_str(), c.through, c.days),
+        ("2026-02", d(2026, 2, 10), 10)
+    );
+    assert_eq!(c.previous, Some((d(2026, 1, 1), d(2026, 1, 11))));
+    assert_eq!(c.year_before, Some((d(2025, 2, 1), d(2025, 2, 11))));
+    assert!(
+        c.note_zh.contains("2025-02-01 – 2025-02-10"),
+        "{}",
+        c.note_zh
+    );
+    assert!(c.note_en.contains("same days"), "{}", c.note_en);
+    // Whole periods when nothing is in progress.
+    let whole = r
+        .consumption_report_as_of(&req, Some(d(2026, 3, 1)))
+        .await
+        .unwrap();
+    assert!(whole.comparison.is_none());
+    let feb_whole = whole
+        .rows
+        .iter()
+        .find(|row| row.period == "2026-02" && row.kind == RowKind::Total)
+        .unwrap();
+    assert_eq!(
+        feb_whole.year_before,
+        Some(hand_sum(main, d(2025, 2, 1), d(2025, 3, 1)))
+    );
 }

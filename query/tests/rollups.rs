@@ -316,3 +316,132 @@ async fn reports_through_rollups_equal_the_raw_path() {
     };
     assert_eq!(april(&tampered[0]), april(&before[0]));
 }
+
+/// A deployment's factor file with a 华北 grid factor for data year 2026.
+const FACTOR_FILE_2026: &str = r#"
+[[carbon_factor]]
+id = "test-2026/grid/华北"
+category = "01"
+region = "华北"
+year = 2026
+value = 0.6
+per = "kWh"
+source = "a newer announcement (test)"
+verified = true
+"#;
+
+/// The office's electricity total row of `period`.
+fn office_total<'a>(
+    r: &'a ConsumptionReport,
+    period: &str,
+) -> &'a query::report::consumption::ItemRow {
+    r.rows
+        .iter()
+        .find(|row| {
+            row.account == "110108A001"
+                && row.period == period
+                && row.category == "01"
+                && row.kind == RowKind::Total
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_factor_file_restates_its_years_through_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    sample::write(data).unwrap();
+    let table = data.join(storage::READINGS);
+    let dates = partitions(&table).unwrap();
+    for date in &dates {
+        roll_up(data, date);
+    }
+    let monthly = roll_up_months(data, &months_2025());
+    assert!(monthly.contains(&d(2025, 12, 1)) && monthly.contains(&d(2026, 1, 1)));
+    // Only the rollups are left for what they cover: the figures below come from them.
+    for date in &dates {
+        if date.as_str() < "2026-02-27" {
+            std::fs::remove_dir_all(table.join(format!("date={date}"))).unwrap();
+        }
+    }
+    let with = |tables: FactorTables| {
+        Reports::new(Query::new(data), sample::accounts(), tables).with_rollups(true)
+    };
+    let builtin = with(FactorTables::builtin().unwrap());
+    let file = FactorTables::builtin()
+        .unwrap()
+        .with_file("mee-2026.toml", FACTOR_FILE_2026)
+        .unwrap();
+    let restated = with(file);
+    let req = ConsumptionRequest {
+        from: d(2025, 11, 1),
+        to: d(2026, 3, 1),
+        granularity: Granularity::Month,
+        filters: vec![],
+        category: None,
+    };
+    let before = builtin.consumption_report(&req).await.unwrap();
+    let after = restated.consumption_report(&req).await.unwrap();
+    // 2025: the built-in 2023 factor (latest not after 2025), before and after.
+    for period in ["2025-11", "2025-12"] {
+        let (b, a) = (office_total(&before, period), office_total(&after, period));
+        assert_eq!(b, a, "{period}");
+        assert_eq!(
+            a.carbon_factor.as_ref().unwrap().id,
+            "mee-nbs-2023/grid/华北"
+        );
+        assert_eq!(a.kgco2e, ((a.consumption * 0.6361) * 1e6).round() / 1e6);
+    }
+    // 2026: restated with the file's factor, named with its version.
+    let version = restated
+        .factors
+        .version_of(false, "test-2026/grid/华北")
+        .unwrap();
+    assert_eq!(version.0, "mee-2026.toml");
+    for period in ["2026-01", "2026-02"] {
+        let (b, a) = (office_total(&before, period), office_total(&after, period));
+        assert_eq!(b.consumption, a.consumption, "{period}");
+        assert_eq!(b.kgce, a.kgce, "{period}: standard coal does not change");
+        assert_eq!(
+            b.carbon_factor.as_ref().unwrap().id,
+            "mee-nbs-2023/grid/华北"
+        );
+        let cf = a.carbon_factor.as_ref().unwrap();
+        assert_eq!(
+            (cf.id.as_str(), cf.version.as_str()),
+            ("test-2026/grid/华北", version.1)
+        );
+        assert_eq!(
+            a.kgco2e,
+            ((a.consumption * 0.6) * 1e6).round() / 1e6,
+            "{period}"
+        );
+        assert_ne!(a.kgco2e, b.kgco2e);
+    }
+    // The carbon report says the same, with the file as the factor's origin.
+    let carbon = restated
+        .carbon(&query::report::carbon::CarbonRequest {
+            from: d(2026, 1, 1),
+            to: d(2026, 2, 1),
+            granularity: Granularity::Month,
+            filters: vec![],
+            category: Some(Category::Electricity),
+            group_digits: None,
+        })
+        .await
+        .unwrap();
+    let office = carbon
+        .iter()
+        .find(|r| r.account.as_deref() == Some("110108A001"))
+        .unwrap();
+    let cf = office.carbon_factor.as_ref().unwrap();
+    assert_eq!(
+        (cf.origin.as_str(), cf.version.as_str()),
+        ("mee-2026.toml", version.1)
+    );
+    assert_eq!(office.kgco2e, Some(office.consumption * 0.6));
+    assert_eq!(
+        office.consumption,
+        office_total(&after, "2026-01").consumption
+    );
+}

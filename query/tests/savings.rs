@@ -77,6 +77,7 @@ fn account() -> Account {
         climate_zone: Some(query::accounts::ClimateZone::Cold),
         office_class: Some(query::accounts::OfficeClass::A),
         main_meter: vec![],
+        factors: Default::default(),
     }
 }
 

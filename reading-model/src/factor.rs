@@ -3,9 +3,27 @@
 //! Every factor carries an id, its source document, its (data) year and, for carbon, its region;
 //! the built-in tables (`data/coal.toml`, `data/carbon.toml`) follow GB/T 2589-2020 and the
 //! MEE/NBS electricity-factor announcements (DOMAIN.md §2–3). A deployment adds or replaces
-//! factors from its config ([`FactorTables::with_overrides`]) and chooses per account which
-//! region, year and electricity method apply ([`FactorSelection`]). Each computed kgce/kgCO2e
-//! records the id of the factor it used.
+//! factors from its config ([`FactorTables::with_overrides`]) or from a factor file
+//! ([`FactorTables::with_file`]) and chooses per account which region, year and electricity
+//! method apply ([`FactorSelection`]). Each computed kgce/kgCO2e records the id of the factor it
+//! used, and its version: where its definition came from (`origin`) and a digest of the
+//! definition itself, so a figure computed before a deployment changed a factor in place (same
+//! id, new value or year) is told apart from one computed after.
+//!
+//! A factor file holds `[[coal_factor]]` and `[[carbon_factor]]` entries in the fields of the
+//! built-in tables and an optional `[density]` table (kg/L by category code):
+//!
+//! ```toml
+//! [[carbon_factor]]
+//! id = "mee-nbs-2024/grid/华北"
+//! category = "01"
+//! region = "华北"
+//! year = 2024
+//! value = 0.6012
+//! per = "kWh"
+//! source = "生态环境部 国家统计局 公告…"
+//! verified = true
+//! ```
 
 use std::collections::BTreeMap;
 
@@ -32,13 +50,35 @@ pub enum FactorError {
     UnknownId(String),
 }
 
+/// A factor file that does not load: the file, the line and the key at fault, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct FactorFileError {
+    pub file: String,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
 /// 当量值 (calorific equivalent) or 等价值 (primary-energy equivalent, yearly for electricity).
+/// Written `calorific` / `equivalent`, or `当量` / `等价` as the statistics system says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CoalMethod {
     #[default]
+    #[serde(alias = "当量")]
     Calorific,
+    #[serde(alias = "等价")]
     Equivalent,
+}
+
+impl CoalMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Calorific => "calorific",
+            Self::Equivalent => "equivalent",
+        }
+    }
 }
 
 /// kgce per unit `per` of a category's consumption.
@@ -102,6 +142,73 @@ pub struct Resolved<'a> {
     pub per_unit: f64,
     pub source: &'a str,
     pub year: u16,
+    pub verified: bool,
+    /// Where the definition came from: [`BUILTIN_ORIGIN`] or the factor file's name.
+    pub origin: &'a str,
+    /// The definition's version: a digest of every field, so a changed value under the same
+    /// id is a new version (see [`FactorTables::version_of`]).
+    pub version: &'a str,
+}
+
+/// The origin of the built-in tables' factors.
+pub const BUILTIN_ORIGIN: &str = "builtin";
+
+/// Where a factor's definition came from, and its version.
+#[derive(Debug, Clone, PartialEq)]
+struct Provenance {
+    origin: String,
+    version: String,
+}
+
+/// Coal or carbon: the two id spaces of the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Coal,
+    Carbon,
+}
+
+/// 64-bit FNV-1a of `text` as 16 hex digits: stable across builds and platforms (unlike
+/// `std`'s hasher), which is all a version tag needs; it guards against mistakes, not forgery.
+fn digest(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+impl CoalFactor {
+    /// Every field, in a fixed order: what [`digest`] hashes.
+    fn definition(&self) -> String {
+        format!(
+            "coal|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.id,
+            self.category.code(),
+            self.method.name(),
+            self.value,
+            self.per.symbol(),
+            self.source,
+            self.year,
+            self.verified
+        )
+    }
+}
+
+impl CarbonFactor {
+    fn definition(&self) -> String {
+        format!(
+            "carbon|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.id,
+            self.category.code(),
+            self.region,
+            self.year,
+            self.value,
+            self.per.symbol(),
+            self.source,
+            self.verified
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +220,18 @@ struct CoalFile {
     factor: Vec<CoalFactor>,
 }
 
+/// A deployment's factor file (module doc).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentFile {
+    #[serde(default)]
+    coal_factor: Vec<toml::Spanned<CoalFactor>>,
+    #[serde(default)]
+    carbon_factor: Vec<toml::Spanned<CarbonFactor>>,
+    #[serde(default)]
+    density: BTreeMap<Category, toml::Spanned<f64>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CarbonFile {
@@ -121,6 +240,9 @@ struct CarbonFile {
     #[serde(default)]
     grid_region: BTreeMap<String, String>,
 }
+
+/// The origin of factors added with [`FactorTables::with_overrides`] (a site's config).
+pub const OVERRIDE_ORIGIN: &str = "config";
 
 const BUILTIN_COAL: &str = include_str!("../data/coal.toml");
 const BUILTIN_CARBON: &str = include_str!("../data/carbon.toml");
@@ -132,6 +254,8 @@ pub struct FactorTables {
     carbon: Vec<CarbonFactor>,
     density: BTreeMap<Category, f64>,
     grid_region: BTreeMap<String, String>,
+    /// Origin and version of every factor, by kind and id.
+    provenance: BTreeMap<(Kind, String), Provenance>,
 }
 
 impl FactorTables {
@@ -141,14 +265,123 @@ impl FactorTables {
             .map_err(|e| FactorError::Parse(format!("coal.toml: {e}")))?;
         let carbon: CarbonFile = toml::from_str(BUILTIN_CARBON)
             .map_err(|e| FactorError::Parse(format!("carbon.toml: {e}")))?;
-        let t = Self {
+        let mut t = Self {
             coal: coal.factor,
             carbon: carbon.factor,
             density: coal.density,
             grid_region: carbon.grid_region,
+            provenance: BTreeMap::new(),
         };
+        t.record_provenance(BUILTIN_ORIGIN, None);
         t.check()?;
         Ok(t)
+    }
+
+    /// Records `origin` and the version of every factor (of the ids in `only`, when given).
+    fn record_provenance(&mut self, origin: &str, only: Option<&[(Kind, String)]>) {
+        let all = self
+            .coal
+            .iter()
+            .map(|f| ((Kind::Coal, f.id.clone()), f.definition()))
+            .chain(
+                self.carbon
+                    .iter()
+                    .map(|f| ((Kind::Carbon, f.id.clone()), f.definition())),
+            );
+        for (key, definition) in all {
+            if only.is_some_and(|ids| !ids.contains(&key)) {
+                continue;
+            }
+            self.provenance.insert(
+                key,
+                Provenance {
+                    origin: origin.to_owned(),
+                    version: digest(&definition),
+                },
+            );
+        }
+    }
+
+    /// Adds the factors of a deployment's factor file `file` (its name, for errors and as the
+    /// factors' origin) whose contents are `text`, replacing factors with the same id; densities
+    /// replace per category. Every error names the file, the line and the key.
+    pub fn with_file(mut self, file: &str, text: &str) -> Result<Self, FactorFileError> {
+        let line_at = |at: usize| {
+            text.as_bytes()[..at.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        };
+        let err = |at: usize, key: String, message: String| FactorFileError {
+            file: file.to_owned(),
+            line: line_at(at),
+            key,
+            message,
+        };
+        let parsed: DeploymentFile = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            let message = e.message().trim_end().replace('\n', " | ");
+            err(at, "(file)".into(), message)
+        })?;
+        for (category, d) in &parsed.density {
+            let v = *d.get_ref();
+            if !(v.is_finite() && v > 0.0) {
+                return Err(err(
+                    d.span().start,
+                    format!("density.\"{}\"", category.code()),
+                    format!("{v} kg/L must be a positive number"),
+                ));
+            }
+            self.density.insert(*category, v);
+        }
+        let mut added: Vec<(Kind, String)> = Vec::new();
+        let mut seen = |kind: Kind, id: &str, key: &str, at: usize| {
+            if added.iter().any(|(k, i)| *k == kind && i == id) {
+                return Err(err(
+                    at,
+                    format!("{key}.id"),
+                    format!("{id:?} is listed twice"),
+                ));
+            }
+            added.push((kind, id.to_owned()));
+            Ok(())
+        };
+        for (i, f) in parsed.coal_factor.iter().enumerate() {
+            let (at, f) = (f.span().start, f.get_ref());
+            let key = format!("coal_factor[{i}]");
+            seen(Kind::Coal, &f.id, &key, at)?;
+            self.check_one(&f.id, f.value, f.category, f.per)
+                .map_err(|e| err(at, format!("{key} ({})", f.id), e.to_string()))?;
+        }
+        for (i, f) in parsed.carbon_factor.iter().enumerate() {
+            let (at, f) = (f.span().start, f.get_ref());
+            let key = format!("carbon_factor[{i}]");
+            seen(Kind::Carbon, &f.id, &key, at)?;
+            self.check_one(&f.id, f.value, f.category, f.per)
+                .map_err(|e| err(at, format!("{key} ({})", f.id), e.to_string()))?;
+        }
+        let coal = parsed
+            .coal_factor
+            .into_iter()
+            .map(toml::Spanned::into_inner);
+        let carbon = parsed
+            .carbon_factor
+            .into_iter()
+            .map(toml::Spanned::into_inner);
+        let mut t = self
+            .with_overrides(coal.collect(), carbon.collect(), BTreeMap::new())
+            .map_err(|e| err(0, "(file)".into(), e.to_string()))?;
+        t.record_provenance(file, Some(&added));
+        Ok(t)
+    }
+
+    /// The origin and version of the factor `id` (coal when `coal`, else carbon).
+    pub fn version_of(&self, coal: bool, id: &str) -> Option<(&str, &str)> {
+        let kind = if coal { Kind::Coal } else { Kind::Carbon };
+        self.provenance
+            .get(&(kind, id.to_owned()))
+            .map(|p| (p.origin.as_str(), p.version.as_str()))
     }
 
     /// Adds factors, replacing built-in ones with the same id; densities replace per category.
@@ -158,17 +391,46 @@ impl FactorTables {
         carbon: Vec<CarbonFactor>,
         density: BTreeMap<Category, f64>,
     ) -> Result<Self, FactorError> {
+        let mut added = Vec::new();
         for f in coal {
             self.coal.retain(|c| c.id != f.id);
+            added.push((Kind::Coal, f.id.clone()));
             self.coal.push(f);
         }
         for f in carbon {
             self.carbon.retain(|c| c.id != f.id);
+            added.push((Kind::Carbon, f.id.clone()));
             self.carbon.push(f);
         }
         self.density.extend(density);
         self.check()?;
+        self.record_provenance(OVERRIDE_ORIGIN, Some(&added));
         Ok(self)
+    }
+
+    /// Checks one factor's value and unit against the tables' densities.
+    fn check_one(
+        &self,
+        id: &str,
+        value: f64,
+        category: Category,
+        per: Unit,
+    ) -> Result<(), FactorError> {
+        if !value.is_finite() || value < 0.0 {
+            return Err(FactorError::Value {
+                id: id.to_owned(),
+                value,
+            });
+        }
+        if self.per_unit_scale(category, per).is_none() {
+            return Err(FactorError::Unit {
+                id: id.to_owned(),
+                per,
+                category,
+                unit: category.consumption_unit(),
+            });
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), FactorError> {
@@ -182,20 +444,7 @@ impl FactorTables {
                     .map(|f| (&f.id, f.value, f.category, f.per)),
             );
         for (id, value, category, per) in values {
-            if !value.is_finite() || value < 0.0 {
-                return Err(FactorError::Value {
-                    id: id.clone(),
-                    value,
-                });
-            }
-            if self.per_unit_scale(category, per).is_none() {
-                return Err(FactorError::Unit {
-                    id: id.clone(),
-                    per,
-                    category,
-                    unit: category.consumption_unit(),
-                });
-            }
+            self.check_one(id, value, category, per)?;
         }
         Ok(())
     }
@@ -270,11 +519,15 @@ impl FactorTables {
                 year,
             )?,
         };
+        let (origin, version) = self.version_of(true, &f.id).unwrap_or(("", ""));
         Some(Resolved {
             id: &f.id,
             per_unit: f.value * self.per_unit_scale(category, f.per)?,
             source: &f.source,
             year: f.year,
+            verified: f.verified,
+            origin,
+            version,
         })
     }
 
@@ -316,11 +569,15 @@ impl FactorTables {
                     })?
             }
         };
+        let (origin, version) = self.version_of(false, &f.id).unwrap_or(("", ""));
         Some(Resolved {
             id: &f.id,
             per_unit: f.value * self.per_unit_scale(category, f.per)?,
             source: &f.source,
             year: f.year,
+            verified: f.verified,
+            origin,
+            version,
         })
     }
 
@@ -548,5 +805,79 @@ mod tests {
                 .with_overrides(vec![negative], vec![], BTreeMap::new())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_factor_file_adds_a_year_and_names_its_origin_and_version() {
+        let file = r#"
+[[carbon_factor]]
+id = "mee-nbs-2024/grid/华北"
+category = "01"
+region = "华北"
+year = 2024
+value = 0.6
+per = "kWh"
+source = "a newer announcement"
+verified = true
+"#;
+        let beijing = acct("110108A001");
+        let s = FactorSelection::default();
+        let before = tables();
+        let f = before
+            .carbon(&beijing, Category::Electricity, 2025, &s)
+            .unwrap();
+        assert_eq!((f.id, f.origin), ("mee-nbs-2023/grid/华北", BUILTIN_ORIGIN));
+        let t = tables().with_file("mee-2024.toml", file).unwrap();
+        let f = t.carbon(&beijing, Category::Electricity, 2025, &s).unwrap();
+        assert_eq!(
+            (f.id, f.per_unit, f.origin),
+            ("mee-nbs-2024/grid/华北", 0.6, "mee-2024.toml")
+        );
+        assert_eq!(f.version.len(), 16);
+        // 2023 keeps its factor.
+        let f = t.carbon(&beijing, Category::Electricity, 2023, &s).unwrap();
+        assert_eq!(f.id, "mee-nbs-2023/grid/华北");
+        // The same id with another value is another version.
+        let changed = t
+            .clone()
+            .with_file("fix.toml", &file.replace("0.6\n", "0.61\n"))
+            .unwrap();
+        let (v1, v2) = (
+            t.version_of(false, "mee-nbs-2024/grid/华北").unwrap().1,
+            changed
+                .version_of(false, "mee-nbs-2024/grid/华北")
+                .unwrap()
+                .1,
+        );
+        assert_ne!(v1, v2);
+    }
+
+    #[test]
+    fn a_bad_factor_file_names_the_file_line_and_key() {
+        let bad_value = "\n[[coal_factor]]\nid = \"x\"\ncategory = \"01\"\nvalue = -1.0\nper = \"kWh\"\nsource = \"s\"\nyear = 2024\n";
+        let e = tables().with_file("f.toml", bad_value).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.key.as_str()),
+            ("f.toml", 2, "coal_factor[0] (x)")
+        );
+        assert!(e.message.contains("-1"), "{e}");
+        let bad_unit = bad_value.replace("-1.0", "1.0").replace("kWh", "m³");
+        let e = tables().with_file("f.toml", &bad_unit).unwrap_err();
+        assert!(e.message.contains("not convertible"), "{e}");
+        let unknown = "[[carbon_factor]]\nid = \"x\"\nvalu = 1\n";
+        let e = tables().with_file("f.toml", unknown).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "(file)"), "{e}");
+        assert!(e.to_string().starts_with("f.toml:3: "), "{e}");
+        let twice = format!(
+            "{}{}",
+            bad_unit.replace("m³", "kWh"),
+            bad_unit.replace("m³", "kWh")
+        );
+        let e = tables().with_file("f.toml", &twice).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (10, "coal_factor[1].id"), "{e}");
+        let e = tables()
+            .with_file("f.toml", "[density]\n\"12\" = 0.0\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "density.\"12\""), "{e}");
     }
 }

@@ -18,7 +18,8 @@ pub mod unit;
 pub use account::{AccountCode, BuildingClass, GatewayId, MeterId};
 pub use code::{Category, EnergyCode, ItemCatalog, ItemEntry};
 pub use factor::{
-    CarbonFactor, CoalFactor, CoalMethod, FactorError, FactorSelection, FactorTables,
+    BUILTIN_ORIGIN, CarbonFactor, CoalFactor, CoalMethod, FactorError, FactorFileError,
+    FactorSelection, FactorTables,
 };
 pub use quality::Quality;
 pub use quantity::Quantity;

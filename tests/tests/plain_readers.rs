@@ -327,6 +327,7 @@ async fn start(
         }],
         savings: api::SavingsSettings::default(),
         reference: Default::default(),
+        factor_files: vec![],
     };
     let rejects = Arc::new(Rejects::default());
     let api_rejects = rejects.clone();

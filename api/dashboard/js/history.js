@@ -1,7 +1,8 @@
 // History: consumption by day (last 31 days) or month (last 13 months) for one account or all of
 // them, a category's totals with the same period a year before (同比), the item breakdown
 // (分项, with the unmetered remainder 缺口量) and the categories in standard coal, all from
-// /api/v1/consumption.
+// /api/v1/consumption. A month in progress is compared like with like (the API's
+// `comparison`), and the page says so under the chart.
 
 import { get } from './api.js';
 import { t, pick } from './i18n.js';
@@ -109,7 +110,9 @@ async function draw(section, ctx) {
       el('td', { class: 'r' }, numEl(r.kgco2e, 1, 'kgco2e'))))));
   section.replaceChildren(
     bar,
-    el('div', { class: 'panel wide' }, el('h2', {}, `${pick(totals[0], 'name')} · ${from} – ${addDays(to, -1)}`), chart),
+    el('div', { class: 'panel wide' }, el('h2', {}, `${pick(totals[0], 'name')} · ${from} – ${addDays(to, -1)}`), chart,
+      // A month in progress is compared with the same days of the month and the year before.
+      report.comparison ? el('p', { class: 'muted', 'data-k': 'hist.comparison' }, pick(report.comparison, 'note')) : null),
     el('div', { class: 'row' },
       el('div', { class: 'panel' }, el('h2', {}, `${t('hist.items')} · ${latest}`),
         items.length ? barList({ rows: items.map((r) => ({ label: `${r.kind === 'unmetered' ? '' : r.item + ' '}${pick(r, 'name')}`, value: r.consumption, cls: r.kind === 'unmetered' ? 'gap' : 'now' })), unit }) : el('p', { class: 'muted' }, t('none'))),

@@ -2,6 +2,10 @@
 //! tree (ItemCatalog parents), the unmetered remainder (缺口量 = main meters − sub-meters, shown
 //! even when it is zero or negative), month-on-month (环比) and year-on-year (同比), and the
 //! public-institution indicators kgce/m², kgce/person and water m³/person.
+//!
+//! Every row's kgce and kgCO2e is its consumption times the factors the server selects for
+//! the account and the period's year ([`Reports::pricing`]), named with their versions in
+//! the row: the figure the carbon report and the forms give for the same energy.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +14,7 @@ use reading_model::{AccountCode, Category, EnergyCode, ItemCatalog};
 use serde::Serialize;
 
 use super::scope::Filter;
-use super::source::{MeterSum, Relations, Reports};
+use super::source::{FactorUsed, MeterSum, Prices, Pricing, Relations, Reports};
 use crate::report::QueryError;
 use reading_model::time::{Granularity, local_midnight_ms};
 
@@ -55,12 +59,32 @@ pub struct ItemRow {
     pub consumption: f64,
     pub kgce: f64,
     pub kgco2e: f64,
+    /// The standard-coal factor of `kgce` (id and version), `None` where none applies.
+    pub coal_factor: Option<FactorRef>,
+    /// The carbon factor of `kgco2e`.
+    pub carbon_factor: Option<FactorRef>,
     /// The period before (环比), for days and months.
     pub previous: Option<f64>,
     pub mom_pct: Option<f64>,
     /// The same period a year before (同比).
     pub year_before: Option<f64>,
     pub yoy_pct: Option<f64>,
+}
+
+/// Which factor a figure used: its id and version (see [`FactorUsed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FactorRef {
+    pub id: String,
+    pub version: String,
+}
+
+impl FactorRef {
+    pub(crate) fn of(f: &FactorUsed) -> Self {
+        Self {
+            id: f.id.clone(),
+            version: f.version.clone(),
+        }
+    }
 }
 
 /// The indicators of one account in one period.
@@ -87,6 +111,98 @@ pub struct ConsumptionReport {
     pub granularity: Granularity,
     pub rows: Vec<ItemRow>,
     pub indicators: Vec<IndicatorRow>,
+    /// Set when the last period is still in progress: its 环比 and 同比 compare the same days of
+    /// the period before and of the year before, not their whole periods.
+    pub comparison: Option<PartialComparison>,
+}
+
+/// How a period in progress is compared: like with like, its first `days` days against the
+/// same days of the period before (环比) and of the same period a year before (同比).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartialComparison {
+    /// The period in progress (its label).
+    pub period: String,
+    /// Its last day with data so far (the day before `as_of`).
+    pub through: NaiveDate,
+    pub days: i64,
+    /// The days compared in the period before, `[from, to)`; `None` for years.
+    pub previous: Option<(NaiveDate, NaiveDate)>,
+    /// The days compared a year before, `[from, to)`.
+    pub year_before: Option<(NaiveDate, NaiveDate)>,
+    pub note_zh: String,
+    pub note_en: String,
+}
+
+/// The first day after the period starting `start`.
+fn period_end(g: Granularity, start: NaiveDate) -> Option<NaiveDate> {
+    match g {
+        Granularity::Day => start.succ_opt(),
+        Granularity::Month => start.checked_add_months(Months::new(1)),
+        Granularity::Year => start.checked_add_months(Months::new(12)),
+    }
+}
+
+/// The comparison of the last period of `[first, to)` when `as_of` (the first day without data
+/// yet) falls inside it; `None` when every period is whole.
+fn partial_comparison(
+    g: Granularity,
+    first: NaiveDate,
+    to: NaiveDate,
+    as_of: Option<NaiveDate>,
+) -> Option<PartialComparison> {
+    let end = as_of?.min(to);
+    let through = end.pred_opt()?;
+    let last = g.start(through);
+    if last < first || period_end(g, last)? <= end {
+        return None;
+    }
+    let days = (end - last).num_days();
+    // The same days of another period, within it (a shorter month ends the window early).
+    let window = |start: NaiveDate| {
+        let stop = (start + chrono::Duration::days(days)).min(period_end(g, start)?);
+        Some((start, stop))
+    };
+    let previous = g.previous(last).and_then(window);
+    let year_before = g.year_before(last).and_then(window);
+    let span = |w: Option<(NaiveDate, NaiveDate)>| {
+        w.and_then(|(a, b)| Some(format!("{a} – {}", b.pred_opt()?)))
+    };
+    let (prev_s, yb_s) = (span(previous), span(year_before));
+    let label = g.label(last);
+    let mut zh = format!("{label} 尚未结束（截至 {through}，{days} 天）：");
+    let mut en = format!("{label} is in progress (through {through}, {days} days): ");
+    match (&prev_s, &yb_s) {
+        (Some(p), Some(y)) => {
+            zh.push_str(&format!(
+                "环比与上期同期 {p} 比较，同比与去年同期 {y} 比较。"
+            ));
+            en.push_str(&format!(
+                "compared with the same days of the period before ({p}) and of the year before ({y})."
+            ));
+        }
+        (None, Some(y)) => {
+            zh.push_str(&format!("同比与去年同期 {y} 比较。"));
+            en.push_str(&format!(
+                "compared with the same days of the year before ({y})."
+            ));
+        }
+        (Some(p), None) => {
+            zh.push_str(&format!("环比与上期同期 {p} 比较。"));
+            en.push_str(&format!(
+                "compared with the same days of the period before ({p})."
+            ));
+        }
+        (None, None) => return None,
+    }
+    Some(PartialComparison {
+        period: label,
+        through,
+        days,
+        previous,
+        year_before,
+        note_zh: zh,
+        note_en: en,
+    })
 }
 
 /// Local dates `[from, to)`; periods should start at `from` (a month report from the 1st).
@@ -109,31 +225,24 @@ fn pct(cur: f64, prev: Option<f64>) -> Option<f64> {
     (p != 0.0).then(|| ((cur - p) / p * 10_000.0).round() / 100.0)
 }
 
+/// Energy only: kgce and kgCO2e are priced from it once, per row ([`Pricing`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Amount {
     consumption: f64,
-    kgce: f64,
-    kgco2e: f64,
 }
 
 impl Amount {
     fn of(s: &MeterSum) -> Self {
         Self {
             consumption: s.consumption,
-            kgce: s.kgce,
-            kgco2e: s.kgco2e,
         }
     }
     fn add(&mut self, o: Amount) {
         self.consumption += o.consumption;
-        self.kgce += o.kgce;
-        self.kgco2e += o.kgco2e;
     }
     fn minus(self, o: Amount) -> Amount {
         Amount {
             consumption: self.consumption - o.consumption,
-            kgce: self.kgce - o.kgce,
-            kgco2e: self.kgco2e - o.kgco2e,
         }
     }
 }
@@ -220,20 +329,25 @@ fn tree(
     out
 }
 
-/// The category total of one (account, period, category) — the `Total` row, or the level-0
-/// subtotal where no main meter exists — as (consumption, kgce, kgCO2e): the same figure the
-/// consumption report shows, for analyses that need a total per day or hour.
+/// The category total of one (account, period, category, unit) — the `Total` row, or the
+/// level-0 subtotal where no main meter exists — as (consumption, kgce, kgCO2e) priced with
+/// `pricing`: the same figure the consumption report shows, for analyses that need a total
+/// per day or hour.
 pub(crate) fn category_total(
     category: Category,
     sums: &[&MeterSum],
     rel: &Relations,
+    pricing: &Pricing,
 ) -> Option<(f64, f64, f64)> {
     tree(category, sums, rel)
         .into_iter()
         .find(|(item, kind, _)| {
             *kind == RowKind::Total || (*kind == RowKind::Subtotal && item.level() == 0)
         })
-        .map(|(_, _, a)| (a.consumption, a.kgce, a.kgco2e))
+        .map(|(_, _, a)| {
+            let c = a.consumption;
+            (c, pricing.kgce(c), pricing.kgco2e(c))
+        })
 }
 
 /// Each row's amounts over the periods, keyed by (account, category, unit, item, kind), so
@@ -247,9 +361,22 @@ type RowAmounts =
 type IndicatorSums = BTreeMap<(AccountCode, NaiveDate), (f64, Option<f64>)>;
 
 impl Reports {
+    /// The report with every period compared whole (see [`Reports::consumption_report_as_of`]).
     pub async fn consumption_report(
         &self,
         req: &ConsumptionRequest,
+    ) -> Result<ConsumptionReport, QueryError> {
+        self.consumption_report_as_of(req, None).await
+    }
+
+    /// The report, where `as_of` is the first local day without data yet (the day after
+    /// today): a last period that reaches past it is in progress, and its 环比 and 同比
+    /// compare the same days of the period before and of the year before
+    /// ([`ConsumptionReport::comparison`] says which).
+    pub async fn consumption_report_as_of(
+        &self,
+        req: &ConsumptionRequest,
+        as_of: Option<NaiveDate>,
     ) -> Result<ConsumptionReport, QueryError> {
         let g = req.granularity;
         let first = g.start(req.from);
@@ -267,7 +394,14 @@ impl Reports {
             sums.retain(|s| s.category == c);
         }
         let (all, labels) = self.row_amounts(&sums, g);
-        let (mut rows, indicators) = item_rows(&all, first, g, &labels);
+        let comparison = partial_comparison(g, first, req.to, as_of);
+        let like = match &comparison {
+            Some(c) => Some((g.start(c.through), self.same_days(req, c).await?)),
+            None => None,
+        };
+        let mut prices = Prices::new(self);
+        let like = like.as_ref().map(|(p, a)| (*p, a));
+        let (mut rows, indicators) = item_rows(&all, first, g, &labels, &mut prices, like);
         sort_rows(&mut rows);
         Ok(ConsumptionReport {
             from: req.from,
@@ -275,7 +409,33 @@ impl Reports {
             granularity: g,
             rows,
             indicators: self.indicator_rows(indicators, g),
+            comparison,
         })
+    }
+
+    /// The amounts of the days a period in progress is compared with, keyed by the start of
+    /// the period they belong to.
+    async fn same_days(
+        &self,
+        req: &ConsumptionRequest,
+        c: &PartialComparison,
+    ) -> Result<RowAmounts, QueryError> {
+        let mut sums = Vec::new();
+        for (from, to) in [c.previous, c.year_before].into_iter().flatten() {
+            sums.extend(
+                self.meter_sums_with_rollups(
+                    local_midnight_ms(from),
+                    local_midnight_ms(to),
+                    req.granularity,
+                    &req.filters,
+                )
+                .await?,
+            );
+        }
+        if let Some(cat) = req.category {
+            sums.retain(|s| s.category == cat);
+        }
+        Ok(self.row_amounts(&sums, req.granularity).0)
     }
 
     /// The item tree of every (account, period, category, unit) as each row's amounts over
@@ -360,16 +520,29 @@ fn item_rows(
     first: NaiveDate,
     g: Granularity,
     labels: &BTreeMap<NaiveDate, String>,
+    prices: &mut Prices<'_>,
+    like: Option<(NaiveDate, &RowAmounts)>,
 ) -> (Vec<ItemRow>, IndicatorSums) {
     let catalog = ItemCatalog::builtin();
     let mut rows = Vec::new();
     let mut indicators: IndicatorSums = BTreeMap::new();
-    for ((account, category, unit, item, kind), periods) in all {
+    for (key, periods) in all {
+        let (account, category, unit, item, kind) = key;
         let at = |p: Option<NaiveDate>| periods.get(&p?).map(|a| round6(a.consumption));
+        // A period in progress is compared with the same days only.
+        let same_days = like.map(|(p, amounts)| (p, amounts.get(key)));
+        let at_same = |p: Option<NaiveDate>| {
+            let (_, of_row) = same_days?;
+            of_row?.get(&p?).map(|a| round6(a.consumption))
+        };
         for (period, a) in periods.range(first..) {
-            let previous = at(g.previous(*period));
-            let year_before = at(g.year_before(*period));
+            let in_progress = same_days.is_some_and(|(p, _)| p == *period);
+            let compared = |p: Option<NaiveDate>| if in_progress { at_same(p) } else { at(p) };
+            let previous = compared(g.previous(*period));
+            let year_before = compared(g.year_before(*period));
             let consumption = round6(a.consumption);
+            let pricing = prices.of(account, *category, unit, *period);
+            let (kgce, kgco2e) = (pricing.kgce(a.consumption), pricing.kgco2e(a.consumption));
             let (name_zh, name_en) = match kind {
                 RowKind::Unmetered => ("缺口量(未分项计量)", "unmetered remainder"),
                 _ => catalog.name(item),
@@ -388,8 +561,10 @@ fn item_rows(
                 name_en: name_en.to_owned(),
                 unit: unit.clone(),
                 consumption,
-                kgce: round6(a.kgce),
-                kgco2e: round6(a.kgco2e),
+                kgce: round6(kgce),
+                kgco2e: round6(kgco2e),
+                coal_factor: pricing.coal.as_ref().map(FactorRef::of),
+                carbon_factor: pricing.carbon.as_ref().map(FactorRef::of),
                 previous,
                 mom_pct: pct(consumption, previous),
                 year_before,
@@ -404,7 +579,7 @@ fn item_rows(
                 if *category == Category::Water {
                     *e.1.get_or_insert(0.0) += a.consumption;
                 } else {
-                    e.0 += a.kgce;
+                    e.0 += kgce;
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! are printed in Rust's shortest round-trip form; an absent value is an empty field.
 
 use super::carbon::{CarbonRow, FactorUsed};
-use super::consumption::{IndicatorRow, ItemRow};
+use super::consumption::{FactorRef, IndicatorRow, ItemRow};
 use super::forms::FormRow;
 use super::savings::{AccountSavings, FactorRow, OpportunityRow};
 
@@ -24,32 +24,36 @@ fn line(out: &mut String, fields: &[String]) {
     out.push('\n');
 }
 
-pub const ITEM_HEADER: &str = "account,period,category,item,level,kind,name_zh,name_en,unit,consumption,kgce,kgco2e,previous,mom_pct,year_before,yoy_pct";
+pub const ITEM_HEADER: &str = "account,period,category,item,level,kind,name_zh,name_en,unit,consumption,kgce,kgco2e,previous,mom_pct,year_before,yoy_pct,coal_factor_id,coal_factor_version,carbon_factor_id,carbon_factor_version";
+
+fn factor_ref(f: Option<&FactorRef>) -> [String; 2] {
+    f.map_or_else(Default::default, |f| [f.id.clone(), f.version.clone()])
+}
 
 pub fn items(rows: &[ItemRow]) -> String {
     let mut out = format!("{ITEM_HEADER}\n");
     for r in rows {
-        line(
-            &mut out,
-            &[
-                r.account.clone(),
-                r.period.clone(),
-                r.category.clone(),
-                r.item.clone(),
-                r.level.to_string(),
-                r.kind.name().to_owned(),
-                r.name_zh.clone(),
-                r.name_en.clone(),
-                r.unit.clone(),
-                r.consumption.to_string(),
-                r.kgce.to_string(),
-                r.kgco2e.to_string(),
-                num(r.previous),
-                num(r.mom_pct),
-                num(r.year_before),
-                num(r.yoy_pct),
-            ],
-        );
+        let mut cells = vec![
+            r.account.clone(),
+            r.period.clone(),
+            r.category.clone(),
+            r.item.clone(),
+            r.level.to_string(),
+            r.kind.name().to_owned(),
+            r.name_zh.clone(),
+            r.name_en.clone(),
+            r.unit.clone(),
+            r.consumption.to_string(),
+            r.kgce.to_string(),
+            r.kgco2e.to_string(),
+            num(r.previous),
+            num(r.mom_pct),
+            num(r.year_before),
+            num(r.yoy_pct),
+        ];
+        cells.extend(factor_ref(r.coal_factor.as_ref()));
+        cells.extend(factor_ref(r.carbon_factor.as_ref()));
+        line(&mut out, &cells);
     }
     out
 }
@@ -78,15 +82,17 @@ pub fn indicators(rows: &[IndicatorRow]) -> String {
     out
 }
 
-pub const CARBON_HEADER: &str = "account,region,period,category,category_zh,unit,consumption,kgce,coal_factor_id,coal_factor_value,coal_factor_source,coal_factor_year,kgco2e,carbon_factor_id,carbon_factor_value,carbon_factor_source,carbon_factor_year,carbon_factor_verified,accounts";
+pub const CARBON_HEADER: &str = "account,region,period,category,category_zh,unit,consumption,kgce,coal_factor_id,coal_factor_version,coal_factor_origin,coal_factor_value,coal_factor_source,coal_factor_year,kgco2e,carbon_factor_id,carbon_factor_version,carbon_factor_origin,carbon_factor_value,carbon_factor_source,carbon_factor_year,carbon_factor_verified,accounts";
 
-fn factor_fields(f: Option<&FactorUsed>) -> [String; 4] {
+fn factor_fields(f: Option<&FactorUsed>) -> [String; 6] {
     match f {
         Some(f) => [
             f.id.clone(),
-            num(f.value),
-            f.source.clone().unwrap_or_default(),
-            f.year.map(|y| y.to_string()).unwrap_or_default(),
+            f.version.clone(),
+            f.origin.clone(),
+            f.value.to_string(),
+            f.source.clone(),
+            f.year.to_string(),
         ],
         None => Default::default(),
     }
@@ -111,8 +117,7 @@ pub fn carbon(rows: &[CarbonRow]) -> String {
         cells.push(
             r.carbon_factor
                 .as_ref()
-                .and_then(|f| f.verified)
-                .map(|v| v.to_string())
+                .map(|f| f.verified.to_string())
                 .unwrap_or_default(),
         );
         cells.push(r.accounts.to_string());

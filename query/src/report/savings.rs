@@ -22,13 +22,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::Array;
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
-use reading_model::{AccountCode, Category, FactorSelection, Quantity};
+use reading_model::{AccountCode, Category, Quantity};
 use serde::Serialize;
 
 use super::consumption::category_total;
 use super::period::local_ts_sql;
 use super::scope::{Filter, sql_all};
-use super::source::{MeterSum, Relations, Reports};
+use super::source::{MeterSum, Prices, Relations, Reports};
 use crate::report::{QueryError, column_floats, column_ints, column_strings, rfc3339};
 use crate::savings::baseline::{AvoidedEnergy, Baseline, BaselineConfig, DayGroup, ModelKind};
 use crate::savings::benchmark::{
@@ -365,9 +365,15 @@ impl Reports {
         }
         let mut out: BTreeMap<AccountCode, Totals> = BTreeMap::new();
         let none = Relations::default();
+        let mut prices = Prices::new(self);
         for ((account, category, t), group) in groups {
             let rel = relations.get(&(account.clone(), category)).unwrap_or(&none);
-            if let Some(total) = category_total(category, &group, rel) {
+            // A bucket's meters share one unit in practice; the first one's prices the total.
+            let Some(first) = group.first() else {
+                continue;
+            };
+            let pricing = prices.of(account, category, &first.unit, first.period);
+            if let Some(total) = category_total(category, &group, rel, pricing) {
                 out.entry(account.clone())
                     .or_default()
                     .entry(category)
@@ -458,7 +464,6 @@ impl Reports {
             calendar: reference.calendar.clone(),
             sets: reference.benchmarks.clone(),
             reference: reference.clone(),
-            selection: FactorSelection::default(),
             year: (req.to - chrono::Duration::days(1)).year(),
         };
         let first = req.baseline_from.min(req.from);
@@ -683,7 +688,7 @@ impl Reports {
                 b,
                 p,
                 &self.factors,
-                &an.selection,
+                self.selection(code),
             );
             f.keep("baseline", drift);
         }
@@ -722,8 +727,13 @@ impl Reports {
                 None
             }
             Ok(a) => {
-                let found =
-                    opportunity::off_hours(code.clone(), an.year, &a, &self.factors, &an.selection);
+                let found = opportunity::off_hours(
+                    code.clone(),
+                    an.year,
+                    &a,
+                    &self.factors,
+                    self.selection(code),
+                );
                 f.keep("off_hours", found);
                 Some(off_hours_row(&a))
             }
@@ -787,7 +797,8 @@ impl Reports {
             let Some(type_id) = benchmark_type(set, account) else {
                 continue;
             };
-            match benchmark::compare(set, type_id, energy, &self.factors, &an.selection) {
+            let selection = self.selection(&account.code);
+            match benchmark::compare(set, type_id, energy, &self.factors, selection) {
                 Err(e) => f.note("benchmark", e.to_string()),
                 Ok(c) => {
                     let gap = opportunity::benchmark_gap(
@@ -795,7 +806,7 @@ impl Reports {
                         &set.name,
                         &set.name_en,
                         &self.factors,
-                        &an.selection,
+                        selection,
                     );
                     f.keep("benchmark", gap);
                     rows.push(benchmark_row(set, type_id, &c));
@@ -819,7 +830,7 @@ impl Reports {
             .iter()
             .filter_map(|(c, v)| {
                 self.factors
-                    .coal(*c, an.year, &an.selection)
+                    .coal(*c, an.year, self.selection(code))
                     .map(|f| v * f.per_unit)
             })
             .sum();
@@ -864,8 +875,9 @@ impl Reports {
             }
             a.peer = Some(peer_row(&r));
             let consumption = found.yearly.get(&r.account).cloned().unwrap_or_default();
+            let selection = self.selection(&r.account);
             let median =
-                opportunity::peer_median(&r, an.year, &consumption, &self.factors, &an.selection);
+                opportunity::peer_median(&r, an.year, &consumption, &self.factors, selection);
             keep_opportunity(median, "peer", &mut found.ops, &mut a.notes);
         }
     }
@@ -946,7 +958,6 @@ struct Analysis<'r> {
     sets: BenchmarkSets,
     /// School terms and heating seasons by account, with the calendar and sets above.
     reference: std::sync::Arc<crate::savings::ReferenceData>,
-    selection: FactorSelection,
     /// The data year: that of the reporting period's last day.
     year: i32,
 }

@@ -1,16 +1,28 @@
 //! Where the reports read from: the readings table summed per (account, meter, category, item,
-//! unit, carbon factor, period), the accounts from the config, and the factor tables.
+//! unit, period), the accounts from the config, and the factor tables.
 //!
 //! Reports sum per meter (not per item) because the unmetered remainder (缺口量) is a main
 //! meter minus its sub-meters, and only the meter says which is which.
+//!
+//! They sum energy only. Standard coal and carbon are that energy times the factors the
+//! server selects for the account ([`Reports::pricing`]: the account's `[account.factors]`,
+//! the factor tables with the deployment's factor files, the data year of the period), so
+//! the same energy gives the same kgce and kgCO2e in every report, and a changed or added
+//! factor restates every period it applies to. The kgce and kgCO2e a gateway computed per
+//! reading stay in the raw rows (and in the rollups' sums) as what the edge computed; no
+//! report adds them up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arrow::array::Array;
+use chrono::Datelike;
 use datafusion::prelude::SessionContext;
-use reading_model::{AccountCode, Category, EnergyCode, FactorTables, MeterId};
+use reading_model::{
+    AccountCode, Category, EnergyCode, FactorSelection, FactorTables, MeterId, Unit,
+};
+use serde::Serialize;
 
 use super::period::local_ts_sql;
 use super::scope::{Filter, matches_all, sql_all};
@@ -29,7 +41,7 @@ use storage::rollup::{
 use storage::rollup::{RollupFile, RollupQuery, Span, report_period, sum_rollup_files};
 use storage::{READINGS, partition_date};
 
-/// Consumption of one meter in one period (and under one carbon factor).
+/// Consumption of one meter in one period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterSum {
     pub account: AccountCode,
@@ -37,15 +49,81 @@ pub struct MeterSum {
     pub category: Category,
     pub item: EnergyCode,
     pub unit: String,
-    /// Id of the carbon factor the gateway applied (`None` where none applies, e.g. water).
-    pub factor: Option<String>,
     /// First local date of the period.
     pub period: chrono::NaiveDate,
     pub consumption: f64,
-    pub kgce: f64,
-    pub kgco2e: f64,
     pub intervals: i64,
 }
+
+/// A factor as applied to a figure: its value per the figure's unit, and its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FactorUsed {
+    pub id: String,
+    /// Where the definition came from: `builtin` or the deployment's factor file.
+    pub origin: String,
+    /// A digest of the definition: another value or year under the same id is another version.
+    pub version: String,
+    /// kgce or kgCO2e per unit of the figure.
+    pub value: f64,
+    pub source: String,
+    /// The factor's data year.
+    pub year: u16,
+    pub verified: bool,
+}
+
+/// The factors of one account's category in one data year, per one unit of a figure: what
+/// turns its energy into kgce and kgCO2e. `None` where no factor applies (water has none).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pricing {
+    pub coal: Option<FactorUsed>,
+    pub carbon: Option<FactorUsed>,
+}
+
+impl Pricing {
+    /// Standard coal of `consumption`: one multiplication, 0 without a factor.
+    pub fn kgce(&self, consumption: f64) -> f64 {
+        self.coal.as_ref().map_or(0.0, |f| consumption * f.value)
+    }
+
+    /// Carbon of `consumption`: one multiplication, 0 without a factor.
+    pub fn kgco2e(&self, consumption: f64) -> f64 {
+        self.carbon.as_ref().map_or(0.0, |f| consumption * f.value)
+    }
+}
+
+/// [`Reports::pricing`] remembered per (account, category, unit, year), for the analyses that
+/// price thousands of buckets of the same few.
+pub(crate) struct Prices<'r> {
+    reports: &'r Reports,
+    known: BTreeMap<(AccountCode, Category, String, i32), Pricing>,
+}
+
+impl<'r> Prices<'r> {
+    pub(crate) fn new(reports: &'r Reports) -> Self {
+        Self {
+            reports,
+            known: BTreeMap::new(),
+        }
+    }
+
+    /// The pricing of `account`'s `category` in `unit` for the period starting `period`.
+    pub(crate) fn of(
+        &mut self,
+        account: &AccountCode,
+        category: Category,
+        unit: &str,
+        period: chrono::NaiveDate,
+    ) -> &Pricing {
+        let year = period.year();
+        self.known
+            .entry((account.clone(), category, unit.to_owned(), year))
+            .or_insert_with(|| self.reports.pricing(account, category, unit, year))
+    }
+}
+
+/// The selection of accounts the config does not list: the defaults.
+static DEFAULT_SELECTION: std::sync::LazyLock<FactorSelection> =
+    std::sync::LazyLock::new(FactorSelection::default);
 
 /// Reports over one data directory, with the deployment's accounts and factor tables.
 #[derive(Debug, Clone)]
@@ -106,6 +184,48 @@ impl Reports {
 
     pub fn account(&self, code: &AccountCode) -> Option<&Account> {
         self.accounts.get(code)
+    }
+
+    /// The factor selection of an account: its `[account.factors]`, or the defaults for an
+    /// account the config does not list.
+    pub fn selection(&self, code: &AccountCode) -> &FactorSelection {
+        self.accounts
+            .get(code)
+            .map_or(&*DEFAULT_SELECTION, |a| a.factor_selection())
+    }
+
+    /// The factors that turn `account`'s energy of `category`, counted in `unit`, into kgce and
+    /// kgCO2e for data year `year` (the year of the period): the account's selection resolved
+    /// in the server's tables, each value per one `unit`. A unit that does not convert to the
+    /// category's canonical unit gets no factor (and no kgce), as at the gateway.
+    pub fn pricing(
+        &self,
+        account: &AccountCode,
+        category: Category,
+        unit: &str,
+        year: i32,
+    ) -> Pricing {
+        let canonical = category.consumption_unit();
+        let Some(scale) = Unit::parse(unit)
+            .ok()
+            .and_then(|u| u.convert(1.0, canonical).ok())
+        else {
+            return Pricing::default();
+        };
+        let sel = self.selection(account);
+        let used = |r: reading_model::factor::Resolved<'_>| FactorUsed {
+            id: r.id.to_owned(),
+            origin: r.origin.to_owned(),
+            version: r.version.to_owned(),
+            value: r.per_unit * scale,
+            source: r.source.to_owned(),
+            year: r.year,
+            verified: r.verified,
+        };
+        Pricing {
+            coal: self.factors.coal(category, year, sel).map(used),
+            carbon: self.factors.carbon(account, category, year, sel).map(used),
+        }
     }
 
     /// A session with `readings` (once a file exists) and `accounts` registered.
@@ -207,16 +327,14 @@ impl Reports {
         // Shift to local time, step back 1 ms for (from, to] and truncate: the bucket's local
         // start as seconds since the epoch.
         let sql = format!(
-            "SELECT account, meter, category, item, unit, factor, \
+            "SELECT account, meter, category, item, unit, \
                     to_unixtime(date_trunc('{g}', {local})) AS period, \
                     sum(delta) AS consumption, \
-                    coalesce(sum(kgce), 0.0) AS kgce, \
-                    coalesce(sum(kgco2e), 0.0) AS kgco2e, \
                     count(delta) AS intervals \
              FROM {READINGS} \
              WHERE quantity IN ({q}) AND delta IS NOT NULL \
                AND ({when}) AND {condition} \
-             GROUP BY account, meter, category, item, unit, factor, period",
+             GROUP BY account, meter, category, item, unit, period",
             g = trunc,
             local = local_ts_sql("ts", 1),
             q = consumption_quantities_sql(),
@@ -227,18 +345,16 @@ impl Reports {
             let s = |i, name| column_strings(&b, i, name);
             let f = |i, name| column_floats(&b, i, name);
             let i64s = |i, name| column_ints(&b, i, name);
-            let (account, meter, category, item, unit, factor) = (
+            let (account, meter, category, item, unit) = (
                 s(0, "account")?,
                 s(1, "meter")?,
                 s(2, "category")?,
                 s(3, "item")?,
                 s(4, "unit")?,
-                s(5, "factor")?,
             );
-            let period = i64s(6, "period")?;
-            let (consumption, kgce, kgco2e) =
-                (f(7, "consumption")?, f(8, "kgce")?, f(9, "kgco2e")?);
-            let intervals = i64s(10, "intervals")?;
+            let period = i64s(5, "period")?;
+            let consumption = f(6, "consumption")?;
+            let intervals = i64s(7, "intervals")?;
             for i in 0..b.num_rows() {
                 // Stored rows passed validation at ingest; a row that no longer parses is
                 // skipped with a warning rather than failing the whole report.
@@ -266,23 +382,20 @@ impl Reports {
                         category,
                         item,
                         unit: unit.value(i).to_owned(),
-                        factor: (!factor.is_null(i)).then(|| factor.value(i).to_owned()),
                         period,
                         consumption: if consumption.is_null(i) {
                             0.0
                         } else {
                             consumption.value(i)
                         },
-                        kgce: kgce.value(i),
-                        kgco2e: kgco2e.value(i),
                         intervals: intervals.value(i),
                     },
                 ));
             }
         }
         out.sort_by(|(ta, a), (tb, b)| {
-            (&a.account, ta, a.category, &a.item, &a.meter, &a.factor)
-                .cmp(&(&b.account, tb, b.category, &b.item, &b.meter, &b.factor))
+            (&a.account, ta, a.category, &a.item, &a.meter)
+                .cmp(&(&b.account, tb, b.category, &b.item, &b.meter))
         });
         Ok(out)
     }
@@ -507,12 +620,8 @@ impl Reports {
         );
         out.extend(self.rollup_sums(plan.files, granularity, in_scope).await?);
         out.sort_by(|a, b| {
-            (
-                &a.account, a.period, a.category, &a.item, &a.meter, &a.factor,
-            )
-                .cmp(&(
-                    &b.account, b.period, b.category, &b.item, &b.meter, &b.factor,
-                ))
+            (&a.account, a.period, a.category, &a.item, &a.meter)
+                .cmp(&(&b.account, b.period, b.category, &b.item, &b.meter))
         });
         Ok(out)
     }
@@ -564,11 +673,10 @@ impl Reports {
                 category,
                 item,
                 unit,
-                factor: None,
                 period,
+                // The rollup's kgce and kgCO2e are the edge's per-reading figures summed;
+                // reports price the energy with the server's factors instead.
                 consumption: s.energy,
-                kgce: s.kgce,
-                kgco2e: s.kgco2e,
                 intervals: s.intervals,
             });
         }

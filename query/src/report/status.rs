@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::consumption::{category_total, round6};
 use super::scope::{Filter, sql_all};
-use super::source::MeterSum;
+use super::source::{MeterSum, Prices};
 use crate::report::{
     QueryError, Reports, column_floats, column_ints, column_strings, consumption_quantities_sql,
     rfc3339,
@@ -104,13 +104,17 @@ impl Reports {
                 .push(s);
         }
         let mut out = Vec::new();
+        let mut prices = Prices::new(self);
         for ((account, period, category, unit), group) in groups {
             let of_category: Vec<&MeterSum> = sums
                 .iter()
                 .filter(|s| &s.account == account && s.category == category)
                 .collect();
             let rel = self.relations(account, category, &of_category);
-            if let Some((consumption, kgce, kgco2e)) = category_total(category, &group, &rel) {
+            let pricing = prices.of(account, category, unit, period);
+            if let Some((consumption, kgce, kgco2e)) =
+                category_total(category, &group, &rel, pricing)
+            {
                 out.push(CategoryTotal {
                     account: account.clone(),
                     period,

@@ -69,6 +69,11 @@ pub fn rollup_schema() -> SchemaRef {
 
 /// The amounts of one rollup row: summed while rolling up readings, and again when a report
 /// or a monthly rollup adds rollup rows together.
+///
+/// `kgce` and `kgco2e` are the sums of the gateway's per-reading figures, what the edge
+/// computed with its own factor selection. The server's reports do not use them: they price
+/// `energy` with the factors the server selects for the account (`query::report::source`),
+/// so rollups never need rebuilding when a factor or a selection changes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sums {
     pub energy: f64,
