@@ -399,18 +399,7 @@ source = { type = "modbus-tcp", host = "127.0.0.1" }
         let mut state = SpoolState::default();
         let mut out = vec![];
         for (i, kwh) in [100.0, 102.5, 1.5, 40.0].into_iter().enumerate() {
-            let sample = MqttSample {
-                device: 0,
-                received: t0 + i as i64 * 60_000,
-                values: vec![firmware_bridge::FirmwareValue {
-                    channel: "0".into(),
-                    quantity: Quantity::EnergyImport,
-                    basis: firmware_bridge::Basis::Total,
-                    unit: Unit::KilowattHour,
-                    value: kwh,
-                    ts_ms: None,
-                }],
-            };
+            let sample = energy_total(t0 + i as i64 * 60_000, kwh);
             out.extend(normalize_mqtt(&config, &mut state, &sample));
         }
         let got: Vec<(Option<f64>, Quality)> = out.iter().map(|r| (r.delta, r.quality)).collect();
@@ -424,6 +413,22 @@ source = { type = "modbus-tcp", host = "127.0.0.1" }
                 (Some(38.5), Quality::OutOfRange),
             ]
         );
+    }
+
+    /// Device 0's firmware total of `kwh`, received at `received`.
+    fn energy_total(received: i64, kwh: f64) -> MqttSample {
+        MqttSample {
+            device: 0,
+            received,
+            values: vec![firmware_bridge::FirmwareValue {
+                channel: "0".into(),
+                quantity: Quantity::EnergyImport,
+                basis: firmware_bridge::Basis::Total,
+                unit: Unit::KilowattHour,
+                value: kwh,
+                ts_ms: None,
+            }],
+        }
     }
 
     #[test]
@@ -443,18 +448,7 @@ source = { type = "modbus-tcp", host = "127.0.0.1" }
         // swapped plug whose counter persists: 3 → 3.5 counts, its 3 kWh start does not.
         let totals = [100.0, -5.0, 0.25, 101.0, 3.0, 3.5, 4.0];
         for (i, kwh) in totals.into_iter().enumerate() {
-            let sample = MqttSample {
-                device: 0,
-                received: t0 + i as i64 * 60_000,
-                values: vec![firmware_bridge::FirmwareValue {
-                    channel: "0".into(),
-                    quantity: Quantity::EnergyImport,
-                    basis: firmware_bridge::Basis::Total,
-                    unit: Unit::KilowattHour,
-                    value: kwh,
-                    ts_ms: None,
-                }],
-            };
+            let sample = energy_total(t0 + i as i64 * 60_000, kwh);
             out.extend(normalize_mqtt(&config, &mut state, &sample));
             // The committed state is what the spooled readings say: replaying them from
             // nothing gives the state the normalizer holds, after every message.

@@ -91,17 +91,6 @@ impl<T: Clone> Credentials<T> {
         *set = new;
         change
     }
-
-    pub fn len(&self) -> usize {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// How a [`Credentials::replace`] changed the set, for the reload's log line.
